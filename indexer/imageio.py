@@ -1,0 +1,170 @@
+"""Decoding photos: any file or upload becomes an upright RGB PIL image, or an ImageError with a reason."""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+try:  # HEIC/HEIF from phones; optional at run time, a declared dependency.
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+except ImportError:  # pragma: no cover
+    pass
+
+# Photos up to ~100 MP decode; beyond that a file is treated as a decompression bomb.
+MAX_PIXELS = 100_000_000
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+logging.getLogger("PIL").setLevel(logging.CRITICAL)  # decoder chatter; failures are recorded instead
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+EXTENSIONS = frozenset(
+    {
+        ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".webp", ".gif", ".bmp", ".tif", ".tiff",
+        ".heic", ".heif", ".avif", ".mpo", ".jp2", ".j2k", ".jpx", ".pbm", ".pgm", ".ppm", ".pnm", ".psd",
+    }
+)
+
+_EXIF_IFD = 0x8769
+_DATETIME_ORIGINAL = 0x9003
+_DATETIME = 0x0132
+_MAKE = 0x010F
+_MODEL = 0x0110
+_ORIENTATION = 0x0112
+
+
+class ImageError(Exception):
+    """An image that cannot be used. `reason` is a short category, `str(err)` is 'reason: detail'."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+@dataclass(frozen=True)
+class PhotoInfo:
+    """What a photo says about itself, read while decoding it."""
+
+    width: int  # as displayed, after EXIF orientation
+    height: int
+    format: str | None
+    taken_at: datetime | None
+    camera: str | None
+
+
+def _exif_facts(img: Image.Image) -> tuple[int, datetime | None, str | None]:
+    try:
+        exif = img.getexif()
+    except Exception:  # broken EXIF never makes a photo unreadable
+        return 1, None, None
+    orientation = exif.get(_ORIENTATION, 1)
+    try:
+        sub = exif.get_ifd(_EXIF_IFD)
+    except Exception:
+        sub = {}
+    taken_at = None
+    for raw in (sub.get(_DATETIME_ORIGINAL), exif.get(_DATETIME)):
+        if isinstance(raw, str):
+            try:
+                taken_at = datetime.strptime(raw.strip("\x00 ")[:19], "%Y:%m:%d %H:%M:%S")
+                break
+            except ValueError:
+                continue
+    make = str(exif.get(_MAKE, "")).strip("\x00 ")
+    model = str(exif.get(_MODEL, "")).strip("\x00 ")
+    if make and model.lower().startswith(make.lower()):
+        make = ""  # "Canon Canon EOS 5D" -> "Canon EOS 5D"
+    camera = " ".join(p for p in (make, model) if p) or None
+    return orientation if isinstance(orientation, int) else 1, taken_at, camera
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB; transparency is composited over white."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # High bit depth: scale the actual range to 0..255 rather than clipping at 255.
+        a = np.asarray(img, dtype=np.float32)
+        lo, hi = float(a.min()), float(a.max())
+        a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+        return Image.fromarray(a.astype(np.uint8), "L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, img).convert("RGB")
+    if img.mode in ("LAB", "HSV"):
+        return img.convert("RGB") if img.mode == "HSV" else Image.fromarray(
+            np.asarray(img)[..., 0], "L"
+        ).convert("RGB")
+    return img.convert("RGB")
+
+
+def _open(source: Path | bytes) -> Image.Image:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ImageError("empty file", "0 bytes")
+        return Image.open(io.BytesIO(source))
+    if source.stat().st_size == 0:
+        raise ImageError("empty file", "0 bytes")
+    return Image.open(source)
+
+
+def load_image(source: Path | bytes, min_side: int | None = None) -> tuple[Image.Image, PhotoInfo]:
+    """Decode a file or in-memory bytes into an upright RGB image and its facts.
+
+    With `min_side`, JPEGs are decoded at a reduced scale (Pillow's `draft`) as long as the shorter
+    side stays at least `min_side`: a 12 MP photo then decodes about 8x faster.
+    Raises ImageError for anything that is not a usable image; never anything else.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns about every odd tag; we report real errors
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = _open(source)
+            fmt = img.format
+            orientation, taken_at, camera = _exif_facts(img)
+            width, height = img.size
+            if width < 1 or height < 1:
+                raise ImageError("degenerate image", f"{width}x{height} pixels")
+            if orientation in (5, 6, 7, 8):
+                width, height = height, width
+            if getattr(img, "is_animated", False):
+                img.seek(0)  # first frame stands for an animation
+            if min_side and fmt == "JPEG":
+                scale = min(img.size) / min_side
+                if scale >= 2:
+                    img.draft("RGB", (img.size[0] / scale, img.size[1] / scale))
+            img.load()
+            try:
+                img = ImageOps.exif_transpose(img)
+            except Exception:
+                pass  # a broken orientation tag: keep the pixels as stored
+            img = to_rgb(img)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError("decompression bomb", str(e)) from None
+    except UnidentifiedImageError as e:
+        raise ImageError("not an image", str(e)) from None
+    except FileNotFoundError as e:
+        raise ImageError("missing file", str(e)) from None
+    except PermissionError as e:
+        raise ImageError("unreadable file", str(e)) from None
+    except (OSError, SyntaxError, EOFError, ValueError, IndexError) as e:
+        # Pillow reports truncated and corrupt data as OSError/SyntaxError/ValueError.
+        raise ImageError("corrupt image", f"{type(e).__name__}: {e}") from None
+    except MemoryError:
+        raise ImageError("decompression bomb", "ran out of memory while decoding") from None
+    except Exception as e:  # a decoder bug must not stop a whole collection
+        raise ImageError("corrupt image", f"{type(e).__name__}: {e}") from None
+    return img, PhotoInfo(width, height, fmt, taken_at, camera)

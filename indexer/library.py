@@ -1,0 +1,210 @@
+"""A library on disk: `library.db` (SQLite, the source of truth) beside `vectors.faiss` (derived).
+
+The indexer opens it for writing (one writer at a time, guarded by a lock file);
+search and web open it for reading and reconcile the FAISS file with the database.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import create_engine, delete, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from indexer.schema import INDEXED, SCHEMA_VERSION, Base, Embedding, Image, Meta
+from indexer.vectors import VectorIndex
+
+log = logging.getLogger(__name__)
+
+DB_FILE = "library.db"
+VECTORS_FILE = "vectors.faiss"
+LOCK_FILE = "index.lock"
+
+# The facts that must match for vectors to be comparable.
+IDENTITY_KEYS = ("backbone", "weights", "preprocessing", "dim")
+
+
+class LibraryError(Exception):
+    """A library cannot be opened or used as asked; the message says what to do."""
+
+
+class Library:
+    """Handle on one library directory. Cheap to open; holds one SQLAlchemy engine."""
+
+    def __init__(self, path: Path | str, *, create: bool = False) -> None:
+        self.path = Path(path).expanduser().resolve()
+        db = self.path / DB_FILE
+        if not db.exists():
+            if not create:
+                raise LibraryError(
+                    f"no library at {self.path}: run `lookalike index PHOTOS_DIR --library {self.path}` first"
+                )
+            self.path.mkdir(parents=True, exist_ok=True)
+        self.engine = create_engine(f"sqlite:///{db}")
+        self.Session = sessionmaker(self.engine, expire_on_commit=False)
+        Base.metadata.create_all(self.engine)
+        with self.Session.begin() as s:
+            version = s.get(Meta, "schema_version")
+            if version is None:
+                s.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
+            elif int(version.value) != SCHEMA_VERSION:
+                raise LibraryError(
+                    f"library {self.path} has schema version {version.value}, this lookalike "
+                    f"understands {SCHEMA_VERSION}: index into a new --library"
+                )
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- meta -----------------------------------------------------------------------------------
+
+    def meta(self) -> dict[str, str]:
+        with self.Session() as s:
+            return {m.key: m.value for m in s.scalars(select(Meta))}
+
+    def set_meta(self, session: Session, **values: object) -> None:
+        for key, value in values.items():
+            session.merge(Meta(key=key, value=value if isinstance(value, str) else json.dumps(value)))
+
+    @property
+    def root(self) -> Path | None:
+        root = self.meta().get("root")
+        return Path(root) if root else None
+
+    @property
+    def dim(self) -> int | None:
+        dim = self.meta().get("dim")
+        return int(dim) if dim else None
+
+    def identity(self) -> dict[str, str]:
+        meta = self.meta()
+        return {key: meta[key] for key in IDENTITY_KEYS if key in meta}
+
+    # -- writer lock ------------------------------------------------------------------------------
+
+    @contextmanager
+    def writer_lock(self) -> Iterator[None]:
+        """Only one indexer may write a library at a time."""
+        with open(self.path / LOCK_FILE, "w") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise LibraryError(f"another `lookalike index` is writing {self.path}") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    # -- vectors ----------------------------------------------------------------------------------
+
+    @property
+    def vectors_path(self) -> Path:
+        return self.path / VECTORS_FILE
+
+    def stored_vectors(
+        self, ids: npt.ArrayLike | None = None
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """(ids, vectors) of indexed images from SQLite, ordered by id; all of them if ids is None."""
+        dim = self.dim or 0
+        stmt = (
+            select(Embedding.image_id, Embedding.vector)
+            .join(Image)
+            .where(Image.status == INDEXED)
+            .order_by(Embedding.image_id)
+        )
+        out_ids: list[int] = []
+        chunks: list[bytes] = []
+        with self.Session() as s:
+            if ids is None:
+                rows = s.execute(stmt)
+                for image_id, blob in rows:
+                    out_ids.append(image_id)
+                    chunks.append(blob)
+            else:
+                wanted = [int(i) for i in np.asarray(ids).ravel()]
+                for start in range(0, len(wanted), 500):
+                    part = wanted[start : start + 500]
+                    for image_id, blob in s.execute(stmt.where(Embedding.image_id.in_(part))):
+                        out_ids.append(image_id)
+                        chunks.append(blob)
+        vectors = np.frombuffer(b"".join(chunks), dtype=np.float32).reshape(len(out_ids), dim)
+        return np.asarray(out_ids, dtype=np.int64), vectors
+
+    def indexed_ids(self) -> npt.NDArray[np.int64]:
+        with self.Session() as s:
+            ids = s.scalars(select(Image.id).where(Image.status == INDEXED).order_by(Image.id))
+            return np.fromiter(ids, dtype=np.int64)
+
+    def build_vectors(self) -> VectorIndex:
+        """A fresh index of every stored vector, the type chosen by the library's size."""
+        ids, vectors = self.stored_vectors()
+        return VectorIndex.build(self.dim or vectors.shape[1], ids, vectors)
+
+    def load_vectors(self, *, full_check: bool = False) -> VectorIndex:
+        """The FAISS index, brought in line with the database.
+
+        The database wins: ids it has that the file lacks are added from the stored vectors, ids the
+        file has that the database lacks are removed. After a crashed run (`vectors_dirty`) or when
+        `full_check` is asked, the index is rebuilt whole, since a re-embedded image keeps its id.
+        """
+        dim = self.dim
+        if dim is None:
+            return VectorIndex.empty(0)
+        dirty = self.meta().get("vectors_dirty") == "1"
+        if not self.vectors_path.exists() or (dirty and full_check):
+            return self.build_vectors()
+        index = VectorIndex.load(self.vectors_path, dim)
+        have = index.ids()
+        want = self.indexed_ids()
+        extra = np.setdiff1d(have, want, assume_unique=True)
+        missing = np.setdiff1d(want, have, assume_unique=True)
+        if len(extra) or len(missing):
+            log.info("reconciling %s: +%d -%d vectors", self.vectors_path, len(missing), len(extra))
+            if not index.supports_updates:
+                return self.build_vectors()
+            index.remove(extra)
+            index.add(*self.stored_vectors(missing))
+        return index
+
+    def save_vectors(self, index: VectorIndex, *, clean: bool) -> None:
+        """Write the FAISS file; `clean` marks it as matching the database exactly."""
+        index.save(self.vectors_path)
+        with self.Session.begin() as s:
+            self.set_meta(s, vectors_dirty="0" if clean else "1", **index.describe())
+
+    def mark_vectors_dirty(self) -> None:
+        with self.Session.begin() as s:
+            self.set_meta(s, vectors_dirty="1")
+
+    # -- counts -----------------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        with self.Session() as s:
+            rows = s.execute(select(Image.status, func.count()).group_by(Image.status)).all()
+        by_status = dict(rows)
+        return {
+            "images": sum(by_status.values()),
+            "indexed": by_status.get(INDEXED, 0),
+            "failed": by_status.get("failed", 0),
+            "pending": by_status.get("pending", 0),
+        }
+
+    def reset_vectors(self) -> None:
+        """Forget every vector (for a full re-embed with another backbone); rows and labels stay."""
+        with self.Session.begin() as s:
+            s.execute(delete(Embedding))
+            s.query(Image).update({Image.status: "pending", Image.indexed_at: None})
+            for key in IDENTITY_KEYS:
+                m = s.get(Meta, key)
+                if m is not None:
+                    s.delete(m)
+        if self.vectors_path.exists():
+            os.remove(self.vectors_path)

@@ -1,0 +1,126 @@
+"""The library's SQLite schema: one row per photo, its vector, its label, and the library's identity."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    event,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+SCHEMA_VERSION = 1
+
+# Image.status values.
+PENDING = "pending"  # row exists, no vector yet (new or changed file; a crash leaves these)
+INDEXED = "indexed"  # has a vector in `embeddings` and in the FAISS file
+FAILED = "failed"  # could not be decoded; `error` says why
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Image(Base):
+    """A photo file under the collection root. Its id is also its FAISS id."""
+
+    __tablename__ = "images"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(String, unique=True)  # relative to the root, '/'-separated
+    folder: Mapped[str] = mapped_column(String, index=True)  # parent of path, '' for the root
+    size: Mapped[int] = mapped_column(Integer)
+    mtime: Mapped[float] = mapped_column(Float)
+    hash: Mapped[str | None] = mapped_column(String, index=True)  # blake2b-128 of the bytes
+    width: Mapped[int | None] = mapped_column(Integer)  # as displayed (after EXIF rotation)
+    height: Mapped[int | None] = mapped_column(Integer)
+    format: Mapped[str | None] = mapped_column(String)
+    taken_at: Mapped[datetime | None] = mapped_column(index=True)  # EXIF DateTimeOriginal
+    camera: Mapped[str | None] = mapped_column(String)  # EXIF Make + Model
+    added_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    indexed_at: Mapped[datetime | None] = mapped_column()
+    status: Mapped[str] = mapped_column(String, default=PENDING, index=True)
+    error: Mapped[str | None] = mapped_column(Text)  # "reason: detail" when status == failed
+
+    embedding: Mapped[Embedding | None] = relationship(
+        back_populates="image", cascade="all, delete-orphan", passive_deletes=True
+    )
+    label: Mapped[Label | None] = relationship(
+        back_populates="image", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    @property
+    def reason(self) -> str | None:
+        """The short failure reason ("decompression bomb"), without the detail."""
+        return self.error.split(":", 1)[0] if self.error else None
+
+
+class Embedding(Base):
+    """The image's L2-normalised float32 vector: the source of truth the FAISS file is built from."""
+
+    __tablename__ = "embeddings"
+
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
+    )
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+    image: Mapped[Image] = relationship(back_populates="embedding")
+
+
+# Label.source values.
+USER = "user"
+IMPORTED = "imported"
+ACCEPTED = "accepted"  # an accepted nearest-neighbour suggestion
+LABEL_SOURCES = (USER, IMPORTED, ACCEPTED)
+
+
+class Label(Base):
+    """The one current label of an image."""
+
+    __tablename__ = "labels"
+
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
+    )
+    label: Mapped[str] = mapped_column(String, index=True)
+    source: Mapped[str] = mapped_column(String, default=USER)
+    set_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    image: Mapped[Image] = relationship(back_populates="label")
+
+
+class Meta(Base):
+    """Key/value facts about the library: schema version, root, backbone identity, index stats."""
+
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String, primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+Index("ix_images_status_path", Image.status, Image.path)
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection, connection_record) -> None:
+    # WAL lets the web process read while the indexer writes; foreign keys make deletes cascade.
+    if type(dbapi_connection).__module__.startswith("sqlite3"):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()

@@ -1,0 +1,1 @@
+"""lookalike's command line: composes indexer, search and web, nothing else."""

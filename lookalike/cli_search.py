@@ -1,0 +1,1 @@
+"""Commands that read the library: search, labels, eval, duplicates."""

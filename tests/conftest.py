@@ -1,0 +1,59 @@
+"""Fixtures shared by every test: real photos, the real offline backbone, real libraries."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from indexer.backbone import Backbone
+from indexer.library import Library
+from indexer.pipeline import index_folder
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "lookalike" / "samples"  # 120 CC0 photos, 12 per class, class-per-folder
+TEST_DATA = Path(__file__).parent / "data"
+SHARED = REPO.parent / "shared" / "corpora"  # ../shared/corpora beside the checkout
+
+
+def shared_corpus(name: str) -> Path:
+    path = SHARED / name
+    if not path.is_dir():
+        pytest.skip(f"{path} is not here (CI clones with ../shared beside the repo)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def backbone() -> Backbone:
+    """The default backbone with its real offline ImageNet weights, loaded once."""
+    b = Backbone("efficientnet_lite0", device="cpu")
+    b.model  # load now
+    return b
+
+
+@pytest.fixture(scope="session")
+def sample_photos() -> Path:
+    return SAMPLES
+
+
+@pytest.fixture(scope="session")
+def sample_library_dir(tmp_path_factory, backbone) -> Path:
+    """The 120 sample photos indexed once per session. Copy it before changing it."""
+    path = tmp_path_factory.mktemp("samples-library")
+    library = Library(path, create=True)
+    try:
+        index_folder(SAMPLES, library, backbone, batch_size=32, workers=1)
+    finally:
+        library.close()
+    return path
+
+
+@pytest.fixture
+def sample_library(sample_library_dir, tmp_path) -> Library:
+    """A private, writable copy of the indexed sample library."""
+    path = tmp_path / "library"
+    shutil.copytree(sample_library_dir, path)
+    library = Library(path)
+    yield library
+    library.close()

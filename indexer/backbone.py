@@ -218,7 +218,7 @@ def _file_identity(path: Path) -> str:
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    return f"{Path(path).name}#sha256:{h.hexdigest()[:16]}"
+    return f"sha256:{h.hexdigest()[:16]}"  # the content, not the file name: a copy elsewhere matches
 
 
 # -- device and precision ---------------------------------------------------------------------------

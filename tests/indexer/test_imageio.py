@@ -1,0 +1,120 @@
+"""Decoding: every mode becomes upright RGB; every bad file becomes an ImageError with a reason."""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from indexer.imageio import ImageError, load_image, to_rgb
+from tests.conftest import TEST_DATA
+
+BAD = TEST_DATA / "bad"
+
+
+def jpeg_bytes(img: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", **kw)
+    return buf.getvalue()
+
+
+def test_rgba_is_composited_over_white():
+    img = Image.new("RGBA", (8, 8), (255, 0, 0, 0))  # fully transparent red
+    img.putpixel((0, 0), (0, 0, 255, 255))
+    rgb = to_rgb(img)
+    assert rgb.mode == "RGB"
+    assert rgb.getpixel((1, 1)) == (255, 255, 255)
+    assert rgb.getpixel((0, 0)) == (0, 0, 255)
+
+
+def test_grayscale_and_16bit_become_rgb_with_their_contrast():
+    gray = Image.new("L", (4, 4), 77)
+    assert to_rgb(gray).getpixel((0, 0)) == (77, 77, 77)
+    a = np.zeros((4, 4), dtype=np.uint16)
+    a[0, 0] = 60000
+    deep = Image.fromarray(a)
+    assert deep.mode.startswith("I;16")
+    rgb = np.asarray(to_rgb(deep))
+    assert rgb[0, 0].tolist() == [255, 255, 255]  # full range kept, not clipped to white everywhere
+    assert rgb[1, 1].tolist() == [0, 0, 0]
+
+
+def test_exif_orientation_is_applied_and_facts_read():
+    # Stored landscape 40x20 with the left half red; orientation 6 means "rotate 90° clockwise".
+    img = Image.new("RGB", (40, 20), (0, 0, 255))
+    img.paste((255, 0, 0), (0, 0, 20, 20))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x010F] = "Canon"
+    exif[0x0110] = "Canon EOS 5D"
+    exif.get_ifd(0x8769)[0x9003] = "2021:07:04 10:30:00"
+    out, info = load_image(jpeg_bytes(img, exif=exif, quality=95))
+    assert out.size == (20, 40)
+    assert (info.width, info.height) == (20, 40)
+    r, g, b = out.getpixel((10, 5))  # the red half is on top after the rotation
+    assert r > 200 and b < 60
+    assert info.taken_at == datetime(2021, 7, 4, 10, 30)
+    assert info.camera == "Canon EOS 5D"
+    assert info.format == "JPEG"
+
+
+def test_large_jpeg_decodes_at_reduced_scale_but_reports_full_size():
+    big = Image.new("RGB", (4000, 3000), (10, 200, 30))
+    out, info = load_image(jpeg_bytes(big), min_side=256)
+    assert (info.width, info.height) == (4000, 3000)
+    assert 256 <= min(out.size) < 3000  # draft took a smaller DCT scale
+    full, _ = load_image(jpeg_bytes(big))
+    assert full.size == (4000, 3000)
+
+
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("pillow__decompression_bomb.gif", "decompression bomb"),
+        ("pillow__bmp__b__badwidth.bmp", "decompression bomb"),
+        ("pillow__truncated_jpeg.jpg", "corrupt image"),
+        ("pillow__truncated_image.png", "corrupt image"),
+        ("pillow__png_decompression_dos.png", "corrupt image"),
+        ("generated__zero_bytes.jpg", "empty file"),
+        ("pillow__test-ole-file.doc", "not an image"),
+    ],
+)
+def test_bad_files_raise_image_error_with_reason(name, reason):
+    with pytest.raises(ImageError) as err:
+        load_image(BAD / name)
+    assert err.value.reason == reason
+    assert str(err.value).startswith(reason)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "pdq__misc-images__modes__CMYK.jpg",
+        "pillow__apng__mode_16bit.png",
+        "pillow__tiff_16bit_RGB.tiff",
+        "pillow__iss634.gif",  # animated: first frame
+        "pillow__transparent.png",
+        "pillow__hopper_orientation_6.jpg",
+    ],
+)
+def test_odd_but_valid_files_decode_to_rgb(name):
+    img, info = load_image(BAD / name)
+    assert img.mode == "RGB"
+    assert img.size == (info.width, info.height)
+    assert np.asarray(img).std() > 1  # real content, not a blank canvas
+
+
+def test_bytes_and_path_decode_identically():
+    path = BAD / "pillow__hopper_orientation_6.jpg"
+    a, _ = load_image(path)
+    b, _ = load_image(path.read_bytes())
+    assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_garbage_bytes_are_not_an_image():
+    with pytest.raises(ImageError) as err:
+        load_image(b"<html>not a photo</html>")
+    assert err.value.reason == "not an image"

@@ -1,0 +1,284 @@
+"""The batch job on real files, the real backbone, a real SQLite file and a real FAISS index."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sqlalchemy import select
+
+from indexer.backbone import Backbone, BackboneError
+from indexer.imageio import load_image
+from indexer.library import Library, LibraryError
+from indexer.pipeline import index_folder
+from indexer.schema import FAILED, INDEXED, Embedding, Label
+from indexer.schema import Image as Row
+from tests.conftest import SAMPLES, TEST_DATA
+
+
+def photo(path, seed, size=(96, 72), mode="RGB"):
+    """A distinct, textured picture (noise over a gradient) so every file embeds differently."""
+    rng = np.random.default_rng(seed)
+    h, w = size[1], size[0]
+    base = np.linspace(0, 255, w, dtype=np.float32)[None, :, None] * rng.uniform(0.2, 1, 3)
+    pixels = np.clip(base + rng.normal(0, 40, (h, w, 3)), 0, 255).astype(np.uint8)
+    img = Image.fromarray(pixels, "RGB")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if mode == "RGBA":
+        img = img.convert("RGBA")
+        img.putalpha(128)
+    elif mode == "L":
+        img = img.convert("L")
+    img.save(path)
+    return path
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """A messy little collection: nested folders, RGBA, grayscale, EXIF-rotated, broken files."""
+    root = tmp_path / "photos"
+    photo(root / "a" / "red.jpg", 1)
+    photo(root / "a" / "b" / "alpha.png", 2, mode="RGBA")
+    photo(root / "gray.jpg", 3, mode="L")
+    photo(root / "c" / "d.webp", 4)
+    photo(root / "e.jpg", 5)
+    rotated = Image.open(photo(root / "rot-src.jpg", 6, size=(80, 40)))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated.save(root / "rot.jpg", exif=exif)
+    os.remove(root / "rot-src.jpg")
+    good = (root / "e.jpg").read_bytes()
+    (root / "broken.jpg").write_bytes(good[: len(good) // 2])
+    (root / "empty.png").write_bytes(b"")
+    (root / "readme.txt").write_text("not a photo")
+    shutil.copy(TEST_DATA / "bad" / "pillow__decompression_bomb.gif", root / "bomb.gif")
+    return root
+
+
+@pytest.fixture
+def library(tmp_path):
+    lib = Library(tmp_path / "library", create=True)
+    yield lib
+    lib.close()
+
+
+def rows(library):
+    with library.Session() as s:
+        return {r.path: r for r in s.scalars(select(Row))}
+
+
+def stored(library, image_id):
+    with library.Session() as s:
+        return np.frombuffer(s.get(Embedding, image_id).vector, dtype=np.float32)
+
+
+GOOD = {"a/red.jpg", "a/b/alpha.png", "gray.jpg", "c/d.webp", "e.jpg", "rot.jpg"}
+
+
+def test_index_records_every_file(tree, library, backbone):
+    report = index_folder(tree, library, backbone, batch_size=4, workers=1)
+    assert report.indexed == len(GOOD)
+    assert dict(report.failed) == {"corrupt image": 1, "empty file": 1, "decompression bomb": 1}
+    assert report.ignored == 1
+    by_path = rows(library)
+    assert {p for p, r in by_path.items() if r.status == INDEXED} == GOOD
+    assert by_path["bomb.gif"].status == FAILED
+    assert by_path["bomb.gif"].error.startswith("decompression bomb: ")
+    assert by_path["a/b/alpha.png"].folder == "a/b"
+    assert (by_path["rot.jpg"].width, by_path["rot.jpg"].height) == (40, 80)
+    assert by_path["e.jpg"].hash and by_path["e.jpg"].size == (tree / "e.jpg").stat().st_size
+    vectors = library.load_vectors()
+    assert vectors.ntotal == len(GOOD)
+    assert sorted(vectors.ids()) == sorted(by_path[p].id for p in GOOD)
+    ids, matrix = library.stored_vectors()
+    assert matrix.shape == (len(GOOD), 1280)
+    assert np.allclose(np.linalg.norm(matrix, axis=1), 1, atol=1e-5)
+    assert library.meta()["backbone"] == "efficientnet_lite0"
+    assert library.meta()["vectors_dirty"] == "0"
+
+
+def test_each_row_gets_its_own_vector(tree, library, backbone):
+    """Failed files in the middle of a batch must not shift vectors onto the wrong rows."""
+    index_folder(tree, library, backbone, batch_size=3, workers=1)
+    by_path = rows(library)
+    paths = sorted(GOOD)
+    fresh = backbone.embed_images([load_image(tree / p, min_side=256)[0] for p in paths])
+    kept = np.stack([stored(library, by_path[p].id) for p in paths])
+    similarity = kept @ fresh.T
+    assert list(similarity.argmax(axis=1)) == list(range(len(paths)))
+    assert similarity.diagonal().min() > 0.99
+
+
+def test_partial_last_batch_and_in_process_decoding(tree, library, backbone):
+    report = index_folder(tree, library, backbone, batch_size=4, workers=0)
+    assert report.indexed == len(GOOD)  # 9 decodable-or-not files: batches of 4, 4, 1
+
+
+def test_rerun_skips_unchanged_files_without_decoding(tree, library, backbone):
+    index_folder(tree, library, backbone, workers=1)
+    before = rows(library)
+    again = index_folder(tree, library, backbone, workers=1)
+    assert (again.indexed, again.moved, again.removed, sum(again.failed.values())) == (0, 0, 0, 0)
+    assert again.unchanged == len(before)
+    assert again.embed_seconds == 0
+    assert {p: r.id for p, r in rows(library).items()} == {p: r.id for p, r in before.items()}
+
+
+def test_changed_file_is_reembedded_under_the_same_id(tree, library, backbone):
+    index_folder(tree, library, backbone, workers=1)
+    row = rows(library)["a/red.jpg"]
+    old = stored(library, row.id)
+    photo(tree / "a" / "red.jpg", 99)
+    os.utime(tree / "a" / "red.jpg", (row.mtime + 10, row.mtime + 10))
+    report = index_folder(tree, library, backbone, workers=1)
+    assert report.indexed == 1 and report.unchanged == len(rows(library)) - 1
+    new_row = rows(library)["a/red.jpg"]
+    assert new_row.id == row.id and new_row.hash != row.hash
+    new = stored(library, row.id)
+    assert float(old @ new) < 0.99
+    vectors = library.load_vectors()
+    assert vectors.ntotal == len(GOOD)
+    assert np.allclose(vectors.index.reconstruct(int(row.id)), new, atol=1e-6)
+
+
+def test_deleted_file_leaves_sqlite_and_faiss(tree, library, backbone):
+    index_folder(tree, library, backbone, workers=1)
+    gone = rows(library)["c/d.webp"].id
+    os.remove(tree / "c" / "d.webp")
+    report = index_folder(tree, library, backbone, workers=1)
+    assert report.removed == 1 and report.indexed == 0
+    assert "c/d.webp" not in rows(library)
+    vectors = library.load_vectors()
+    assert gone not in set(vectors.ids()) and vectors.ntotal == len(GOOD) - 1
+    with library.Session() as s:
+        assert s.get(Embedding, gone) is None
+
+
+def test_moved_file_keeps_its_id_label_and_vector(tree, library, backbone):
+    index_folder(tree, library, backbone, workers=1)
+    row = rows(library)["e.jpg"]
+    with library.Session.begin() as s:
+        s.add(Label(image_id=row.id, label="sunset"))
+    (tree / "moved" / "deeper").mkdir(parents=True)
+    os.rename(tree / "e.jpg", tree / "moved" / "deeper" / "renamed.jpg")
+    report = index_folder(tree, library, backbone, workers=1)
+    assert (report.moved, report.indexed, report.removed) == (1, 0, 0)
+    moved = rows(library)["moved/deeper/renamed.jpg"]
+    assert moved.id == row.id and moved.folder == "moved/deeper"
+    assert "e.jpg" not in rows(library)
+    with library.Session() as s:
+        assert s.get(Label, row.id).label == "sunset"
+    assert library.load_vectors().ntotal == len(GOOD)
+
+
+def test_another_backbone_is_refused_unless_reembed(tree, library, backbone, tmp_path):
+    index_folder(tree, library, backbone, workers=1)
+    # Other weights for the same architecture: the default file with one tensor changed.
+    from indexer.backbone import _lite0_weights_file
+
+    sd = torch.load(_lite0_weights_file(), map_location="cpu", weights_only=True)
+    sd["_fc.bias"] = sd["_fc.bias"] + 1
+    other_file = tmp_path / "other-lite0.pth"
+    torch.save(sd, other_file)
+    other = Backbone("efficientnet_lite0", weights=other_file, device="cpu")
+    with pytest.raises(LibraryError, match="--reembed"):
+        index_folder(tree, library, other, workers=1)
+    report = index_folder(tree, library, other, workers=1, reembed=True)
+    assert report.indexed == len(GOOD)
+    assert library.meta()["weights"] == other.identity()["weights"]
+    assert library.load_vectors().ntotal == len(GOOD)
+
+
+def test_another_root_is_refused(tree, library, backbone, tmp_path):
+    index_folder(tree, library, backbone, workers=1)
+    other = tmp_path / "elsewhere"
+    photo(other / "x.jpg", 7)
+    with pytest.raises(LibraryError, match="another --library"):
+        index_folder(other, library, backbone, workers=1)
+
+
+def test_faiss_file_is_rebuilt_from_the_database(tree, library, backbone):
+    index_folder(tree, library, backbone, workers=1)
+    ids, matrix = library.stored_vectors()
+    os.remove(library.vectors_path)
+    rebuilt = library.load_vectors()
+    assert sorted(rebuilt.ids()) == sorted(ids)
+    for i, v in zip(ids, matrix):
+        assert np.allclose(rebuilt.index.reconstruct(int(i)), v)
+    # A file that lost an id and kept a removed one is brought back in line on open.
+    stale = library.load_vectors()
+    stale.remove([ids[0]])
+    stale.add([10_000], matrix[:1])
+    stale.save(library.vectors_path)
+    reconciled = library.load_vectors()
+    assert sorted(reconciled.ids()) == sorted(ids)
+
+
+def test_missing_weights_are_a_clear_error(tmp_path, monkeypatch):
+    with pytest.raises(BackboneError, match="does not exist"):
+        Backbone("efficientnet_lite0", weights=tmp_path / "nope.pth")
+    with pytest.raises(BackboneError, match="unknown backbone"):
+        Backbone("vgg-nonexistent")
+    # No network here and nothing under TORCH_HOME: torchvision's download fails, with advice.
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    resnet = Backbone("resnet50", device="cpu")
+    with pytest.raises(BackboneError, match="--weights"):
+        resnet.model
+
+
+def test_resnet50_loads_a_weights_file(tmp_path):
+    import torchvision
+
+    file = tmp_path / "resnet50.pth"
+    torch.save(torchvision.models.resnet50(weights=None).state_dict(), file)
+    b = Backbone("resnet50", weights=file, device="cpu", precision="fp32")
+    v = b.embed_images([Image.new("RGB", (64, 64), (10, 20, 30))])
+    assert v.shape == (1, 2048)
+    assert b.identity()["weights"].startswith("sha256:")
+
+
+# -- quality with the real offline weights ----------------------------------------------------------
+
+
+def recompress(path, scale=0.6, quality=70) -> bytes:
+    img = Image.open(path).convert("RGB")
+    img = img.resize((int(img.width * scale), int(img.height * scale)), Image.LANCZOS)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def test_a_photo_and_its_resized_recompressed_copy_are_nearest_neighbours(sample_library, backbone):
+    library = sample_library
+    vectors = library.load_vectors()
+    by_path = rows(library)
+    picks = sorted(by_path)[::15]  # 8 photos across the classes
+    for path in picks:
+        copy = backbone.embed_images([load_image(recompress(SAMPLES / path), min_side=256)[0]])
+        scores, ids = vectors.search(copy, 2)
+        assert ids[0, 0] == by_path[path].id, path
+        assert scores[0, 0] > 0.9 and scores[0, 0] - scores[0, 1] > 0.05
+
+
+@pytest.mark.parametrize(
+    "path, expected",
+    [
+        ("pants/030a5708-f6d7-441f-86ee-0b51b33f3f51.jpg", "jean, blue jean, denim"),
+        ("t-shirt/10053308-100b-4249-a638-ec23b4df4138.jpg", "jersey, T-shirt, tee shirt"),
+        ("shorts/18260a42-3e2a-4bc6-b530-69135bf90434.jpg", "swimming trunks, bathing trunks"),
+    ],
+)
+def test_real_photos_get_sensible_imagenet_classes(path, expected, backbone):
+    """Guards the weight-key mapping: a wrong mapping gives garbage classes."""
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    probs = backbone.classify([load_image(SAMPLES / path)[0]])[0]
+    p, i = probs.max(0)
+    assert info.index_to_description(int(i)) == expected
+    assert p > 0.5

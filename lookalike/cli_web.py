@@ -1,1 +1,141 @@
 """Commands that serve the web UI: serve, up."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import webbrowser
+from pathlib import Path
+
+import click
+
+from lookalike.cli import SAMPLES, library_option, main, open_library, run_index, settings_from
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def server_options(f):
+    for option in reversed([
+        click.option("--host", default=None, envvar="LOOKALIKE_HOST",
+                     help="Address to listen on [default 127.0.0.1: this machine only]."),
+        click.option("--port", type=click.IntRange(0, 65535), default=None, envvar="LOOKALIKE_PORT",
+                     help="Port to listen on [default 5000; 0 picks a free one]."),
+    ]):
+        f = option(f)
+    return f
+
+
+def run_server(settings, *, open_browser: bool = False) -> None:
+    """Serve the library with waitress until interrupted."""
+    from waitress import create_server
+
+    from indexer.library import LibraryError
+    from web import create_app, services
+
+    try:
+        app = create_app(settings)
+    except LibraryError as e:
+        raise click.ClickException(str(e)) from None
+    if settings.host not in LOOPBACK and settings.token is None:
+        click.secho(
+            f"warning: listening on {settings.host} without LOOKALIKE_TOKEN: anyone who can reach "
+            f"this port can change labels. Set LOOKALIKE_TOKEN to require a token for changes.",
+            fg="yellow", err=True,
+        )
+    try:
+        server = create_server(app, host=settings.host, port=settings.port, ident="lookalike")
+    except OSError as e:
+        raise click.ClickException(f"cannot listen on {settings.host}:{settings.port}: {e}") from None
+    shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    if ":" in shown_host:
+        shown_host = f"[{shown_host}]"
+    url = f"http://{shown_host}:{server.effective_port}/"
+    with app.app_context():
+        svc = services()
+    # Load the model and the stored neighbour lists while the first pages are browsed, so the
+    # first upload and the first labelling queue are quick.
+    warm_up = threading.Thread(target=_warm_up, args=(svc.searcher, svc.labeller), daemon=True)
+    warm_up.start()
+    click.echo(f"serving {settings.library} on {url} (Ctrl+C to stop)")
+    if open_browser:
+        threading.Timer(0.5, webbrowser.open, args=(url,)).start()
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+        # Exiting while torch is still loading the weights aborts the interpreter: let it finish.
+        warm_up.join(timeout=60)
+
+
+def _warm_up(searcher, labeller) -> None:
+    try:
+        labeller.refresh()
+        searcher.backbone.model  # noqa: B018 (loads the weights)
+    except Exception as e:  # the first request that needs them reports it properly
+        log.warning("could not prepare the model and suggestions in advance: %s", e)
+
+
+@main.command()
+@library_option
+@server_options
+def serve(library, host, port):
+    """Serve the web UI and JSON API of a library (waitress; this machine only by default)."""
+    settings = settings_from(library=library, host=host, port=port)
+    open_library(settings).close()  # a clear message when there is no library
+    run_server(settings)
+
+
+def label_half_of_samples(library) -> int:
+    """Give every other sample photo of each folder its folder name as an imported label.
+
+    Only when the library has no labels yet, so that `up` never overrides what someone labelled.
+    """
+    from sqlalchemy import func, select
+
+    from indexer.schema import IMPORTED, INDEXED, Image, Label
+    from search.labels import set_label
+
+    with library.Session.begin() as s:
+        if s.scalar(select(func.count()).select_from(Label)):
+            return 0
+        rows = s.execute(
+            select(Image.id, Image.folder).where(Image.status == INDEXED).order_by(Image.folder, Image.path)
+        ).all()
+        n = 0
+        seen: dict[str, int] = {}
+        for image_id, folder in rows:
+            i = seen[folder] = seen.get(folder, -1) + 1
+            if folder and i % 2 == 0:
+                set_label(s, image_id, folder.rsplit("/", 1)[-1], source=IMPORTED)
+                n += 1
+    return n
+
+
+@main.command()
+@click.argument("photos", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@library_option
+@server_options
+@click.option("--no-browser", is_flag=True, help="Do not open a browser tab.")
+def up(photos, library, host, port, no_browser):
+    """Index PHOTOS (default: the 120 sample photos), then serve them.
+
+    With the samples, half of the photos get their folder's name as a label, so the labelling
+    queue has suggestions to show.
+    """
+    settings = settings_from(library=library, host=host, port=port)
+    samples = photos is None
+    report = run_index(settings, photos or SAMPLES)
+    click.echo(f"{report.summary()} -> {settings.library}")
+    if samples:
+        lib = open_library(settings)
+        try:
+            n = label_half_of_samples(lib)
+        finally:
+            lib.close()
+        if n:
+            click.echo(f"labelled {n} sample photos by their folder names; the rest await you")
+    run_server(settings, open_browser=not no_browser)

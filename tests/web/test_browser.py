@@ -1,0 +1,205 @@
+"""A real Chromium against a live server on the sample photos (after datasette's test_playwright.py).
+
+Each page is screenshotted into tests/artifacts/ for a person to look at.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from werkzeug.serving import make_server
+
+from indexer.library import Library
+from indexer.schema import INDEXED, Image, Label
+from tests.web.library_setup import ARTIFACTS, label_every_other, make_app, near_duplicate_of
+
+playwright = pytest.importorskip("playwright.sync_api")
+from playwright.sync_api import expect  # noqa: E402
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def live_library(small_library_dir, tmp_path_factory):
+    """62 real photos, two of them near-duplicate copies, and a broken file; half labelled."""
+    source, copies = small_library_dir
+    path = tmp_path_factory.mktemp("browser") / "library"
+    shutil.copytree(source, path)
+    library = Library(path)
+    library.copies = copies
+    label_every_other(library)
+    yield library
+    library.close()
+
+
+@pytest.fixture(scope="module")
+def live_server(live_library, backbone):
+    app = make_app(live_library, backbone)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()  # make_server has bound the socket already: no waiting needed
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is not installed")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-background-networking", "--disable-gpu"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, live_server):
+    context = browser.new_context(base_url=live_server, viewport={"width": 1360, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    yield page
+    context.close()
+    assert not errors, f"errors in the browser console: {errors}"
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    # A full-page picture should show every thumbnail, not only those scrolled into view.
+    page.evaluate("() => document.querySelectorAll('img[loading=lazy]').forEach(i => i.loading = 'eager')")
+    page.wait_for_load_state("networkidle")
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def label_of(library, image_id: int) -> tuple[str, str] | None:
+    with library.Session() as s:
+        row = s.get(Label, image_id)
+        return (row.label, row.source) if row else None
+
+
+def counts(library) -> tuple[int, int, int]:
+    with library.Session() as s:
+        images = s.scalar(select(func.count(Image.id)))
+        labelled = s.scalar(select(func.count(Label.image_id)))
+        hats = s.scalar(select(func.count(Label.image_id)).where(Label.label == "hat"))
+    return images, labelled, hats
+
+
+def test_browse_and_filter(page, live_library):
+    images, labelled, hats = counts(live_library)
+    page.goto("/")
+    expect(page.locator("#grid .tile")).to_have_count(min(images, 60))
+    expect(page.locator("#showing")).to_contain_text(f"of {images} photos")
+    expect(page.locator(".counts")).to_contain_text(f"{images - labelled} unlabelled")
+    img = page.locator("#grid .tile img").first
+    img.evaluate("img => img.decode()")  # thumbnails really load and decode
+    assert img.evaluate("img => img.naturalWidth") > 0
+    shot(page, "browse")
+
+    page.select_option("select[name=label]", "hat")
+    page.click("button:has-text('Apply')")
+    expect(page.locator("#grid .tile")).to_have_count(hats)
+    expect(page.locator("#grid .chip")).to_have_text(["hat"] * hats)
+
+    page.goto("/?status=failed")
+    expect(page.locator("#grid .tile")).to_have_count(1)
+    expect(page.locator("#grid .broken")).to_contain_text("corrupt image")
+
+
+def test_photo_page_shows_neighbours_and_accepting_the_suggestion_stores_it(page, live_library):
+    with live_library.Session() as s:
+        unlabelled = s.scalars(
+            select(Image.id)
+            .where(Image.status == INDEXED, Image.id.not_in(select(Label.image_id)))
+            .order_by(Image.path)
+        ).first()
+    page.goto(f"/images/{unlabelled}")
+    expect(page.locator("#neighbours .tile")).to_have_count(12)
+    scores = [float(t) for t in page.locator("#neighbours .score").all_text_contents()]
+    assert scores == sorted(scores, reverse=True) and 0 < scores[0] <= 1
+    expect(page.locator("#suggestion")).to_be_visible()
+    suggested = page.locator("#suggested-label").text_content()
+    assert page.locator("#suggestion .voter").count() >= 1
+    expect(page.locator("#photo-img")).to_be_visible()
+    shot(page, "photo")
+
+    page.click("#accept")
+    expect(page.locator("#label-chip .chip")).to_have_text(suggested)
+    assert label_of(live_library, unlabelled) == (suggested, "accepted")
+
+    page.click("#clear-label")
+    expect(page.locator("#label-chip .chip")).to_have_text("unlabelled")
+    assert label_of(live_library, unlabelled) is None
+
+
+def test_upload_finds_the_near_duplicate_first_and_labels_several(page, live_library, tmp_path):
+    with live_library.Session() as s:
+        original = s.scalars(select(Image).where(Image.folder == "shoes").order_by(Image.path)).first()
+    copy = tmp_path / "copy-of-a-shoe.jpg"
+    copy.write_bytes(near_duplicate_of(live_library.root / original.path))
+
+    page.goto("/search")
+    page.set_input_files("#file", str(copy))
+    expect(page.locator("#results .tile")).to_have_count(48)
+    first = page.locator("#results .tile").first
+    assert int(first.get_attribute("data-id")) == original.id
+    assert float(first.locator(".score").text_content()) > 0.9
+    expect(page.locator("#query-img")).to_be_visible()
+    shot(page, "search")
+
+    tiles = page.locator("#results .tile")
+    ids = [int(tiles.nth(i).get_attribute("data-id")) for i in (1, 2)]
+    for i in (1, 2):
+        tiles.nth(i).locator(".pick").check()
+    expect(page.locator("#selected-count")).to_have_text("2 selected")
+    page.fill("#batch-label", "<b>boots</b>")
+    page.click("#batch-apply")
+    expect(tiles.nth(1).locator(".chip")).to_have_text("<b>boots</b>")  # shown as text, not markup
+    assert [label_of(live_library, i) for i in ids] == [("<b>boots</b>", "user")] * 2
+
+
+def test_queue_accepts_with_a_key_and_skips(page, live_library):
+    page.goto("/queue")
+    expect(page.locator("#q-suggested")).to_be_visible()
+    expect(page.locator("#q-voters .voter").first).to_be_visible()
+    shot(page, "queue")
+    first_path = page.locator("#q-path").text_content()
+    suggested = page.locator("#q-suggested").text_content()
+    with live_library.Session() as s:
+        image_id = s.scalar(select(Image.id).where(Image.path == first_path))
+
+    page.keyboard.press("Enter")
+    expect(page.locator("#done")).to_have_text("1")
+    assert label_of(live_library, image_id) == (suggested, "accepted")
+    expect(page.locator("#q-path")).not_to_have_text(first_path)
+
+    before = page.locator("#q-path").text_content()
+    page.keyboard.press("s")
+    expect(page.locator("#q-path")).not_to_have_text(before)
+
+
+def test_duplicates_and_about_pages(page, live_library):
+    page.goto("/duplicates")
+    groups = page.locator(".group")
+    expect(groups).to_have_count(2)
+    paths = sorted(sorted(g.locator(".name").all_text_contents()) for g in groups.all())
+    assert paths == sorted(sorted(pair) for pair in live_library.copies.items())
+    shot(page, "duplicates")
+
+    page.goto("/about")
+    expect(page.locator("#label-counts")).to_contain_text("hat")
+    expect(page.locator("#backbone")).to_contain_text("efficientnet_lite0")
+    expect(page.locator("#knn-accuracy")).to_have_text(re.compile(r"\d+%"))
+    shot(page, "about")

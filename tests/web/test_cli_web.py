@@ -1,0 +1,144 @@
+"""`lookalike serve` and `lookalike up`: real waitress servers in subprocesses, and the pieces."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+from collections import Counter
+
+import pytest
+import waitress
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from indexer.library import Library
+from indexer.schema import Image, Label
+from lookalike import cli_web
+from lookalike.cli import main
+from tests.conftest import SAMPLES
+
+LOOKALIKE = [sys.executable, "-c", "from lookalike.cli import main; main()"]
+
+
+def start(args: list[str]) -> tuple[subprocess.Popen, str]:
+    """Run `lookalike ARGS` until it says where it serves; returns the process and the URL."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(LOOKALIKE + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env)
+    output = []
+    for line in proc.stdout:  # ends when the process does
+        output.append(line)
+        if line.startswith("serving "):
+            return proc, line.split(" on ", 1)[1].split()[0]
+    proc.wait()
+    pytest.fail("the server did not start:\n" + "".join(output))
+
+
+def get_json(url: str) -> tuple[dict, dict]:
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return json.load(r), dict(r.headers)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(2)  # Ctrl+C
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def test_serve_runs_waitress_on_loopback(sample_library_dir):
+    proc, url = start(["serve", "--library", str(sample_library_dir), "--port", "0"])
+    try:
+        assert url.startswith("http://127.0.0.1:")
+        status, headers = get_json(url + "api/status")
+        assert status == {"status": "ok", "images": 120, "indexed": 120}
+        assert headers["Server"] == "lookalike"  # waitress's ident, not Werkzeug's dev server
+        page, _ = get_json(url + "api/images?per_page=1")
+        assert page["total"] == 120
+    finally:
+        stop(proc)
+    assert proc.returncode == 0
+
+
+def test_up_indexes_a_folder_then_serves_it(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for photo in sorted((SAMPLES / "shoes").glob("*.jpg"))[:3]:
+        shutil.copy(photo, photos / photo.name)
+    proc, url = start(["up", str(photos), "--library", str(tmp_path / "lib"), "--port", "0", "--no-browser"])
+    try:
+        status, _ = get_json(url + "api/status")
+        assert status["images"] == 3 and status["indexed"] == 3
+        assert get_json(url + "api/labels")[0]["labelled"] == 0  # only the samples get labels
+    finally:
+        stop(proc)
+    assert proc.returncode == 0
+
+
+def test_serve_without_a_library_is_a_message(tmp_path):
+    result = CliRunner().invoke(main, ["serve", "--library", str(tmp_path / "none")])
+    assert result.exit_code == 1
+    assert "no library at" in result.output and "Traceback" not in result.output
+
+
+def test_up_with_the_samples_labels_half_of_them(tmp_path, monkeypatch):
+    samples = tmp_path / "samples"
+    for cls in ("hat", "shoes"):
+        (samples / cls).mkdir(parents=True)
+        for photo in sorted((SAMPLES / cls).glob("*.jpg"))[:4]:
+            shutil.copy(photo, samples / cls / photo.name)
+    served = []
+    monkeypatch.setattr(cli_web, "SAMPLES", samples)
+    monkeypatch.setattr(cli_web, "run_server", lambda settings, open_browser: served.append((settings, open_browser)))
+    library = tmp_path / "lib"
+    result = CliRunner().invoke(main, ["up", "--library", str(library), "--port", "5123"])
+    assert result.exit_code == 0, result.output
+    assert "indexed 8" in result.output and "labelled 4 sample photos" in result.output
+    settings, open_browser = served[0]
+    assert settings.port == 5123 and settings.host == "127.0.0.1" and open_browser is True
+
+    lib = Library(library)
+    try:
+        with lib.Session() as s:
+            labels = dict(s.execute(select(Image.folder, Label.label).join(Label)).all())
+            per_folder = Counter(s.scalars(select(Image.folder).join(Label)).all())
+        assert all(folder == label for folder, label in labels.items())
+        assert per_folder == {"hat": 2, "shoes": 2}
+        assert cli_web.label_half_of_samples(lib) == 0  # never twice, never over someone's labels
+    finally:
+        lib.close()
+
+
+def test_serving_beyond_loopback_without_a_token_warns(sample_library_dir, monkeypatch):
+    made = {}
+
+    class FakeServer:
+        effective_port = 8765
+
+        def run(self):
+            made["ran"] = True
+
+        def close(self):
+            made["closed"] = True
+
+    def create_server(app, **kw):
+        made.update(kw)
+        return FakeServer()
+
+    monkeypatch.setattr(waitress, "create_server", create_server)
+    monkeypatch.delenv("LOOKALIKE_TOKEN", raising=False)
+    result = CliRunner().invoke(main, ["serve", "--library", str(sample_library_dir), "--host", "0.0.0.0"])
+    assert result.exit_code == 0, result.output
+    assert made["host"] == "0.0.0.0" and made["port"] == 5000 and made["ran"] and made["closed"]
+    assert "without LOOKALIKE_TOKEN" in result.output
+    assert "on http://127.0.0.1:8765/" in result.output
+
+    monkeypatch.setenv("LOOKALIKE_TOKEN", "t0ken")
+    result = CliRunner().invoke(main, ["serve", "--library", str(sample_library_dir), "--host", "0.0.0.0"])
+    assert "without LOOKALIKE_TOKEN" not in result.output

@@ -1,0 +1,48 @@
+"""One error shape for the whole API, {"error": {"status": 404, "message": "..."}}; pages for HTML."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+log = logging.getLogger(__name__)
+
+
+def wants_json() -> bool:
+    return request.path.startswith("/api/") or request.path == "/api"
+
+
+def error_response(status: int, message: str):
+    if wants_json():
+        response = jsonify(error={"status": status, "message": message})
+        response.status_code = status
+    else:
+        try:
+            response = render_template("error.html", status=status, message=message), status
+        except Exception:
+            # No page can be built, e.g. for a refused Host (no URL adapter): plain text then.
+            response = f"{status}: {message}\n", status, {"Content-Type": "text/plain; charset=utf-8"}
+    return response
+
+
+def handle_http_error(e: HTTPException):
+    response = error_response(e.code or 500, e.description or e.name)
+    if e.code == 401 and wants_json():
+        response.headers["WWW-Authenticate"] = 'Bearer realm="lookalike"'
+    if e.code == 405 and e.valid_methods:
+        response.headers["Allow"] = ", ".join(e.valid_methods)
+    return response
+
+
+def handle_unexpected(e: Exception):
+    if isinstance(e, HTTPException):
+        return handle_http_error(e)
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return error_response(500, InternalServerError.description)
+
+
+def init_app(app: Flask) -> None:
+    app.register_error_handler(HTTPException, handle_http_error)
+    app.register_error_handler(Exception, handle_unexpected)

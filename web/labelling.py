@@ -1,0 +1,106 @@
+"""Labels and suggestions as the web layer uses them: writes that keep the labeller current."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from flask import abort
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session, selectinload
+
+from indexer.schema import ACCEPTED, USER, Image, Label, SuggestedLabel
+from search import labels
+from search.knn import Suggestion
+from search.searcher import NotFound
+from web.app import get_session, services
+
+WRITE_SOURCES = (USER, ACCEPTED)  # "imported" belongs to the importers
+MAX_BATCH = 1000
+
+
+def rows_by_id(session: Session, ids: Iterable[int]) -> dict[int, Image]:
+    ids = list(set(ids))
+    if not ids:
+        return {}
+    stmt = select(Image).where(Image.id.in_(ids)).options(selectinload(Image.label))
+    return {row.id: row for row in session.scalars(stmt)}
+
+
+def clean_label(raw: object) -> str:
+    """A label as the search layer accepts it (1..100 printable characters, stripped).
+
+    :raise 400: anything else.
+    """
+    try:
+        return labels.clean_label(raw)  # type: ignore[arg-type]
+    except ValueError as e:
+        abort(400, description=str(e))
+
+
+def label_images(image_ids: list[int], label: str, source: str = USER) -> None:
+    """Set one label on these images in one transaction, then refresh the dependent suggestions.
+
+    :raise 400: a label the search layer refuses. :raise 404: an unknown id (nothing is changed).
+    """
+    if source not in WRITE_SOURCES:
+        abort(400, description=f"source must be one of {', '.join(WRITE_SOURCES)}")
+    svc = services()
+    session = get_session()
+    with svc.write_lock:
+        try:
+            for image_id in image_ids:
+                labels.set_label(session, image_id, label, source=source)
+            session.commit()
+            session.expire_all()  # rows this request loaded before now show the new labels
+        except NotFound as e:
+            session.rollback()
+            abort(404, description=_not_found_message(e))
+        except ValueError as e:
+            session.rollback()
+            abort(400, description=str(e))
+        except BaseException:
+            session.rollback()
+            raise
+        for image_id in image_ids:
+            svc.labeller.on_label_changed(image_id)
+
+
+def unlabel_image(image_id: int) -> None:
+    """Remove the label of an existing image (the caller checked that it exists)."""
+    svc = services()
+    session = get_session()
+    with svc.write_lock:
+        try:
+            labels.clear_label(session, image_id)
+            session.commit()
+            session.expire_all()
+        except BaseException:
+            session.rollback()
+            raise
+        svc.labeller.on_label_changed(image_id)
+
+
+def _not_found_message(e: NotFound) -> str:
+    return str(e) or "no such image"
+
+
+def suggestion_for(image_id: int) -> Suggestion | None:
+    try:
+        return services().labeller.suggest(image_id)
+    except NotFound:
+        return None
+
+
+def suggested_for(label: str) -> Select:
+    """The ids of unlabelled images whose current suggestion is `label`, as a subquery."""
+    services().labeller.refresh()  # cheap when the stored votes are current
+    return (
+        select(SuggestedLabel.image_id)
+        .where(SuggestedLabel.label == label)
+        .where(SuggestedLabel.image_id.not_in(select(Label.image_id)))
+    )
+
+
+def label_version(session: Session) -> tuple:
+    """Changes whenever any label does (from this process or another): a cache key."""
+    return tuple(session.execute(select(func.count(Label.image_id), func.max(Label.set_at))).one())

@@ -1,0 +1,114 @@
+"""The HTML pages: browse, photo, search, labelling queue, duplicates, about, unlock."""
+
+from __future__ import annotations
+
+import hmac
+
+from flask import Blueprint, redirect, render_template, request, session, url_for
+
+from web import labelling, library_facts
+from web.app import get_session, services
+from web.browse import Filters, browse as browse_query, facets, int_arg, known_labels
+from web.media import get_image
+from web.payloads import image_payload
+from web.security import fingerprint, token_ok
+
+bp = Blueprint("pages", __name__)
+
+NEIGHBOURS = 12
+
+
+@bp.app_context_processor
+def write_state() -> dict:
+    token = services().settings.token
+    unlocked = token is None or token_ok(token)
+    return {"can_write": unlocked, "needs_unlock": not unlocked}
+
+
+@bp.app_template_filter("filesize")
+def filesize(n: int | None) -> str:
+    if n is None:
+        return "?"
+    size = float(n)
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{int(size)} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} bytes"
+
+
+@bp.app_template_filter("percent")
+def percent(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%".replace(".0%", "%")
+
+
+@bp.get("/")
+def browse():
+    filters = Filters.from_args(request.args)
+    ids = labelling.suggested_for(filters.suggested) if filters.suggested else None
+    session_ = get_session()
+    page = browse_query(session_, filters, ids)
+    if filters.page > page.pages and page.total:
+        return redirect(url_for("pages.browse", **filters.to_args(page=page.pages)))
+    return render_template(
+        "browse.html", page=page, f=filters, facets=facets(session_),
+        images=[image_payload(row) for row in page.rows],
+    )
+
+
+@bp.get("/images/<int:image_id>")
+def image(image_id: int):
+    row = get_image(image_id)
+    return render_template(
+        "image.html", image=image_payload(row), row=row, neighbours_k=NEIGHBOURS,
+        known_labels=known_labels(get_session()),
+    )
+
+
+@bp.get("/search")
+def search():
+    like = request.args.get("like")
+    like_image = None
+    if like:
+        like_id = int_arg(request.args, "like", 0, lo=0, hi=2**62)
+        like_image = image_payload(get_image(like_id))
+    return render_template(
+        "search.html", like=like_image, known_labels=known_labels(get_session()),
+        max_upload_mb=services().settings.max_upload_mb,
+    )
+
+
+@bp.get("/queue")
+def queue():
+    return render_template("queue.html", known_labels=known_labels(get_session()))
+
+
+@bp.get("/duplicates")
+def duplicates():
+    threshold = library_facts.threshold_arg(request.args)
+    groups = library_facts.duplicate_groups(threshold)
+    return render_template("duplicates.html", groups=groups, threshold=threshold)
+
+
+@bp.get("/about")
+def about():
+    return render_template("about.html", about=library_facts.about())
+
+
+@bp.route("/unlock", methods=["GET", "POST"])
+def unlock():
+    token = services().settings.token
+    next_url = request.values.get("next") or url_for("pages.browse")
+    if not next_url.startswith("/") or next_url.startswith("//") or "\\" in next_url:
+        next_url = url_for("pages.browse")  # only local paths: no open redirect
+    if token is None:
+        return redirect(next_url)
+    error = None
+    if request.method == "POST":
+        given = request.form.get("token", "")
+        if hmac.compare_digest(given.encode(), token.encode()):
+            session["unlocked"] = fingerprint(token)
+            return redirect(next_url)
+        error = "That is not the server's token."
+    return render_template("unlock.html", next_url=next_url, error=error), 401 if error else 200
+

@@ -19,14 +19,16 @@ class OutsideRoot(LookupError):
 
 
 def original_path(root: Path, rel: str) -> Path:
-    """The file of a stored relative path, which must resolve to a place inside `root`.
+    """The file of a stored relative path, which must name a place inside `root`.
 
-    Raises OutsideRoot otherwise (absolute paths, '..', a symlink pointing out of the root).
+    Raises OutsideRoot otherwise (absolute paths, '..'). The check is on the path as the scanner
+    saw it, not on where symlinks lead: a symlinked folder the user put in the collection was
+    indexed through the collection, and is served the same way.
     """
-    root = root.resolve()
+    root = Path(os.path.abspath(root))
     if not rel or "\x00" in rel:
         raise OutsideRoot(rel)
-    path = (root / rel).resolve()
+    path = Path(os.path.normpath(root / rel))
     if not path.is_relative_to(root) or path == root:
         raise OutsideRoot(rel)
     return path

@@ -174,11 +174,18 @@ class Library:
             index.add(*self.stored_vectors(missing))
         return index
 
-    def save_vectors(self, index: VectorIndex, *, clean: bool) -> None:
-        """Write the FAISS file; `clean` marks it as matching the database exactly."""
+    def save_vectors(self, index: VectorIndex, *, clean: bool) -> VectorIndex:
+        """Write the FAISS file; `clean` marks it as matching the database exactly.
+
+        A clean index whose type no longer suits the library's size (or an HNSW graph that had to
+        fall back to flat to delete) is rebuilt from the stored vectors first. Returns what was written.
+        """
+        if clean and index.should_rebuild():
+            index = self.build_vectors()
         index.save(self.vectors_path)
         with self.Session.begin() as s:
             self.set_meta(s, vectors_dirty="0" if clean else "1", **index.describe())
+        return index
 
     def mark_vectors_dirty(self) -> None:
         with self.Session.begin() as s:

@@ -111,6 +111,38 @@ class Meta(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
+class Neighbour(Base):
+    """One entry of an image's stored top-k neighbour list (search's k-NN labelling reads these).
+
+    The lists are derived from the vectors and rebuilt when they change; `neighbour_id` is indexed
+    so a label change finds the images whose votes it touches.
+    """
+
+    __tablename__ = "neighbours"
+
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
+    )
+    rank: Mapped[int] = mapped_column(Integer, primary_key=True)  # 0 = nearest
+    neighbour_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), index=True
+    )
+    score: Mapped[float] = mapped_column(Float)  # cosine similarity
+
+
+class SuggestedLabel(Base):
+    """The current weighted k-NN vote for an image, kept in step with the labels."""
+
+    __tablename__ = "suggestions"
+
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
+    )
+    label: Mapped[str | None] = mapped_column(String)  # None: no labelled neighbour voted
+    confidence: Mapped[float] = mapped_column(Float)  # the winner's share of the votes
+    margin: Mapped[float] = mapped_column(Float, index=True)  # winner's share - runner-up's
+
+
 Index("ix_images_status_path", Image.status, Image.path)
 
 

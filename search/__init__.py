@@ -1,0 +1,1 @@
+"""Reading a library: nearest neighbours, labels, weighted k-NN suggestions, evaluation, duplicates."""

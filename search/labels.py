@@ -1,0 +1,172 @@
+"""Labels in SQLite: set and clear one, count them, import from CSV or folder names, export to CSV."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from indexer.library import Library
+from indexer.schema import ACCEPTED, IMPORTED, LABEL_SOURCES, USER, Image, Label, utcnow
+from search.searcher import NotFound
+
+log = logging.getLogger(__name__)
+
+MAX_LABEL_LENGTH = 100
+
+
+class LabelFileError(ValueError):
+    """A label file that cannot be read as asked; the message says why."""
+
+
+def clean_label(label: str) -> str:
+    """The label stripped of surrounding space; ValueError unless 1..100 printable characters."""
+    if not isinstance(label, str):
+        raise ValueError("a label is text")  # noqa: TRY004 - callers map ValueError to a 400
+    label = label.strip()
+    if not label:
+        raise ValueError("a label cannot be empty")
+    if len(label) > MAX_LABEL_LENGTH:
+        raise ValueError(f"a label has at most {MAX_LABEL_LENGTH} characters, not {len(label)}")
+    if not label.isprintable():
+        raise ValueError("a label cannot hold control characters or line breaks")
+    return label
+
+
+def set_label(session: Session, image_id: int, label: str, source: str = USER) -> Label:
+    """Give an image its one current label (replacing any). Raises ValueError, NotFound.
+
+    The caller owns the transaction; tell the Labeller afterwards (`on_label_changed`).
+    """
+    label = clean_label(label)
+    if source not in LABEL_SOURCES:
+        raise ValueError(f"unknown label source {source!r}: one of {', '.join(LABEL_SOURCES)}")
+    if session.get(Image, int(image_id)) is None:
+        raise NotFound(f"no image {image_id}")
+    row = session.get(Label, int(image_id))
+    if row is None:
+        row = Label(image_id=int(image_id), label=label, source=source, set_at=utcnow())
+        session.add(row)
+    else:
+        row.label, row.source, row.set_at = label, source, utcnow()
+    session.flush()
+    return row
+
+
+def clear_label(session: Session, image_id: int) -> None:
+    """Remove an image's label, if it has one."""
+    session.execute(delete(Label).where(Label.image_id == int(image_id)))
+
+
+def label_counts(session: Session) -> dict[str, int]:
+    """Images per label, most frequent first."""
+    rows = session.execute(
+        select(Label.label, func.count())
+        .group_by(Label.label)
+        .order_by(func.count().desc(), Label.label)
+    ).all()
+    return {label: n for label, n in rows}
+
+
+def _apply(library: Library, by_path: dict[str, str], *, overwrite: bool) -> int:
+    """Set imported labels on the images at these paths; hand-set labels stay unless `overwrite`."""
+    done = 0
+    missing = 0
+    with library.Session.begin() as s:
+        ids = dict(s.execute(select(Image.path, Image.id)).all())
+        current = {
+            image_id: (label, source)
+            for image_id, label, source in s.execute(
+                select(Label.image_id, Label.label, Label.source)
+            )
+        }
+        now = utcnow()
+        for path, label in by_path.items():
+            image_id = ids.get(path)
+            if image_id is None:
+                missing += 1
+                continue
+            have = current.get(image_id)
+            if have is not None and have[1] in (USER, ACCEPTED) and not overwrite:
+                continue
+            if have is not None and have[0] == label:
+                continue  # unchanged: keep its set_at so suggestions need no refresh
+            s.merge(Label(image_id=image_id, label=label, source=IMPORTED, set_at=now))
+            done += 1
+    if missing:
+        log.warning("%d labelled paths are not in the library", missing)
+    return done
+
+
+def import_csv(library: Library, path: Path | str, *, overwrite: bool = False) -> int:
+    """Labels from a CSV with `path` and `label` columns (a header, or those two columns first).
+
+    Paths are relative to the library's root, '/'-separated. Returns how many labels were set;
+    labels set by hand (source user or accepted) are kept unless `overwrite`.
+    Raises LabelFileError for an unreadable file or a bad label.
+    """
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise LabelFileError(f"cannot read {path}: {e}") from None
+    rows = [r for r in rows if any(cell.strip() for cell in r)]
+    if not rows:
+        return 0
+    header = [cell.strip().lower() for cell in rows[0]]
+    if "path" in header and "label" in header:
+        path_col, label_col = header.index("path"), header.index("label")
+        rows = rows[1:]
+    else:
+        path_col, label_col = 0, 1
+    by_path: dict[str, str] = {}
+    for line, row in enumerate(rows, start=2):
+        if len(row) <= max(path_col, label_col):
+            raise LabelFileError(f"{path} line {line}: expected path and label columns")
+        try:
+            by_path[row[path_col].strip().replace("\\", "/").removeprefix("./")] = clean_label(
+                row[label_col]
+            )
+        except ValueError as e:
+            raise LabelFileError(f"{path} line {line}: {e}") from None
+    return _apply(library, by_path, overwrite=overwrite)
+
+
+def folder_label(folder: str) -> str | None:
+    """Class-per-folder: an image's label is its own folder's name (train/dress/x.jpg -> dress)."""
+    name = folder.rsplit("/", 1)[-1]
+    try:
+        return clean_label(name)
+    except ValueError:
+        return None
+
+
+def import_folders(library: Library, *, overwrite: bool = False) -> int:
+    """Label every image by the name of the folder it is in; images at the root get none."""
+    with library.Session() as s:
+        rows = s.execute(select(Image.path, Image.folder)).all()
+    by_path = {path: label for path, folder in rows if folder and (label := folder_label(folder))}
+    return _apply(library, by_path, overwrite=overwrite)
+
+
+def export_csv(library: Library, path: Path | str) -> int:
+    """Write path,label,source,set_at for every labelled image, by path. Returns the row count."""
+    path = Path(path)
+    with library.Session() as s:
+        rows = s.execute(
+            select(Image.path, Label.label, Label.source, Label.set_at)
+            .join(Label)
+            .order_by(Image.path)
+        ).all()
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "source", "set_at"])
+        for image_path, label, source, set_at in rows:
+            writer.writerow([image_path, label, source, set_at.isoformat(timespec="seconds")])
+    tmp.replace(path)
+    return len(rows)

@@ -1,0 +1,211 @@
+"""Nearest neighbours in a library: by indexed image, by any image, by vector; rows in rank order."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image as PILImage
+from sqlalchemy import case, select
+from sqlalchemy.orm import Session
+
+from indexer.backbone import Backbone
+from indexer.imageio import load_image, to_rgb
+from indexer.library import Library, LibraryError
+from indexer.schema import Image
+from indexer.vectors import VectorIndex
+
+log = logging.getLogger(__name__)
+
+
+class NotFound(LookupError):
+    """No such image, or it has no vector (not indexed yet, or unreadable)."""
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    image_id: int
+    score: float  # cosine similarity, -1..1
+
+
+class Searcher:
+    """Searches one library's FAISS index. Safe for concurrent reads from many threads.
+
+    The index is loaded once and swapped whole by `reload()` when the indexer rewrites the file,
+    so a search in flight keeps the index object it started with.
+    """
+
+    def __init__(self, library: Library, backbone: Backbone | None = None) -> None:
+        self.library = library
+        self._backbone = backbone
+        self._lock = threading.Lock()  # guards reload and the lazy backbone
+        self._embed_lock = threading.Lock()  # one forward pass at a time: they share the cores
+        self._index: VectorIndex | None = None
+        self._stamp: tuple | None = None
+        self.reload()
+
+    # -- the index --------------------------------------------------------------------------------
+
+    @property
+    def index(self) -> VectorIndex:
+        if self._index is None:
+            self.reload()
+        return self._index  # type: ignore[return-value]
+
+    def _file_stamp(self) -> tuple | None:
+        try:
+            st = os.stat(self.library.vectors_path)
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def reload(self) -> bool:
+        """Re-read the FAISS file if the indexer rewrote it since the last load. True if it did.
+
+        Costs one stat() when nothing changed.
+        """
+        stamp = self._file_stamp()
+        if self._index is not None and stamp == self._stamp:
+            return False
+        with self._lock:
+            if self._index is not None and stamp == self._stamp:
+                return False
+            index = self.library.load_vectors()  # reconciled with the database, which wins
+            self._index, self._stamp = index, stamp
+            log.info(
+                "loaded %s: %d vectors (%s)", self.library.vectors_path, index.ntotal, index.kind
+            )
+            return True
+
+    # -- the backbone, for queries that are not in the library ---------------------------------------
+
+    @property
+    def backbone(self) -> Backbone:
+        """The library's own backbone, built on first use; raises LibraryError if it cannot be."""
+        if self._backbone is None:
+            with self._lock:
+                if self._backbone is None:
+                    self._backbone = self._library_backbone()
+        return self._backbone
+
+    def _library_backbone(self) -> Backbone:
+        from indexer.backbone import BackboneError
+
+        identity = self.library.identity()
+        name = identity.get("backbone")
+        if not name:
+            raise LibraryError(
+                f"library {self.library.path} has no vectors yet: index some photos first"
+            )
+        try:
+            backbone = Backbone(name)
+        except BackboneError as e:
+            raise LibraryError(f"cannot build the library's backbone {name!r}: {e}") from None
+        if backbone.identity() != identity:
+            raise LibraryError(
+                f"library {self.library.path} was embedded with {identity.get('weights')}; this "
+                f"process would embed queries with {backbone.weights_identity}: pass the same weights"
+            )
+        return backbone
+
+    # -- queries ----------------------------------------------------------------------------------
+
+    def vector(self, image_id: int) -> npt.NDArray[np.float32]:
+        """The stored unit vector [D] of an indexed image. Raises NotFound."""
+        ids, vectors = self.library.stored_vectors([int(image_id)])
+        if not len(ids):
+            raise NotFound(f"image {image_id} is not in the library or has no vector")
+        return vectors[0]
+
+    def by_id(self, image_id: int, k: int = 20) -> list[SearchHit]:
+        """The k nearest neighbours of an indexed image, itself excluded. Raises NotFound."""
+        return self.by_vector(self.vector(image_id), k, exclude=(int(image_id),))
+
+    def by_vector(
+        self, vector: npt.ArrayLike, k: int = 20, exclude: Iterable[int] = ()
+    ) -> list[SearchHit]:
+        """The k nearest neighbours of a vector [D] (normalised here), best first."""
+        query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
+        norm = float(np.linalg.norm(query))
+        if norm > 0:
+            query = query / norm
+        return self.batch(query, k, exclude=[tuple(int(i) for i in exclude)])[0]
+
+    def by_image(self, data: bytes | PILImage.Image, k: int = 20) -> list[SearchHit]:
+        """Neighbours of an image file's bytes or a PIL image, embedded as the library embeds.
+
+        Raises indexer.imageio.ImageError for bytes that are not a usable image.
+        """
+        if isinstance(data, PILImage.Image):
+            img = to_rgb(data)
+        else:
+            img, _ = load_image(bytes(data), min_side=self.backbone.preprocess.resize)
+        backbone = self.backbone
+        with self._embed_lock:
+            vector = backbone.embed_images([img])[0]
+        return self.by_vector(vector, k)
+
+    def batch(
+        self,
+        queries: npt.NDArray[np.float32],
+        k: int,
+        exclude: list[tuple[int, ...]] | None = None,
+    ) -> list[list[SearchHit]]:
+        """Neighbours of many unit vectors [N, D]; `exclude[i]` are ids dropped from row i."""
+        k = int(k)
+        if k < 1:
+            raise ValueError("k must be at least 1")
+        index = self.index
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        if index.ntotal == 0:
+            return [[] for _ in queries]
+        if queries.shape[1] != index.dim:
+            raise ValueError(f"query has {queries.shape[1]} dimensions, the library {index.dim}")
+        extra = max((len(e) for e in exclude), default=0) if exclude else 0
+        scores, ids = index.search(queries, k + extra)
+        return [
+            hits_from_row(row_scores, row_ids, k, exclude[i] if exclude else ())
+            for i, (row_scores, row_ids) in enumerate(zip(scores, ids))
+        ]
+
+    # -- rows ---------------------------------------------------------------------------------------
+
+    def fetch(self, session: Session, hits: list[SearchHit]) -> list[tuple[Image, float]]:
+        """The hits' Image rows in rank order with their scores, in one query.
+
+        Rows deleted since the search are left out.
+        """
+        return fetch_images(session, hits)
+
+
+def hits_from_row(
+    scores: npt.NDArray[np.float32], ids: npt.NDArray[np.int64], k: int, exclude: Iterable[int] = ()
+) -> list[SearchHit]:
+    """One FAISS result row as hits: -1 padding and excluded ids dropped, at most k kept."""
+    skip = set(exclude)
+    hits = []
+    for score, image_id in zip(scores, ids):
+        if image_id < 0 or image_id in skip:
+            continue
+        hits.append(SearchHit(int(image_id), float(score)))
+        if len(hits) == k:
+            break
+    return hits
+
+
+def fetch_images(session: Session, hits: list[SearchHit]) -> list[tuple[Image, float]]:
+    if not hits:
+        return []
+    ids = [h.image_id for h in hits]
+    rank = {image_id: i for i, image_id in enumerate(ids)}
+    # microblog's SearchableMixin: one IN query, ordered by each id's rank with CASE.
+    rows = session.scalars(
+        select(Image).where(Image.id.in_(ids)).order_by(case(rank, value=Image.id))
+    ).all()
+    score = {h.image_id: h.score for h in hits}
+    return [(row, score[row.id]) for row in rows]

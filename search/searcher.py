@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image as PILImage
 from sqlalchemy import case, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from indexer.backbone import Backbone
 from indexer.imageio import load_image, to_rgb
@@ -205,7 +205,10 @@ def fetch_images(session: Session, hits: list[SearchHit]) -> list[tuple[Image, f
     rank = {image_id: i for i, image_id in enumerate(ids)}
     # microblog's SearchableMixin: one IN query, ordered by each id's rank with CASE.
     rows = session.scalars(
-        select(Image).where(Image.id.in_(ids)).order_by(case(rank, value=Image.id))
+        select(Image)
+        .where(Image.id.in_(ids))
+        .order_by(case(rank, value=Image.id))
+        .options(joinedload(Image.label))  # callers show labels: joined in, not one query per row
     ).all()
     score = {h.image_id: h.score for h in hits}
     return [(row, score[row.id]) for row in rows]

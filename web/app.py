@@ -67,6 +67,12 @@ def create_app(settings: Settings | None = None, *, searcher: Searcher | None = 
         # "same origin" to the browser: refuse every Host but the loopback names.
         app.config["TRUSTED_HOSTS"] = ["127.0.0.1", "localhost"]
 
+    # Requests arrive one query at a time on concurrent threads: FAISS's OpenMP team only adds
+    # start-up and contention to a single query (p50 1.5 -> 0.5 ms, p99 15 -> 1.7 ms at 3.8k).
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+
     if searcher is None:
         library = Library(settings.library)
         searcher = Searcher(library)

@@ -86,8 +86,10 @@ def test_fetch_returns_rows_in_rank_order_in_one_query(vector_library):
         event.listen(library.engine, "before_cursor_execute", count)
         try:
             rows = searcher.fetch(s, hits)
+            labels = [row.label for row, _ in rows]  # loaded with the rows, not one query each
         finally:
             event.remove(library.engine, "before_cursor_execute", count)
+    assert labels == [None, None, None]
     assert [(row.id, score) for row, score in rows] == [(5, 0.9), (1, 0.8), (3, 0.7)]  # 12345 gone
     assert len([st for st in statements if st.lstrip().upper().startswith("SELECT")]) == 1
     with library.Session() as s:

@@ -1,8 +1,9 @@
 """The batch job: a photo folder becomes rows in SQLite and vectors in FAISS, incrementally.
 
     scan (size, mtime) -> plan against the database -> moves by hash -> removals
-    -> DataLoader workers: read, hash, decode, preprocess (each item keeps its row id)
-    -> Backbone.embed -> one transaction per batch (rows + vectors) -> FAISS add
+    -> DataLoader workers, one batch per item: read, hash, decode, crop to uint8 (each item keeps
+       its row id); on the CPU each worker also embeds its batch with one thread
+    -> Backbone.embed (here, on a GPU) -> one transaction per batch (rows + vectors) -> FAISS add
     -> FAISS file written atomically at the end
 
 The database is committed batch by batch and is the source of truth: killed at any moment, the
@@ -18,12 +19,14 @@ import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 from sqlalchemy import delete, insert, select, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from torch.utils.data import DataLoader, Dataset
 
 from indexer.backbone import Backbone
@@ -47,7 +50,8 @@ class IndexReport:
     unreadable_dirs: list[str] = field(default_factory=list)
     ignored: int = 0  # files skipped by extension (not image formats)
     seconds: float = 0.0
-    embed_seconds: float = 0.0
+    embed_seconds: float = 0.0  # model time, summed over the processes that ran it
+    decode_seconds: float = 0.0  # read + hash + decode + crop, summed over workers
 
     @property
     def images_per_second(self) -> float:
@@ -74,7 +78,10 @@ def file_hash(data: bytes) -> str:
 
 @dataclass(frozen=True)
 class Decoded:
-    """One dataset item: the row id it belongs to, and either pixels + facts or an error."""
+    """One dataset item: the row id it belongs to, and either pixels + facts or an error.
+
+    `pixels` is the uint8 crop [3, H, W] (`Preprocess.crop_uint8`), normalised later per batch.
+    """
 
     image_id: int
     pixels: torch.Tensor | None
@@ -119,13 +126,98 @@ def collate(items: list[Decoded]) -> tuple[list[Decoded], torch.Tensor | None]:
     return items, (torch.stack(good) if good else None)
 
 
-def _worker_init(_: int) -> None:
-    # Decoding workers must not compete with the model for cores.
+@dataclass
+class Batch:
+    """One batch as a worker hands it back. Rows of `pixels`/`vectors` follow the items without error."""
+
+    items: list[Decoded]  # pixels dropped: they travel stacked in `pixels`
+    pixels: torch.Tensor | None  # uint8 [n_good, 3, H, W], unless the worker embedded them
+    vectors: torch.Tensor | None  # float32 [n_good, D] when the worker embedded them
+    decode_seconds: float
+    model_seconds: float
+
+    def pin_memory(self) -> Batch:  # DataLoader(pin_memory=True) calls this for CUDA
+        if self.pixels is not None:
+            self.pixels = self.pixels.pin_memory()
+        return self
+
+
+class BatchDataset(Dataset):
+    """Item b is batch b: decoded (and, with `embed` set, embedded) inside one worker.
+
+    Embedding in the workers keeps the model's work data-parallel across processes of one thread
+    each; on a few CPU cores that beats one multi-threaded model fed by decoding processes, whose
+    threads stall each other whenever a decoder (or anything else on the machine) takes a core.
+    """
+
+    def __init__(self, photos: PhotoDataset, batch_size: int, embed: Callable | None) -> None:
+        self.photos = photos
+        self.batch_size = batch_size
+        self.embed = embed
+
+    def __len__(self) -> int:
+        return -(-len(self.photos) // self.batch_size)
+
+    def __getitem__(self, b: int) -> Batch:
+        t0 = time.perf_counter()
+        start = b * self.batch_size
+        decoded = [self.photos[i] for i in range(start, min(start + self.batch_size, len(self.photos)))]
+        items, pixels = collate(decoded)
+        items = [Decoded(it.image_id, None, it.facts, it.error) for it in items]
+        t1 = time.perf_counter()
+        vectors = None
+        if self.embed is not None and pixels is not None:
+            vectors = torch.from_numpy(self.embed(pixels))
+            pixels = None
+        return Batch(items, pixels, vectors, t1 - t0, time.perf_counter() - t1)
+
+
+def _identity(batch: Batch) -> Batch:
+    return batch
+
+
+def _worker_init(_: int, parent: int | None = None) -> None:
+    # One thread per worker: the workers share the cores between them, and a process forked after
+    # the parent used OpenMP hangs if it starts an OpenMP team of its own.
     torch.set_num_threads(1)
+    if parent is not None:
+        _die_with_parent(parent)
 
 
-def default_workers() -> int:
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
+def _die_with_parent(parent: int) -> None:
+    """Linux: a worker is killed when the indexer dies (SIGKILL included), so none lingers holding
+    the library's lock file descriptor it inherited."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux
+        return
+    if os.getppid() != parent:  # the indexer died before prctl took effect
+        os._exit(1)
+
+
+def _forking_parent() -> int | None:
+    """This process's id when workers are forked from it (Linux's default), else None."""
+    import multiprocessing
+
+    method = multiprocessing.get_start_method(allow_none=True) or multiprocessing.get_all_start_methods()[0]
+    return os.getpid() if method == "fork" else None
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 2
+
+
+def default_workers(device_type: str = "cpu") -> int:
+    """CPU: one worker per core (each decodes and embeds). GPU: the cores less the main process's."""
+    cores = _cores()
+    return max(1, min(8, cores if device_type == "cpu" else cores - 1))
 
 
 def index_folder(
@@ -288,47 +380,79 @@ def _embed(
     workers: int | None,
     progress: bool,
 ) -> None:
-    workers = default_workers() if workers is None else workers
-    dataset = PhotoDataset(root, plan.todo, backbone.transform, min_side=backbone.preprocess.resize)
+    device = backbone.device.type
+    workers = default_workers(device) if workers is None else workers
+    todo = len(plan.todo)
+    if workers > 1:
+        # Batches of (nearly) equal size, as many as a multiple of the workers, which take them in
+        # turn: no worker idles at the end of a short run while another finishes a second batch.
+        batches = -(-todo // batch_size)
+        batches = -(-batches // workers) * workers
+        batch_size = -(-todo // batches)
+        workers = min(workers, -(-todo // batch_size))
+    backbone.model  # noqa: B018 (load the weights once, before the workers fork)
+    photos = PhotoDataset(root, plan.todo, backbone.preprocess.crop_uint8,
+                          min_side=backbone.preprocess.resize)
+    embed_in_workers = workers > 0 and device == "cpu"
+    dataset = BatchDataset(photos, batch_size, backbone.embed_uint8 if embed_in_workers else None)
     loader = DataLoader(
         dataset,
-        batch_size=batch_size,
+        batch_size=None,
         num_workers=workers,
-        collate_fn=collate,
-        worker_init_fn=_worker_init if workers else None,
-        pin_memory=backbone.device.type == "cuda",
-        prefetch_factor=4 if workers else None,
+        collate_fn=_identity,
+        worker_init_fn=partial(_worker_init, parent=_forking_parent()) if workers else None,
+        pin_memory=device == "cuda",
+        prefetch_factor=2 if workers else None,
         persistent_workers=False,
     )
     from tqdm import tqdm
 
-    bar = tqdm(total=len(plan.todo), unit="img", disable=not progress, smoothing=0.1, desc="indexing")
-    backbone.model  # load the weights before the clock starts on the first batch
-    for items, pixels in loader:
-        t0 = time.perf_counter()
-        embedded = backbone.embed(pixels) if pixels is not None else np.zeros((0, backbone.dim), np.float32)
-        report.embed_seconds += time.perf_counter() - t0
-        good = [it for it in items if it.pixels is not None]
-        bad = [it for it in items if it.pixels is None]
-        now = utcnow()
-        with library.Session.begin() as s:
-            for it, vec in zip(good, embedded):
-                s.execute(
-                    update(Image).where(Image.id == it.image_id)
-                    .values(status=INDEXED, error=None, indexed_at=now, **it.facts)
-                )
-                s.merge(Embedding(image_id=it.image_id, vector=vec.tobytes()))
-            for it in bad:
-                s.execute(
-                    update(Image).where(Image.id == it.image_id)
-                    .values(status=FAILED, error=it.error, indexed_at=now, **it.facts)
-                )
-                s.execute(delete(Embedding).where(Embedding.image_id == it.image_id))
-        stale = [it.image_id for it in items if it.image_id in plan.changed_ids]
+    bar = tqdm(total=todo, unit="img", disable=not progress, smoothing=0.1, desc="indexing")
+    for batch in loader:
+        report.decode_seconds += batch.decode_seconds
+        report.embed_seconds += batch.model_seconds
+        if batch.vectors is not None:
+            embedded = batch.vectors.numpy()
+        elif batch.pixels is not None:
+            t0 = time.perf_counter()
+            embedded = backbone.embed_uint8(batch.pixels)
+            report.embed_seconds += time.perf_counter() - t0
+        else:
+            embedded = np.zeros((0, backbone.dim), np.float32)
+        good = [it for it in batch.items if it.error is None]
+        bad = [it for it in batch.items if it.error is not None]
+        _write_batch(library, good, embedded, bad)
+        stale = [it.image_id for it in batch.items if it.image_id in plan.changed_ids]
         vectors.remove(stale)
         vectors.add([it.image_id for it in good], embedded)
         report.indexed += len(good)
         for it in bad:
             report.failed[it.error.split(":", 1)[0]] += 1
-        bar.update(len(items))
+        bar.update(len(batch.items))
     bar.close()
+
+
+def _write_batch(library: Library, good: list[Decoded], embedded: np.ndarray, bad: list[Decoded]) -> None:
+    """One transaction: the good rows indexed with their vectors, the bad ones failed with a reason."""
+    now = utcnow()
+    with library.Session.begin() as s:
+        if good:
+            # Executemany statements: a few per batch instead of a SELECT + UPDATE per row.
+            s.execute(
+                update(Image),
+                [dict(id=it.image_id, status=INDEXED, error=None, indexed_at=now, **it.facts)
+                 for it in good],
+            )
+            upsert = sqlite_insert(Embedding)
+            s.execute(
+                upsert.on_conflict_do_update(
+                    index_elements=[Embedding.image_id], set_={"vector": upsert.excluded.vector}
+                ),
+                [dict(image_id=it.image_id, vector=vec.tobytes()) for it, vec in zip(good, embedded)],
+            )
+        for it in bad:
+            s.execute(
+                update(Image).where(Image.id == it.image_id)
+                .values(status=FAILED, error=it.error, indexed_at=now, **it.facts)
+            )
+            s.execute(delete(Embedding).where(Embedding.image_id == it.image_id))

@@ -1,0 +1,211 @@
+"""The benchmark's table (stdout) and BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+GOAL_SEARCH_SIZE = 100_000
+
+
+def _ok(passed: bool | None) -> str:
+    return "" if passed is None else ("✓" if passed else "✗")
+
+
+def _runs(r, digits: int = 0) -> str:
+    return "(runs " + ", ".join(f"{v:.{digits}f}" for v in r.values) + ")" if r.values else ""
+
+
+def _f(x: float, digits: int = 1) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+@dataclass
+class Report:
+    machine: dict[str, str]
+    quick: bool
+    reps: int
+    indexing: object | None = None  # bench.indexing.IndexingResults
+    rescan: dict | None = None
+    search: dict[int, dict] | None = None
+    search_skipped: dict[int, str] | None = None
+    seconds: float = 0.0
+    rows: list[tuple[str, str, str, str]] = field(default_factory=list)
+
+    # -- rows: (what, measured, goal, verdict) ---------------------------------------------------
+
+    def _rows(self) -> list[tuple[str, str, str, str]]:
+        rows = []
+        ix = self.indexing
+        if ix is not None:
+            c, lg = ix.clothing, ix.large
+            cpu_c, cpu_l, cpu_m = c.note("cpu_rate"), lg.note("cpu_rate"), ix.model_cpu_rate.value
+            rows += [
+                (f"index clothing photos, end to end ({ix.clothing_images} JPEGs ~400x533)",
+                 f"{_f(c.value)} img/s {_runs(c)}; decode {_f(c.note('decode_ms'), 2)} ms/img, model "
+                 f"{_f(c.note('model_ms'), 2)} ms/img (summed over workers); "
+                 f"{_f(cpu_c)} img per CPU-second", "", ""),
+                (f"model only, ready tensors, batch {ix.batch_size}, 1 process x all threads",
+                 f"{_f(ix.model_threads.value)} img/s {_runs(ix.model_threads)}", "", ""),
+                (f"model only, ready tensors, batch {ix.batch_size}, {ix.workers} processes x 1 thread",
+                 f"{_f(ix.model_processes.value)} img/s {_runs(ix.model_processes)}; one thread: "
+                 f"{_f(cpu_m)} img per CPU-second", "", ""),
+                (f"naive baseline (full decode, torchvision, fp32, batch {ix.batch_size}, 1 process; "
+                 f"{ix.naive_images} photos)", f"{_f(ix.naive.value)} img/s {_runs(ix.naive)}", "", ""),
+                ("end to end / model only (the better layout, measured beside it)",
+                 f"{_f(ix.vs_model.value, 2)} {_runs(ix.vs_model, 2)}; by CPU time "
+                 f"{_f(cpu_c / cpu_m, 2)}", "≥ 0.8", _ok(ix.vs_model.value >= 0.8)),
+                ("end to end / naive baseline", f"{_f(ix.vs_naive.value, 1)} {_runs(ix.vs_naive, 1)}",
+                 "≥ 3", _ok(ix.vs_naive.value >= 3)),
+                (f"index 12-MP JPEGs, end to end ({ix.large_images}, {ix.large_bytes / 1e6:.1f} MB each)",
+                 f"{_f(lg.value)} img/s {_runs(lg)}; decode {_f(lg.note('decode_ms'), 2)} ms/img, model "
+                 f"{_f(lg.note('model_ms'), 2)} ms/img; {_f(cpu_l)} img per CPU-second", "", ""),
+                ("12-MP rate / clothing rate", f"{_f(ix.large_vs_clothing.value, 2)} "
+                 f"{_runs(ix.large_vs_clothing, 2)}; by CPU time {_f(cpu_l / cpu_c, 2)}", "≥ 0.8",
+                 _ok(ix.large_vs_clothing.value >= 0.8)),
+            ]
+        if self.rescan:
+            r = self.rescan["clothing"]
+            rows.append((f"re-scan unchanged library ({r['files']} clothing photos)",
+                         f"{_f(r['files'] / r['seconds'], 0)} files/s ({_f(r['seconds'], 2)} s)", "", ""))
+            r = self.rescan["synthetic"]
+            rows.append((f"re-scan unchanged library ({r['files']} files, synthetic)",
+                         f"{_f(r['seconds'], 2)} s ({_f(r['files'] / r['seconds'], 0)} files/s)", "< 5 s",
+                         _ok(r["seconds"] < 5)))
+        for n, s in (self.search or {}).items():
+            goal = n == GOAL_SEARCH_SIZE
+            idx = s.get("index", {})
+            kind = idx.get("index_type", "?")
+            i1, u1, i_n, u_n = s["id_1"], s["upload_1"], s["id_n"], s["upload_n"]
+            rows += [
+                (f"search by id, {n:,} images ({kind}), 1 client, HTTP",
+                 f"p50 {_f(i1.pct(50))} ms, p99 {_f(i1.pct(99))} ms ({len(i1.ms)} requests, "
+                 f"{i1.errors} errors)", "p50 ≤ 5, p99 ≤ 25 ms" if goal else "",
+                 _ok(i1.pct(50) <= 5 and i1.pct(99) <= 25) if goal else ""),
+                (f"search by upload, {n:,} images, 1 client, HTTP",
+                 f"p50 {_f(u1.pct(50))} ms, p99 {_f(u1.pct(99))} ms ({len(u1.ms)} requests, "
+                 f"{u1.errors} errors)", "p50 ≤ 80 ms" if goal else "",
+                 _ok(u1.pct(50) <= 80) if goal else ""),
+                (f"search by id, {n:,} images, {s.get('clients', '?')} clients",
+                 f"p50 {_f(i_n.pct(50))} ms, p99 {_f(i_n.pct(99))} ms, {_f(i_n.rate)} req/s "
+                 f"({i_n.errors} errors)", "", ""),
+                (f"search by upload, {n:,} images, {s.get('clients', '?')} clients",
+                 f"p50 {_f(u_n.pct(50))} ms, p99 {_f(u_n.pct(99))} ms, {_f(u_n.rate)} req/s "
+                 f"({u_n.errors} errors)", "", ""),
+                (f"web process RSS, {n:,} images", f"{_f(s['rss_mb'], 0)} MB (peak {_f(s['peak_rss_mb'], 0)} MB)",
+                 "", ""),
+            ]
+        for n, reason in (self.search_skipped or {}).items():
+            rows.append((f"search, {n:,} images", f"skipped: {reason}", "", ""))
+        return rows
+
+    def table(self) -> str:
+        rows = [("measurement", "result", "goal", "")] + self._rows()
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        lines = []
+        for j, r in enumerate(rows):
+            lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+            if j == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+    def markdown(self) -> str:
+        when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        out = [
+            "# Benchmarks",
+            "",
+            f"Written by `python -m bench{' --quick' if self.quick else ''}` on {when} "
+            f"({self.seconds / 60:.0f} min). Each figure is the median of {self.reps} runs, interleaved "
+            "with the others so that a noisy machine slows all of them alike; ratios are taken from "
+            "figures of the same run.",
+            "",
+            "## Machine",
+            "",
+            "| | |",
+            "|---|---|",
+            *[f"| {k} | {v} |" for k, v in self.machine.items()],
+            "",
+            "## Results",
+            "",
+            "| measurement | result | goal | |",
+            "|---|---|---|---|",
+            *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in self._rows()],
+            "",
+            METHOD,
+            NOTES,
+            LEVERS,
+        ]
+        return "\n".join(out) + "\n"
+
+
+METHOD = """## How it is measured
+
+- **End to end** is `indexer.pipeline.index_folder` into a fresh library, wall clock from the call to
+  its return (scan, decode, model, SQLite, FAISS file), default workers and batch 32. On a CPU each
+  worker process reads, hashes, decodes (JPEGs at reduced scale with Pillow's `draft`), crops to
+  uint8 and embeds its own batch with one thread; the main process only writes SQLite and FAISS.
+  Decode and model times are summed over the workers (they run in parallel).
+- **Model only** is `Backbone.embed_uint8` on a ready uint8 batch: in one process with torch's
+  threads, and in one-thread processes as the pipeline runs it (measured right before and right
+  after the pipeline; their mean). The better of the two is the bound.
+- **Ratios** are the median of per-repetition ratios of figures measured side by side, so that
+  other jobs on the machine weigh on both. "By CPU time" divides images per CPU-second (user +
+  system of the process and its workers) instead: time-slicing by other jobs does not count in
+  it (their use of caches and memory bandwidth still does), so it approximates the ratio on an
+  idle machine.
+- **Naive baseline** is what a user would write: `Image.open(...).convert("RGB")` at full size,
+  torchvision `Resize/CenterCrop/ToTensor/Normalize`, the same network in fp32 without
+  channels_last, `torch.no_grad()`, batch 32, one process.
+- **12-MP JPEGs** are clothing photos upscaled to ~12 megapixels (bicubic) and saved at quality 90.
+- **Re-scan** runs `index_folder` again on an unchanged library (after one warm-up run): scan,
+  compare with SQLite, load the FAISS file. The 100k case uses tiny files and rows inserted
+  directly through the schema (random unit vectors, flat FAISS file).
+- **Search** starts `lookalike serve --port 0` (waitress) on a library of synthetic vectors shaped like
+  real embeddings (`bench/index_types.py`), with the index type the library picks for its size and
+  the k-NN neighbour lists built beforehand. A load generator on loopback (stdlib threads,
+  `http.client`, keep-alive, a fixed number of requests) asks `GET /api/images/<id>/neighbours?k=20`
+  for random ids and `POST /api/search?k=20` with real clothing JPEGs. Latency is per request at the
+  client. RSS is the server process's, read from `/proc` after the load.
+"""
+
+NOTES = """## Where goals are missed, and why
+
+- **12-MP JPEGs at 0.8 x the clothing rate** is out of reach on 2 CPU cores. Reduced-scale decoding
+  (Pillow's `draft`, 1/8 scale) skips most of the inverse DCT, but not the entropy (Huffman) decoding
+  of every coefficient in the file: ~8 CPU ms for a 0.8 MB 12-MP JPEG (more for real phone photos of
+  3 to 5 MB) against ~1 ms for a clothing photo, beside ~9 ms of model per image. Per CPU-second the
+  12-MP files can reach at best ~(1 + 9) / (8 + 1 + 9), about 0.55 of the clothing rate; start-up
+  (forking workers, the first batch) weighs more on 100 files than on 3,781. Only a decoder running
+  on other hardware (nvJPEG on a GPU) or more cores changes that.
+- **Search by id at 10k (flat index) is slower than at 100k (HNSW)**: exact search of 10k x 1280
+  takes ~2.5 ms in process; the rest is spent in the web and search layers. At 100k the goal
+  is met.
+- **Concurrent clients** share 2 cores with the server: throughput, not latency, is the figure to
+  read there (the p50 is about clients / throughput).
+"""
+
+
+LEVERS = """## Speed levers tried (measured while tuning, not by this run)
+
+Same machine, 2 cores shared with other jobs (load average 3 to 5 during most runs), so only
+figures from one run are compared; medians of 2 to 3 runs, Lite0 bf16 autocast + channels_last.
+
+| lever | measured | kept? |
+|---|---|---|
+| model in one-thread worker processes (each decodes and embeds its own batch) vs one decode worker feeding a 2-thread model | 2 x 1 thread: model-only 86 img/s vs 1 x 2 threads 21 img/s; end to end 84 img/s vs 15.7 img/s (the old pipeline) on 480 photos. A second busy process (a decoder, or anyone else's job) stalls OpenMP's 2-thread team at every barrier | kept: the CPU layout |
+| default workers = cores (2) instead of cores - 1 (1), now that workers run the model | 84 / 80 img/s vs 75 / 89 img/s with 1 worker: a tie under load (the other jobs held about one core); 2 workers use the second core when it is free | kept |
+| workers forked after the parent ran OpenMP, with 2 threads each | hangs (libgomp is not fork-safe): workers keep 1 thread | n/a |
+| uint8 crops from workers, normalised per batch (4x fewer bytes between processes) vs float32 | 14.8 vs 16.1 img/s with the model in the main process: within noise; the model's ~300 ms a batch dwarfs copying 19 MB | kept (free, and a quarter of the bytes to a GPU) |
+| torchvision uint8 resize (AVX2) vs Pillow resize of only the crop's source box | 0.5 vs 1.0 CPU ms/img; torchvision's output is bit-identical to the old transform | torchvision kept, box resize dropped |
+| executemany UPDATE + upsert per batch vs per-row UPDATE + ORM merge | 0.033 vs 0.52 CPU ms/img in the main process | kept |
+| reduced-scale JPEG decoding (Pillow draft, already in imageio) on 12-MP JPEGs | 8.2 CPU ms/img vs ~60 to 110 ms full decode | kept; entropy decoding stays ~8 ms |
+| batch size for a one-thread model | 9.3 / 10.9 / 10.7 / 11.0 CPU ms/img at 4 / 8 / 16 / 32 | no gain: 32 kept |
+| short runs: batches of equal size, a multiple of the workers in number (100 photos: 4 x 25, not 32 + 32 + 32 + 4); workers capped at the number of batches | 12-MP JPEGs (100 files) 67.4 -> 75.1 img/s in two full runs a few minutes apart | kept |
+| torch.jit.trace + freeze (conv-BN folding) under bf16 autocast | fails on timm's Conv2dSame (constant requiring grad) | not pursued |
+
+Equivalence: the new preprocessing is the old torchvision pipeline split in two, so crops are
+bit-identical (max pixel difference 1.2e-7 after normalisation); fp32 embeddings of 200 clothing
+photos: cosine min 0.9999998 to the old path. (For reference, bf16 autocast, already the default
+on this CPU, is itself at cosine min 0.9965, median 0.9994, to fp32.)
+"""

@@ -24,7 +24,7 @@ class Settings:
     device: str = field(default="auto", metadata=_help("auto, cpu, cuda, cuda:N or mps"))
     precision: str = field(default="auto", metadata=_help("auto (bf16 where native), fp32, bf16 or fp16"))
     batch_size: int = field(default=32, metadata=_help("images per model batch"))
-    workers: int | None = field(default=None, metadata=_help("decoding processes (default: cores - 1)"))
+    workers: int | None = field(default=None, metadata=_help("worker processes (default: cores on a CPU, cores - 1 with a GPU; at most 8)"))
     k: int = field(default=20, metadata=_help("neighbours that vote in k-NN labelling"))
     temperature: float = field(default=0.07, metadata=_help("k-NN vote temperature: weight exp(sim / T)"))
     host: str = field(default="127.0.0.1", metadata=_help("address the web server binds"))

@@ -83,7 +83,7 @@ def run_index(settings: Settings, photos: Path, *, reembed: bool = False, progre
 @backbone_options
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=None, help="Images per batch [32].")
 @click.option("--workers", type=click.IntRange(0, 64), default=None,
-              help="Decoding processes [cores - 1]; 0 decodes in this process.")
+              help="Worker processes [cores, at most 8]; on a CPU each decodes and embeds its own batches; 0 does all in this process.")
 @click.option("--reembed", is_flag=True, help="Re-embed every photo (after changing the backbone).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def index(photos, library, backbone, weights, device, precision, batch_size, workers, reembed, quiet):

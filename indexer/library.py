@@ -64,6 +64,12 @@ class Library:
     def close(self) -> None:
         self.engine.dispose()
 
+    def __enter__(self) -> Library:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- meta -----------------------------------------------------------------------------------
 
     def meta(self) -> dict[str, str]:

@@ -65,16 +65,14 @@ def run_index(settings: Settings, photos: Path, *, reembed: bool = False, progre
     from indexer.library import LibraryError
     from indexer.pipeline import index_folder
 
-    library = open_library(settings, create=True)
     try:
-        backbone = Backbone(settings.backbone, weights=settings.weights, device=settings.device,
-                            precision=settings.precision)
-        return index_folder(photos, library, backbone, batch_size=settings.batch_size,
-                            workers=settings.workers, reembed=reembed, progress=progress)
+        with open_library(settings, create=True) as library:
+            backbone = Backbone(settings.backbone, weights=settings.weights, device=settings.device,
+                                precision=settings.precision)
+            return index_folder(photos, library, backbone, batch_size=settings.batch_size,
+                                workers=settings.workers, reembed=reembed, progress=progress)
     except (LibraryError, BackboneError) as e:
         raise click.ClickException(str(e)) from None
-    finally:
-        library.close()
 
 
 @main.command()
@@ -100,11 +98,8 @@ def index(photos, library, backbone, weights, device, precision, batch_size, wor
 def status(library, as_json):
     """Counts, backbone and index of a library."""
     settings = settings_from(library=library)
-    lib = open_library(settings)
-    try:
+    with open_library(settings) as lib:
         facts = library_status(lib)
-    finally:
-        lib.close()
     if as_json:
         click.echo(json.dumps(facts, indent=2, default=str))
     else:

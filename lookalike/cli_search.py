@@ -64,28 +64,26 @@ def search(query, library, k, as_json):
     from search.searcher import NotFound, Searcher
 
     settings = settings_from(library=library, k=k)
-    lib = open_library(settings)
     try:
-        searcher = Searcher(lib)
-        target = resolve_query(lib, query)
-        if isinstance(target, int):
-            hits = searcher.by_id(target, settings.k)
-        else:
-            hits = searcher.by_image(target.read_bytes(), settings.k)
-        with lib.Session() as s:
-            rows = [
-                {
-                    "id": row.id,
-                    "path": row.path,
-                    "score": round(score, 4),
-                    "label": row.label.label if row.label else None,
-                }
-                for row, score in searcher.fetch(s, hits)
-            ]
+        with open_library(settings) as lib:
+            searcher = Searcher(lib)
+            target = resolve_query(lib, query)
+            if isinstance(target, int):
+                hits = searcher.by_id(target, settings.k)
+            else:
+                hits = searcher.by_image(target.read_bytes(), settings.k)
+            with lib.Session() as s:
+                rows = [
+                    {
+                        "id": row.id,
+                        "path": row.path,
+                        "score": round(score, 4),
+                        "label": row.label.label if row.label else None,
+                    }
+                    for row, score in searcher.fetch(s, hits)
+                ]
     except (NotFound, ImageError, LibraryError, OSError) as e:
         raise click.ClickException(str(e)) from None
-    finally:
-        lib.close()
     if as_json:
         _echo_json(rows)
         return
@@ -117,17 +115,15 @@ def labels_import(csv_file, folders, overwrite, library):
 
     if bool(csv_file) == bool(folders):
         raise click.UsageError("give either CSV_FILE or --folders")
-    lib = open_library(settings_from(library=library))
     try:
-        n = (
-            import_folders(lib, overwrite=overwrite)
-            if folders
-            else import_csv(lib, csv_file, overwrite=overwrite)
-        )
+        with open_library(settings_from(library=library)) as lib:
+            n = (
+                import_folders(lib, overwrite=overwrite)
+                if folders
+                else import_csv(lib, csv_file, overwrite=overwrite)
+            )
     except LabelFileError as e:
         raise click.ClickException(str(e)) from None
-    finally:
-        lib.close()
     click.echo(f"set {n} labels from {'folder names' if folders else csv_file}")
 
 
@@ -138,13 +134,11 @@ def labels_export(csv_file, library):
     """Write every label to CSV_FILE (path,label,source,set_at)."""
     from search.labels import export_csv
 
-    lib = open_library(settings_from(library=library))
     try:
-        n = export_csv(lib, csv_file)
+        with open_library(settings_from(library=library)) as lib:
+            n = export_csv(lib, csv_file)
     except OSError as e:
         raise click.ClickException(f"cannot write {csv_file}: {e}") from None
-    finally:
-        lib.close()
     click.echo(f"exported {n} labels to {csv_file}")
 
 
@@ -155,12 +149,9 @@ def labels_counts(library, as_json):
     """Images per label."""
     from search.labels import label_counts
 
-    lib = open_library(settings_from(library=library))
-    try:
+    with open_library(settings_from(library=library)) as lib:
         with lib.Session() as s:
             counts = label_counts(s)
-    finally:
-        lib.close()
     if as_json:
         _echo_json(counts)
     else:
@@ -239,11 +230,8 @@ def eval_(
         )
     try:
         if photos is None:
-            lib = open_library(settings)
-            try:
+            with open_library(settings) as lib:
                 report = evaluate(lib, settings.k, settings.temperature)
-            finally:
-                lib.close()
         else:
             from indexer.pipeline import index_folder
 
@@ -254,8 +242,7 @@ def eval_(
                 precision=settings.precision,
             )
             with tempfile.TemporaryDirectory(prefix="lookalike-eval-") as tmp:
-                lib = Library(tmp, create=True)
-                try:
+                with Library(tmp, create=True) as lib:
                     index_folder(
                         photos,
                         lib,
@@ -266,8 +253,6 @@ def eval_(
                     )
                     import_folders(lib)
                     report = evaluate(lib, settings.k, settings.temperature)
-                finally:
-                    lib.close()
     except (EvalError, LibraryError, BackboneError) as e:
         raise click.ClickException(str(e)) from None
     facts = report.to_dict()
@@ -319,8 +304,7 @@ def duplicates(library, threshold, as_json):
     from indexer.schema import Image
     from search.duplicates import DEFAULT_THRESHOLD, find_duplicates
 
-    lib = open_library(settings_from(library=library))
-    try:
+    with open_library(settings_from(library=library)) as lib:
         groups = find_duplicates(lib, threshold)
         ids = sorted({i for g in groups for i in g.image_ids})
         paths: dict[int, str] = {}
@@ -331,8 +315,6 @@ def duplicates(library, threshold, as_json):
                         select(Image.id, Image.path).where(Image.id.in_(ids[start : start + 500]))
                     ).all()
                 )
-    finally:
-        lib.close()
     if as_json:
         _echo_json(
             [

@@ -131,11 +131,8 @@ def up(photos, library, host, port, no_browser):
     report = run_index(settings, photos or SAMPLES)
     click.echo(f"{report.summary()} -> {settings.library}")
     if samples:
-        lib = open_library(settings)
-        try:
+        with open_library(settings) as lib:
             n = label_half_of_samples(lib)
-        finally:
-            lib.close()
         if n:
             click.echo(f"labelled {n} sample photos by their folder names; the rest await you")
     run_server(settings, open_browser=not no_browser)

@@ -69,18 +69,6 @@ class Preprocess:
     def _transform_one(self, img: Image.Image) -> torch.Tensor:
         return self.normalize(self.crop_uint8(img).unsqueeze(0))[0]
 
-    def reference_transform(self) -> Callable[[Image.Image], torch.Tensor]:
-        """The same preprocessing as one torchvision pipeline, kept to check equivalence against."""
-        return T.Compose(
-            [
-                T.PILToTensor(),
-                T.Resize(self.resize, interpolation=T.InterpolationMode.BICUBIC, antialias=True),
-                T.CenterCrop(self.crop),
-                T.ToDtype(torch.float32, scale=True),
-                T.Normalize(self.mean, self.std),
-            ]
-        )
-
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 TF_LITE = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))

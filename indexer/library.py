@@ -197,6 +197,16 @@ class Library:
         with self.Session.begin() as s:
             self.set_meta(s, vectors_dirty="1")
 
+    def vectors_fingerprint(self) -> list[str]:
+        """Changes whenever an indexer run adds, re-embeds or removes a vector: a cache key."""
+        with self.Session() as s:
+            row = s.execute(
+                select(
+                    func.count(), func.sum(Image.id), func.max(Image.id), func.max(Image.indexed_at)
+                ).where(Image.status == INDEXED)
+            ).one()
+        return [str(v) for v in row]
+
     # -- counts -----------------------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:

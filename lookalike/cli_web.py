@@ -84,9 +84,7 @@ def _warm_up(searcher, labeller) -> None:
 @server_options
 def serve(library, host, port):
     """Serve the web UI and JSON API of a library (waitress; this machine only by default)."""
-    settings = settings_from(library=library, host=host, port=port)
-    open_library(settings).close()  # a clear message when there is no library
-    run_server(settings)
+    run_server(settings_from(library=library, host=host, port=port))
 
 
 def label_half_of_samples(library) -> int:

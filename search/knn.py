@@ -197,15 +197,6 @@ class Labeller:
 
     # -- state ------------------------------------------------------------------------------------
 
-    def _vectors_fingerprint(self) -> list[str]:
-        with self.library.Session() as s:
-            row = s.execute(
-                select(
-                    func.count(), func.sum(Image.id), func.max(Image.id), func.max(Image.indexed_at)
-                ).where(Image.status == INDEXED)
-            ).one()
-        return [str(v) for v in row]
-
     def _labels_fingerprint(self) -> list[str]:
         with self.library.Session() as s:
             row = s.execute(
@@ -228,13 +219,14 @@ class Labeller:
             s.merge(Meta(key=key, value=json.dumps(value)))
 
     def _neighbours_current(self, state: dict) -> bool:
-        return state.get("k", 0) >= self.k and state.get("vectors") == self._vectors_fingerprint()
+        current = self.library.vectors_fingerprint()
+        return state.get("k", 0) >= self.k and state.get("vectors") == current
 
     def _suggestions_state(self, labels: object = ...) -> dict:
         return {
             "k": self.k,
             "temperature": self.temperature,
-            "vectors": self._vectors_fingerprint(),
+            "vectors": self.library.vectors_fingerprint(),
             "labels": self._labels_fingerprint() if labels is ... else labels,
         }
 
@@ -243,7 +235,7 @@ class Labeller:
     def _rebuild_neighbours(self) -> None:
         """Every indexed image's top-K list, K = max(k, 20) so a later default-k reader can share it."""
         k = max(self.k, DEFAULT_K)
-        fingerprint = self._vectors_fingerprint()
+        fingerprint = self.library.vectors_fingerprint()
         ids, vectors = self.library.stored_vectors()
         known = set(ids.tolist())
         rows: list[dict] = []

@@ -35,9 +35,8 @@ def threshold_arg(args: Mapping[str, str]) -> float:
 
 
 def _index_key() -> tuple:
-    # The vectors change only when the indexer runs; the meta table records what it wrote.
-    meta = services().library.meta()
-    return (meta.get("index_size"), meta.get("vectors_dirty"), meta.get("index_type"))
+    # The vectors change only when the indexer runs: adds, re-embeds and removals all show here.
+    return tuple(services().library.vectors_fingerprint())
 
 
 def duplicate_groups(threshold: float) -> list[dict]:

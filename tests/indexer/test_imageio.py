@@ -118,3 +118,25 @@ def test_garbage_bytes_are_not_an_image():
     with pytest.raises(ImageError) as err:
         load_image(b"<html>not a photo</html>")
     assert err.value.reason == "not an image"
+
+
+def test_split_preprocessing_equals_the_torchvision_pipeline():
+    """Workers crop to uint8 and batches are normalised later: the library's recorded preprocessing
+    (`resize256-bicubic-crop224-...`) must still mean torchvision's one-piece transform."""
+    import torch
+    from torchvision.transforms import v2 as T
+
+    from indexer.backbone import BACKBONES
+
+    pre = BACKBONES["efficientnet_lite0"].preprocess
+    reference = T.Compose([
+        T.PILToTensor(),
+        T.Resize(pre.resize, interpolation=T.InterpolationMode.BICUBIC, antialias=True),
+        T.CenterCrop(pre.crop),
+        T.ToDtype(torch.float32, scale=True),
+        T.Normalize(pre.mean, pre.std),
+    ])
+    img, _ = load_image(BAD / "pillow__transparent.png")
+    split = pre.normalize(pre.crop_uint8(img).unsqueeze(0))[0]
+    assert split.shape == (3, pre.crop, pre.crop)
+    assert torch.allclose(split, reference(img), atol=1e-6)

@@ -32,7 +32,9 @@ ONE_MILLION = (
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description="Indexing, re-scan and search benchmarks; writes BENCHMARKS.md.")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Indexing, re-scan and search benchmarks; writes BENCHMARKS.md.")
     parser.add_argument("--quick", action="store_true", help="600 photos, fewer requests")
     parser.add_argument("--corpus", type=Path, default=CORPUS, help="folder of real JPEG photos")
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")

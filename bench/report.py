@@ -105,7 +105,7 @@ class Report:
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         lines = []
         for j, r in enumerate(rows):
-            lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+            lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip())
             if j == 0:
                 lines.append("  ".join("-" * w for w in widths))
         return "\n".join(lines)

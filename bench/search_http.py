@@ -150,10 +150,12 @@ def load(port: int, requests: list[tuple[str, str, bytes | None]], clients: int)
 
 def measure(library: Path, n: int, uploads: list[bytes], *, quick: bool, clients: int) -> dict:
     rng = random.Random(n)
-    by_id = lambda count: [("GET", f"/api/images/{rng.randint(1, n)}/neighbours?k=20", None)
-                           for _ in range(count)]
-    by_upload = lambda count: [("POST", "/api/search?k=20", rng.choice(uploads))
+    def by_id(count):
+        return [("GET", f"/api/images/{rng.randint(1, n)}/neighbours?k=20", None)
                                for _ in range(count)]
+    def by_upload(count):
+        return [("POST", "/api/search?k=20", rng.choice(uploads))
+                                   for _ in range(count)]
     server = Server(library)
     try:
         load(server.port, by_id(20) + by_upload(3), 1)  # warm-up: model, caches

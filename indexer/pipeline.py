@@ -18,10 +18,10 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -448,7 +448,7 @@ def _write_batch(library: Library, good: list[Decoded], embedded: np.ndarray, ba
                 upsert.on_conflict_do_update(
                     index_elements=[Embedding.image_id], set_={"vector": upsert.excluded.vector}
                 ),
-                [dict(image_id=it.image_id, vector=vec.tobytes()) for it, vec in zip(good, embedded)],
+                [dict(image_id=it.image_id, vector=vec.tobytes()) for it, vec in zip(good, embedded, strict=False)],
             )
         for it in bad:
             s.execute(

@@ -383,7 +383,7 @@ class VectorIndex:
 def recall_at(exact: npt.NDArray[np.int64], found: npt.NDArray[np.int64], k: int = 10) -> float:
     """Mean share of each row's exact top-k ids that `found`'s top-k also holds (-1 ignored)."""
     hits = total = 0
-    for want, got in zip(exact[:, :k], found[:, :k]):
+    for want, got in zip(exact[:, :k], found[:, :k], strict=False):
         want = want[want >= 0]
         hits += len(np.intersect1d(want, got[got >= 0]))
         total += len(want)

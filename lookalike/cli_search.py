@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from lookalike.cli import backbone_options, library_option, main, open_library, settings_from
+from lookalike.options import backbone_options, library_option, open_library, settings_from
 
 # Repeated in the help text so `lookalike --help` need not import FAISS; a test keeps them equal.
 DEFAULT_DUPLICATE_THRESHOLD = 0.95
@@ -50,7 +50,7 @@ def resolve_query(library, query: str) -> int | Path:
     )
 
 
-@main.command()
+@click.command()
 @click.argument("query")
 @library_option
 @click.option("-k", type=click.IntRange(1, 1000), default=None, help="How many neighbours [20].")
@@ -97,7 +97,7 @@ def search(query, library, k, as_json):
 # -- labels -----------------------------------------------------------------------------------------
 
 
-@main.group()
+@click.group()
 def labels():
     """Import, export and count labels (one per image)."""
 
@@ -162,7 +162,7 @@ def labels_counts(library, as_json):
 # -- eval -------------------------------------------------------------------------------------------
 
 
-@main.command("eval")
+@click.command("eval")
 @click.argument(
     "photos", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path)
 )
@@ -287,7 +287,7 @@ def eval_(
 # -- duplicates ---------------------------------------------------------------------------------------
 
 
-@main.command()
+@click.command()
 @library_option
 @click.option(
     "--threshold",
@@ -333,3 +333,6 @@ def duplicates(library, threshold, as_json):
         click.echo(f"group {n}: {len(g.image_ids)} photos, best pair {g.pairs[0][2]:.3f}")
         for i in g.image_ids:
             click.echo(f"  {i:>7}  {paths.get(i)}")
+
+
+COMMANDS = [search, labels, eval_, duplicates]

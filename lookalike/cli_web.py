@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from lookalike.cli import SAMPLES, library_option, main, open_library, run_index, settings_from
+from lookalike.options import SAMPLES, library_option, open_library, run_index, settings_from
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def _warm_up(searcher, labeller) -> None:
         log.warning("could not prepare the model and suggestions in advance: %s", e)
 
 
-@main.command()
+@click.command()
 @library_option
 @server_options
 def serve(library, host, port):
@@ -113,7 +113,7 @@ def label_half_of_samples(library) -> int:
     return n
 
 
-@main.command()
+@click.command()
 @click.argument("photos", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @library_option
 @server_options
@@ -134,3 +134,6 @@ def up(photos, library, host, port, no_browser):
         if n:
             click.echo(f"labelled {n} sample photos by their folder names; the rest await you")
     run_server(settings, open_browser=not no_browser)
+
+
+COMMANDS = [serve, up]

@@ -39,7 +39,7 @@ def find_pairs(library: Library, threshold: float) -> list[tuple[int, int, float
         for row, a in enumerate(ids[start : start + _CHUNK]):
             a = int(a)
             for score, b in zip(
-                scores[lims[row] : lims[row + 1]], found[lims[row] : lims[row + 1]]
+                scores[lims[row] : lims[row + 1]], found[lims[row] : lims[row + 1]], strict=False
             ):
                 if b > a:  # each pair once, never an image with itself
                     pairs.append((a, int(b), float(score)))

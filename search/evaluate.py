@@ -175,10 +175,10 @@ def evaluate_vectors(
                 hits = np.flatnonzero(relevant)
                 precision_at_hits = np.arange(1, len(hits) + 1) / (hits + 1)
                 ap.append(precision_at_hits.sum() / min(n_relevant, depth))
-    correct = np.array([p == t for p, t in zip(predicted, truth)])
+    correct = np.array([p == t for p, t in zip(predicted, truth, strict=False)])
     per_class: dict[str, dict[str, float]] = {}
     confusion: dict[str, dict[str, int]] = {c: {} for c in class_names}
-    for t, p in zip(truth, predicted):
+    for t, p in zip(truth, predicted, strict=False):
         key = p if p is not None else "(none)"
         confusion[t][key] = confusion[t].get(key, 0) + 1
     for c in class_names:

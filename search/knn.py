@@ -72,8 +72,8 @@ def vote(
     weights = np.exp((kept - kept.max()) / temperature)
     totals: dict[str, float] = defaultdict(float)
     first: dict[str, int] = {}
-    voters = [label for label, kept_it in zip(labels, keep) if kept_it]
-    for rank, (label, weight) in enumerate(zip(voters, weights)):
+    voters = [label for label, kept_it in zip(labels, keep, strict=False) if kept_it]
+    for rank, (label, weight) in enumerate(zip(voters, weights, strict=False)):
         totals[label] += float(weight)
         first.setdefault(label, rank)
     ranked = sorted(totals, key=lambda lab: (-totals[lab], first[lab]))
@@ -244,7 +244,7 @@ class Labeller:
             results = self.searcher.batch(
                 vectors[start : start + 1024], k, [(int(i),) for i in chunk]
             )
-            for image_id, hits in zip(chunk, results):
+            for image_id, hits in zip(chunk, results, strict=False):
                 rank = 0
                 for hit in hits:
                     if hit.image_id in known:  # the index may briefly hold a vector the DB dropped

@@ -170,7 +170,7 @@ class Searcher:
         scores, ids = index.search(queries, k + extra)
         return [
             hits_from_row(row_scores, row_ids, k, exclude[i] if exclude else ())
-            for i, (row_scores, row_ids) in enumerate(zip(scores, ids))
+            for i, (row_scores, row_ids) in enumerate(zip(scores, ids, strict=False))
         ]
 
     # -- rows ---------------------------------------------------------------------------------------
@@ -189,7 +189,7 @@ def hits_from_row(
     """One FAISS result row as hits: -1 padding and excluded ids dropped, at most k kept."""
     skip = set(exclude)
     hits = []
-    for score, image_id in zip(scores, ids):
+    for score, image_id in zip(scores, ids, strict=False):
         if image_id < 0 or image_id in skip:
             continue
         hits.append(SearchHit(int(image_id), float(score)))

@@ -28,7 +28,7 @@ def shared_corpus(name: str) -> Path:
 def backbone() -> Backbone:
     """The default backbone with its real offline ImageNet weights, loaded once."""
     b = Backbone("efficientnet_lite0", device="cpu")
-    b.model  # load now
+    assert b.model is not None  # load now
     return b
 
 

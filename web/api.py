@@ -9,8 +9,8 @@ from indexer.library import LibraryError
 from indexer.schema import INDEXED
 from search.searcher import NotFound
 from web import labelling, library_facts
-from web.app import get_session, services
 from web.browse import Filters, browse, facets, int_arg, known_labels
+from web.context import get_session, services
 from web.media import get_image
 from web.payloads import evidence_ids, image_payload, result_payload, suggestion_payload
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
-from typing import Mapping
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, selectinload

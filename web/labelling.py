@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from flask import abort
 from sqlalchemy import Select, func, select
@@ -12,7 +12,7 @@ from indexer.schema import ACCEPTED, USER, Image, Label, SuggestedLabel
 from search import labels
 from search.knn import Suggestion
 from search.searcher import NotFound
-from web.app import get_session, services
+from web.context import get_session, services
 
 WRITE_SOURCES = (USER, ACCEPTED)  # "imported" belongs to the importers
 MAX_BATCH = 1000

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Mapping
+from collections.abc import Mapping
 
 from flask import abort
 
 from search.duplicates import DEFAULT_THRESHOLD, find_duplicates
 from search.evaluate import EvalError, evaluate
 from web import labelling
-from web.app import get_session, services
 from web.browse import facets
+from web.context import get_session, services
 from web.payloads import image_payload
 
 MAX_GROUPS = 500

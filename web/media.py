@@ -9,7 +9,7 @@ from flask import Blueprint, abort, request, send_file
 
 from indexer.imageio import ImageError
 from indexer.schema import Image
-from web.app import get_session, services
+from web.context import get_session, services
 from web.thumbs import SIZES, OutsideRoot, original_path, version_of
 
 log = logging.getLogger(__name__)

@@ -28,6 +28,8 @@ from urllib.parse import urlsplit
 
 from flask import Flask, abort, request, session
 
+from web.context import services
+
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Reached without the token: the form that checks it.
 TOKEN_EXEMPT_ENDPOINTS = frozenset({"pages.unlock"})
@@ -90,8 +92,6 @@ def check_request() -> None:
         abort(403, description="cross-origin request refused (CSRF protection)")
     if request.endpoint in TOKEN_EXEMPT_ENDPOINTS:
         return
-    from web.app import services
-
     token = services().settings.token
     if token is not None and not token_ok(token):
         abort(401, description="changes need the server's token: unlock at /unlock, or send "

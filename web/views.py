@@ -7,8 +7,9 @@ import hmac
 from flask import Blueprint, redirect, render_template, request, session, url_for
 
 from web import labelling, library_facts
-from web.app import get_session, services
-from web.browse import Filters, browse as browse_query, facets, int_arg, known_labels
+from web.browse import Filters, facets, int_arg, known_labels
+from web.browse import browse as browse_query
+from web.context import get_session, services
 from web.media import get_image
 from web.payloads import image_payload
 from web.security import fingerprint, token_ok

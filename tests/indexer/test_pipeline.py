@@ -208,7 +208,7 @@ def test_faiss_file_is_rebuilt_from_the_database(tree, library, backbone):
     os.remove(library.vectors_path)
     rebuilt = library.load_vectors()
     assert sorted(rebuilt.ids()) == sorted(ids)
-    for i, v in zip(ids, matrix):
+    for i, v in zip(ids, matrix, strict=False):
         assert np.allclose(rebuilt.index.reconstruct(int(i)), v)
     # A file that lost an id and kept a removed one is brought back in line on open.
     stale = library.load_vectors()
@@ -228,7 +228,7 @@ def test_missing_weights_are_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     resnet = Backbone("resnet50", device="cpu")
     with pytest.raises(BackboneError, match="--weights"):
-        resnet.model
+        _ = resnet.model
 
 
 def test_resnet50_loads_a_weights_file(tmp_path):

@@ -52,6 +52,6 @@ def library_vectors(path: Path) -> dict[str, np.ndarray]:
         index = library.load_vectors()
         assert index.ntotal == len(ids)
         assert sorted(index.ids().tolist()) == ids.tolist()
-        return {paths[int(i)]: v for i, v in zip(ids, vectors)}
+        return {paths[int(i)]: v for i, v in zip(ids, vectors, strict=False)}
     finally:
         library.close()

@@ -31,7 +31,7 @@ def make_vector_library(path: Path, vectors: np.ndarray, paths: list[str] | None
             preprocessing="none",
             dim=str(vectors.shape[1]),
         )
-        for i, (p, v) in enumerate(zip(paths, vectors), start=1):
+        for i, (p, v) in enumerate(zip(paths, vectors, strict=False), start=1):
             folder = p.rsplit("/", 1)[0] if "/" in p else ""
             s.add(Image(id=i, path=p, folder=folder, size=1, mtime=0.0, status=INDEXED))
             s.add(Embedding(image_id=i, vector=v.tobytes()))

@@ -123,7 +123,7 @@ def test_filters(client, library):
 def test_date_range_and_capture_date_sort(client, library):
     ids = [first_id(library, Image.folder == f) for f in ("dress", "hat", "pants")]
     with library.Session.begin() as s:
-        for day, image_id in zip((1, 15, 28), ids):
+        for day, image_id in zip((1, 15, 28), ids, strict=False):
             s.execute(update(Image).where(Image.id == image_id).values(taken_at=datetime(2024, 2, day, 12)))
     body = client.get("/api/images?from=2024-02-10&to=2024-02-28").get_json()
     assert [i["id"] for i in body["images"]] == [ids[2], ids[1]]  # newest first

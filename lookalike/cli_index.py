@@ -1,0 +1,85 @@
+"""Commands that build and describe a library: index, status, backbones."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from lookalike.options import backbone_options, library_option, open_library, run_index, settings_from
+
+
+@click.command()
+@click.argument("photos", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@library_option
+@backbone_options
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=None, help="Images per batch [32].")
+@click.option("--workers", type=click.IntRange(0, 64), default=None,
+              help="Worker processes [cores, at most 8]; on a CPU each decodes and embeds its own batches; "
+                   "0 does all in this process.")
+@click.option("--reembed", is_flag=True, help="Re-embed every photo (after changing the backbone).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def index(photos, library, backbone, weights, device, precision, batch_size, workers, reembed, quiet):
+    """Index the photos under PHOTOS (incremental: re-runs only embed what changed)."""
+    settings = settings_from(library=library, backbone=backbone, weights=weights, device=device,
+                             precision=precision, batch_size=batch_size, workers=workers)
+    report = run_index(settings, photos, reembed=reembed, progress=not quiet)
+    click.echo(f"{report.summary()} ({report.images_per_second:.1f} img/s) -> {settings.library}")
+
+
+@click.command()
+@library_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def status(library, as_json):
+    """Counts, backbone and index of a library."""
+    settings = settings_from(library=library)
+    with open_library(settings) as lib:
+        facts = library_status(lib)
+    if as_json:
+        click.echo(json.dumps(facts, indent=2, default=str))
+    else:
+        for key, value in facts.items():
+            click.echo(f"{key:>16}: {value}")
+
+
+def library_status(lib) -> dict:
+    from collections import Counter
+
+    from sqlalchemy import select
+
+    from indexer.schema import FAILED, Image
+
+    meta = lib.meta()
+    counts = lib.counts()
+    with lib.Session() as s:
+        errors = s.scalars(select(Image.error).where(Image.status == FAILED)).all()
+    vectors = lib.load_vectors()
+    facts = {
+        "library": str(lib.path),
+        "root": meta.get("root"),
+        **counts,
+        "vectors": vectors.ntotal,
+        "failed_by_reason": dict(Counter(e.split(":", 1)[0] for e in errors if e).most_common()),
+        "backbone": meta.get("backbone"),
+        "weights": meta.get("weights"),
+        "preprocessing": meta.get("preprocessing"),
+        "dim": int(meta["dim"]) if meta.get("dim") else None,
+        "schema_version": int(meta["schema_version"]),
+    }
+    for key in ("index_type", "index_size", "index_recall_at_10", "index_memory_bytes"):
+        if key in meta:
+            facts[key] = json.loads(meta[key]) if meta[key][:1] in "0123456789[{" else meta[key]
+    return facts
+
+
+@click.command()
+def backbones():
+    """The backbones lookalike knows."""
+    from indexer.backbone import list_backbones
+
+    for name, about in list_backbones().items():
+        click.echo(f"{name:20} {about}")
+
+
+COMMANDS = [index, status, backbones]

@@ -1,0 +1,88 @@
+"""Stage 2, decode: a planned photo's file becomes an 8-bit crop plus the facts read from it.
+
+Runs wherever the runner puts it (a DataLoader worker, a Ray actor); it needs only the photo root,
+the task and the backbone's `Preprocess`, all small and picklable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from indexer.backbone import Preprocess
+from indexer.imageio import ImageError, load_image
+
+
+@dataclass(frozen=True)
+class PhotoTask:
+    """One photo the plan wants embedded: its row id and its path under the photo root."""
+
+    image_id: int
+    path: str
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One photo decoded: pixels + facts (columns of its row), or the error that stopped it.
+
+    `pixels` is the uint8 crop [3, H, W] (`Preprocess.crop_uint8`), normalised later per batch.
+    """
+
+    image_id: int
+    pixels: torch.Tensor | None
+    facts: dict = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class DecodedBatch:
+    """A batch of decoded photos. Rows of `pixels` follow the items without error, in order."""
+
+    items: tuple[Decoded, ...]  # pixels dropped: they travel stacked in `pixels`
+    pixels: torch.Tensor | None  # uint8 [n_good, 3, H, W]; None when no item decoded
+    seconds: float = 0.0
+
+    def pin_memory(self) -> DecodedBatch:  # DataLoader(pin_memory=True) calls this for CUDA
+        if self.pixels is None:
+            return self
+        return replace(self, pixels=self.pixels.pin_memory())
+
+
+def file_hash(data: bytes) -> str:
+    """The content hash stored with a row; equal hashes mean a moved file, not a new one."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def decode_photo(root: Path, task: PhotoTask, preprocess: Preprocess) -> Decoded:
+    """Read, hash, decode and crop one photo. Never raises: a bad file yields its error."""
+    facts: dict = {}
+    try:
+        data = (root / task.path).read_bytes()
+        facts["hash"] = file_hash(data)
+        img, info = load_image(data, min_side=preprocess.resize)
+        facts.update(
+            width=info.width, height=info.height, format=info.format,
+            taken_at=info.taken_at, camera=info.camera,
+        )
+        return Decoded(task.image_id, preprocess.crop_uint8(img), facts)
+    except ImageError as e:
+        return Decoded(task.image_id, None, facts, str(e))
+    except OSError as e:  # unreadable, vanished since the scan
+        return Decoded(task.image_id, None, facts, f"unreadable file: {e}")
+    except Exception as e:  # preprocessing of a strange image: never stop the batch
+        return Decoded(task.image_id, None, facts, f"corrupt image: {type(e).__name__}: {e}")
+
+
+def decode_batch(root: Path, tasks: Sequence[PhotoTask], preprocess: Preprocess) -> DecodedBatch:
+    """Decode these photos and stack the good crops into one uint8 tensor."""
+    started = time.perf_counter()
+    decoded = [decode_photo(root, task, preprocess) for task in tasks]
+    good = [d.pixels for d in decoded if d.pixels is not None]
+    items = tuple(Decoded(d.image_id, None, d.facts, d.error) for d in decoded)
+    pixels = torch.stack(good) if good else None
+    return DecodedBatch(items, pixels, time.perf_counter() - started)

@@ -1,0 +1,136 @@
+"""Stage 1, plan: compare a scan of the photo root with the database and say what to embed.
+
+Moves (a new path with the bytes of a vanished indexed file) keep their row and vector, removals
+delete rows, and new files get `pending` rows, so a killed run resumes from the database alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import delete, insert, select, update
+
+from indexer.backbone import Backbone
+from indexer.decode import PhotoTask, file_hash
+from indexer.library import Library, LibraryError
+from indexer.report import IndexReport
+from indexer.scan import FileEntry
+from indexer.schema import INDEXED, PENDING, Image, utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run must do once moves and removals are applied: photos to decode and embed."""
+
+    todo: tuple[PhotoTask, ...]  # sorted by path
+    changed_ids: frozenset[int]  # rows whose old vector must leave FAISS when the new one arrives
+    removed_ids: tuple[int, ...]  # rows deleted: their vectors leave FAISS
+
+
+def check_library(library: Library, root: Path, backbone: Backbone, reembed: bool) -> None:
+    """Refuse another root or another backbone's vectors; record this run's root and identity."""
+    meta = library.meta()
+    if meta.get("root") and meta["root"] != str(root):
+        raise LibraryError(
+            f"library {library.path} indexes {meta['root']}, not {root}: "
+            f"use another --library for another collection"
+        )
+    have, want = library.identity(), backbone.identity()
+    if have and have != want:
+        if not reembed:
+            differ = ", ".join(f"{k} {have.get(k)!r} -> {want[k]!r}" for k in want if have.get(k) != want[k])
+            raise LibraryError(
+                f"library {library.path} was embedded with another backbone ({differ}); "
+                f"pass --reembed to re-embed every photo, or use another --library"
+            )
+        log.info("re-embedding %s with %s", library.path, backbone.name)
+        library.reset_vectors()
+    with library.Session.begin() as s:
+        library.set_meta(s, root=str(root), **want)
+
+
+def plan_run(library: Library, root: Path, files: list[FileEntry], report: IndexReport) -> Plan:
+    """Compare the scan with the database; apply moves and removals; insert rows for new files."""
+    with library.Session() as s:
+        rows = {
+            r.path: r
+            for r in s.execute(select(Image.id, Image.path, Image.size, Image.mtime, Image.status, Image.hash))
+        }
+    seen = {f.path for f in files}
+    todo: list[PhotoTask] = []
+    changed: list[tuple[FileEntry, int]] = []
+    new: list[FileEntry] = []
+    for f in files:
+        row = rows.get(f.path)
+        if row is None:
+            new.append(f)
+        elif row.size == f.size and row.mtime == f.mtime and row.status != PENDING:
+            report.unchanged += 1
+        elif row.size == f.size and row.mtime == f.mtime:
+            todo.append(PhotoTask(row.id, f.path))  # pending: an earlier run stopped before embedding it
+        else:
+            changed.append((f, row.id))
+    missing = [row for path, row in rows.items() if path not in seen]
+
+    with library.Session.begin() as s:
+        # A new path whose bytes equal a vanished indexed file is that file, moved: keep its vector.
+        by_hash: dict[str, list] = {}
+        for row in missing:
+            if row.hash and row.status == INDEXED:
+                by_hash.setdefault(row.hash, []).append(row)
+        moved_ids: set[int] = set()
+        still_new = []
+        for f in new:
+            h = _hash_file(root / f.path) if by_hash else None
+            old = by_hash[h].pop() if h in by_hash else None
+            if h in by_hash and not by_hash[h]:
+                del by_hash[h]
+            if old is None:
+                still_new.append(f)
+                continue
+            s.execute(
+                update(Image).where(Image.id == old.id)
+                .values(path=f.path, folder=folder_of(f.path), size=f.size, mtime=f.mtime)
+            )
+            moved_ids.add(old.id)
+            report.moved += 1
+        removed_ids = [row.id for row in missing if row.id not in moved_ids]
+        for start in range(0, len(removed_ids), 500):
+            s.execute(delete(Image).where(Image.id.in_(removed_ids[start : start + 500])))
+        for f, image_id in changed:
+            s.execute(
+                update(Image).where(Image.id == image_id)
+                .values(size=f.size, mtime=f.mtime, status=PENDING, error=None)
+            )
+            todo.append(PhotoTask(image_id, f.path))
+        if still_new:
+            now = utcnow()
+            s.execute(
+                insert(Image),
+                [
+                    dict(path=f.path, folder=folder_of(f.path), size=f.size, mtime=f.mtime,
+                         status=PENDING, added_at=now)
+                    for f in still_new
+                ],
+            )
+    if still_new:
+        with library.Session() as s:
+            ids = dict(s.execute(select(Image.path, Image.id).where(Image.status == PENDING)).all())
+        todo += [PhotoTask(ids[f.path], f.path) for f in still_new]
+    todo.sort(key=lambda t: t.path)
+    return Plan(tuple(todo), frozenset(image_id for _, image_id in changed), tuple(removed_ids))
+
+
+def _hash_file(path: Path) -> str | None:
+    try:
+        return file_hash(path.read_bytes())
+    except OSError:
+        return None
+
+
+def folder_of(path: str) -> str:
+    return path.rsplit("/", 1)[0] if "/" in path else ""

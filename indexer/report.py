@@ -1,0 +1,40 @@
+"""What one indexing run did: counts by outcome, failures by reason, and where the time went."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class IndexReport:
+    """What one run did. `failed` counts this run's new failures by reason."""
+
+    indexed: int = 0
+    unchanged: int = 0
+    moved: int = 0
+    removed: int = 0
+    failed: Counter = field(default_factory=Counter)
+    unreadable_dirs: list[str] = field(default_factory=list)
+    ignored: int = 0  # files skipped by extension (not image formats)
+    seconds: float = 0.0
+    embed_seconds: float = 0.0  # model time, summed over the processes that ran it
+    decode_seconds: float = 0.0  # read + hash + decode + crop, summed over workers
+
+    @property
+    def images_per_second(self) -> float:
+        done = self.indexed + sum(self.failed.values())
+        return done / self.seconds if self.seconds else 0.0
+
+    def summary(self) -> str:
+        failed = sum(self.failed.values())
+        reasons = ", ".join(f"{n} {r}" for r, n in self.failed.most_common())
+        line = (
+            f"indexed {self.indexed}, unchanged {self.unchanged}, moved {self.moved}, "
+            f"removed {self.removed}, failed {failed}" + (f" ({reasons})" if reasons else "")
+        )
+        if self.ignored:
+            line += f", ignored {self.ignored} non-image files"
+        if self.unreadable_dirs:
+            line += f", unreadable folders {len(self.unreadable_dirs)}"
+        return line + f" in {self.seconds:.1f}s"

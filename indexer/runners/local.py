@@ -1,0 +1,125 @@
+"""The local runner: DataLoader worker processes on this machine decode (and, on a CPU, embed) batches.
+
+On a CPU each worker decodes and embeds its own batch with one thread: the model's work is
+data-parallel across processes, which on a few cores beats one multi-threaded model fed by decoding
+processes, whose threads stall each other whenever a decoder (or anything else) takes a core.
+With a GPU the workers only decode and this process embeds.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from indexer.backbone import Backbone, Preprocess
+from indexer.decode import DecodedBatch, PhotoTask, decode_batch
+from indexer.embed import EmbeddedBatch, embed_batch
+
+
+class BatchDataset(Dataset):
+    """Item b is batch b: decoded (and, with `backbone` set, embedded) inside one worker."""
+
+    def __init__(self, root: Path, tasks: Sequence[PhotoTask], batch_size: int, preprocess: Preprocess,
+                 backbone: Backbone | None) -> None:
+        self.root = root
+        self.tasks = tasks
+        self.batch_size = batch_size
+        self.preprocess = preprocess
+        self.backbone = backbone
+
+    def __len__(self) -> int:
+        return -(-len(self.tasks) // self.batch_size)
+
+    def __getitem__(self, b: int) -> DecodedBatch | EmbeddedBatch:
+        start = b * self.batch_size
+        decoded = decode_batch(self.root, self.tasks[start : start + self.batch_size], self.preprocess)
+        return decoded if self.backbone is None else embed_batch(self.backbone, decoded)
+
+
+def run_local(
+    root: Path, tasks: Sequence[PhotoTask], backbone: Backbone, *, batch_size: int = 32,
+    workers: int | None = None,
+) -> Iterator[EmbeddedBatch]:
+    """Decode and embed `tasks` with worker processes; yields batches in task order."""
+    device = backbone.device.type
+    workers = default_workers(device) if workers is None else workers
+    batch_size, workers = balance(len(tasks), batch_size, workers)
+    backbone.model  # noqa: B018 (load the weights once, before the workers fork)
+    embed_in_workers = workers > 0 and device == "cpu"
+    dataset = BatchDataset(root, tasks, batch_size, backbone.preprocess, backbone if embed_in_workers else None)
+    loader = DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=workers,
+        collate_fn=_identity,  # type: ignore[arg-type]  # batch_size=None: items pass whole
+        worker_init_fn=partial(_worker_init, parent=_forking_parent()) if workers else None,
+        pin_memory=device == "cuda",
+        prefetch_factor=2 if workers else None,
+        persistent_workers=False,
+    )
+    for batch in loader:
+        yield batch if isinstance(batch, EmbeddedBatch) else embed_batch(backbone, batch)
+
+
+def balance(todo: int, batch_size: int, workers: int) -> tuple[int, int]:
+    """(batch size, workers): batches of (nearly) equal size, as many as a multiple of the workers,
+    which take them in turn, so no worker idles at the end of a short run while another finishes."""
+    if workers <= 1 or todo == 0:
+        return batch_size, workers
+    batches = -(-todo // batch_size)
+    batches = -(-batches // workers) * workers
+    batch_size = -(-todo // batches)
+    return batch_size, min(workers, -(-todo // batch_size))
+
+
+def default_workers(device_type: str = "cpu") -> int:
+    """CPU: one worker per core (each decodes and embeds). GPU: the cores less the main process's."""
+    cores = _cores()
+    return max(1, min(8, cores if device_type == "cpu" else cores - 1))
+
+
+def _identity(batch: DecodedBatch | EmbeddedBatch) -> DecodedBatch | EmbeddedBatch:
+    return batch
+
+
+def _worker_init(_: int, parent: int | None = None) -> None:
+    # One thread per worker: the workers share the cores between them, and a process forked after
+    # the parent used OpenMP hangs if it starts an OpenMP team of its own.
+    torch.set_num_threads(1)
+    if parent is not None:
+        _die_with_parent(parent)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: a worker is killed when the indexer dies (SIGKILL included), so none lingers holding
+    the library's lock file descriptor it inherited."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux
+        return
+    if os.getppid() != parent:  # the indexer died before prctl took effect
+        os._exit(1)
+
+
+def _forking_parent() -> int | None:
+    """This process's id when workers are forked from it (Linux's default), else None."""
+    import multiprocessing
+
+    method = multiprocessing.get_start_method(allow_none=True) or multiprocessing.get_all_start_methods()[0]
+    return os.getpid() if method == "fork" else None
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 2

@@ -1,0 +1,59 @@
+"""Stage 4, write: an embedded batch becomes rows in SQLite (one transaction) and vectors in FAISS.
+
+Only the driver process writes. The database is committed batch by batch and is the source of truth:
+killed at any moment, the next run finds the rows still `pending` and carries on.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from indexer.embed import EmbeddedBatch
+from indexer.library import Library
+from indexer.plan import Plan
+from indexer.report import IndexReport
+from indexer.schema import FAILED, INDEXED, Embedding, Image, utcnow
+from indexer.vectors import VectorIndex
+
+
+def write_batch(library: Library, vectors: VectorIndex, plan: Plan, batch: EmbeddedBatch,
+                report: IndexReport) -> None:
+    """Store one batch: rows, then the in-memory FAISS index (saved to disk by the run's end)."""
+    good, bad = batch.good, batch.bad
+    store_rows(library, batch)
+    vectors.remove([it.image_id for it in batch.items if it.image_id in plan.changed_ids])
+    vectors.add([it.image_id for it in good], batch.vectors)
+    report.indexed += len(good)
+    report.decode_seconds += batch.decode_seconds
+    report.embed_seconds += batch.embed_seconds
+    for it in bad:
+        report.failed[str(it.error).split(":", 1)[0]] += 1
+
+
+def store_rows(library: Library, batch: EmbeddedBatch) -> None:
+    """One transaction: the good rows indexed with their vectors, the bad ones failed with a reason."""
+    good, bad = batch.good, batch.bad
+    now = utcnow()
+    with library.Session.begin() as s:
+        if good:
+            # Executemany statements: a few per batch instead of a SELECT + UPDATE per row.
+            s.execute(
+                update(Image),
+                [dict(id=it.image_id, status=INDEXED, error=None, indexed_at=now, **it.facts)
+                 for it in good],
+            )
+            upsert = sqlite_insert(Embedding)
+            s.execute(
+                upsert.on_conflict_do_update(
+                    index_elements=[Embedding.image_id], set_={"vector": upsert.excluded.vector}
+                ),
+                [dict(image_id=it.image_id, vector=vec.tobytes())
+                 for it, vec in zip(good, batch.vectors, strict=True)],
+            )
+        for it in bad:
+            s.execute(
+                update(Image).where(Image.id == it.image_id)
+                .values(status=FAILED, error=it.error, indexed_at=now, **it.facts)
+            )
+            s.execute(delete(Embedding).where(Embedding.image_id == it.image_id))

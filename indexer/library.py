@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from indexer.schema import INDEXED, SCHEMA_VERSION, Base, Embedding, Image, Meta
-from indexer.vectors import VectorIndex
+from indexer.vectors import DEFAULT_MEMORY_BUDGET, VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,22 @@ class Library:
     def stored_vectors(
         self, ids: npt.ArrayLike | None = None
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-        """(ids, vectors) of indexed images from SQLite, ordered by id; all of them if ids is None."""
+        """(ids, vectors) of indexed images from SQLite, ordered by id; all of them if ids is None.
+
+        Filled into one preallocated array chunk by chunk: the peak is the vectors themselves
+        (5 GB at 1M x 1280), not that again in blobs and joined bytes.
+        """
+        if ids is None:
+            with self.Session() as s:
+                n = s.scalar(select(func.count()).select_from(Image).where(Image.status == INDEXED)) or 0
+            out_ids = np.empty(n, dtype=np.int64)
+            out = np.empty((n, self.dim or 0), dtype=np.float32)
+            filled = 0
+            for chunk_ids, chunk in self.iter_vectors():
+                m = min(len(chunk_ids), n - filled)  # rows indexed since the count wait for next time
+                out_ids[filled : filled + m], out[filled : filled + m] = chunk_ids[:m], chunk[:m]
+                filled += m
+            return out_ids[:filled], out[:filled]
         dim = self.dim or 0
         stmt = (
             select(Embedding.image_id, Embedding.vector)
@@ -126,33 +141,54 @@ class Library:
             .where(Image.status == INDEXED)
             .order_by(Embedding.image_id)
         )
-        out_ids: list[int] = []
+        found: list[int] = []
         chunks: list[bytes] = []
         with self.Session() as s:
-            if ids is None:
-                rows = s.execute(stmt)
-                for image_id, blob in rows:
-                    out_ids.append(image_id)
+            wanted = [int(i) for i in np.asarray(ids).ravel()]
+            for start in range(0, len(wanted), 500):
+                part = wanted[start : start + 500]
+                for image_id, blob in s.execute(stmt.where(Embedding.image_id.in_(part))):
+                    found.append(image_id)
                     chunks.append(blob)
-            else:
-                wanted = [int(i) for i in np.asarray(ids).ravel()]
-                for start in range(0, len(wanted), 500):
-                    part = wanted[start : start + 500]
-                    for image_id, blob in s.execute(stmt.where(Embedding.image_id.in_(part))):
-                        out_ids.append(image_id)
-                        chunks.append(blob)
-        vectors = np.frombuffer(b"".join(chunks), dtype=np.float32).reshape(len(out_ids), dim)
-        return np.asarray(out_ids, dtype=np.int64), vectors
+        vectors = np.frombuffer(b"".join(chunks), dtype=np.float32).reshape(len(found), dim)
+        return np.asarray(found, dtype=np.int64), vectors
+
+    def iter_vectors(
+        self, chunk: int = 8192, after: int = 0
+    ) -> Iterator[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]]:
+        """(ids, vectors) of indexed images with id > `after`, in id order, `chunk` rows at a time."""
+        dim = self.dim or 0
+        sql = (
+            "SELECT e.image_id, e.vector FROM embeddings e JOIN images i ON i.id = e.image_id "
+            "WHERE i.status = ? AND e.image_id > ? ORDER BY e.image_id LIMIT ?"
+        )
+        last = after
+        while True:
+            with self.engine.connect() as conn:
+                rows = conn.exec_driver_sql(sql, (INDEXED, last, chunk)).all()
+            if not rows:
+                return
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+            yield ids, vectors
+            last = int(ids[-1])
 
     def indexed_ids(self) -> npt.NDArray[np.int64]:
         with self.Session() as s:
             ids = s.scalars(select(Image.id).where(Image.status == INDEXED).order_by(Image.id))
             return np.fromiter(ids, dtype=np.int64)
 
-    def build_vectors(self) -> VectorIndex:
-        """A fresh index of every stored vector, the type chosen by the library's size."""
+    @property
+    def memory_budget(self) -> int:
+        """Bytes the vector index may take in RAM (`--memory-budget` as last given to the indexer)."""
+        budget = self.meta().get("memory_budget")
+        return int(budget) if budget else DEFAULT_MEMORY_BUDGET
+
+    def build_vectors(self, memory_budget: int | None = None) -> VectorIndex:
+        """A fresh index of every stored vector, the type chosen by the library's size and budget."""
         ids, vectors = self.stored_vectors()
-        return VectorIndex.build(self.dim or vectors.shape[1], ids, vectors)
+        return VectorIndex.build(self.dim or vectors.shape[1], ids, vectors,
+                                 memory_budget=memory_budget or self.memory_budget)
 
     def load_vectors(self, *, full_check: bool = False) -> VectorIndex:
         """The FAISS index, brought in line with the database.
@@ -180,14 +216,15 @@ class Library:
             index.add(*self.stored_vectors(missing))
         return index
 
-    def save_vectors(self, index: VectorIndex, *, clean: bool) -> VectorIndex:
+    def save_vectors(self, index: VectorIndex, *, clean: bool, memory_budget: int | None = None) -> VectorIndex:
         """Write the FAISS file; `clean` marks it as matching the database exactly.
 
         A clean index whose type no longer suits the library's size (or an HNSW graph that had to
         fall back to flat to delete) is rebuilt from the stored vectors first. Returns what was written.
         """
-        if clean and index.should_rebuild():
-            index = self.build_vectors()
+        budget = memory_budget or self.memory_budget
+        if clean and index.should_rebuild(budget):
+            index = self.build_vectors(budget)
         index.save(self.vectors_path)
         with self.Session.begin() as s:
             self.set_meta(s, vectors_dirty="0" if clean else "1", **index.describe())

@@ -45,6 +45,7 @@ def index_folder(
     progress: bool = False,
     runner: str = "local",
     ray_address: str | None = None,
+    memory_budget: int | None = None,
 ) -> IndexReport:
     """Bring `library` in line with the photos under `photos`. Raises LibraryError on misuse."""
     started = time.perf_counter()
@@ -55,6 +56,9 @@ def index_folder(
     report = IndexReport()
     with library.writer_lock():
         check_library(library, root, backbone, reembed)
+        if memory_budget is not None:  # remembered: readers rebuilding the index keep to it
+            with library.Session.begin() as s:
+                library.set_meta(s, memory_budget=str(memory_budget))
         vectors = library.load_vectors(full_check=True)
         dirty = library.meta().get("vectors_dirty") == "1" or not library.vectors_path.exists()
 

@@ -143,6 +143,19 @@ class SuggestedLabel(Base):
     margin: Mapped[float] = mapped_column(Float, index=True)  # winner's share - runner-up's
 
 
+class NeighbourSource(Base):
+    """Which vector each stored neighbour list was built from (its image's `indexed_at` then).
+
+    Comparing it with `images` gives what changed since (added, re-embedded, removed), so the lists
+    are maintained by difference. No foreign key: a removed image's entry must outlive its row.
+    """
+
+    __tablename__ = "neighbour_sources"
+
+    image_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    indexed_at: Mapped[datetime | None] = mapped_column()
+
+
 Index("ix_images_status_path", Image.status, Image.path)
 
 

@@ -33,6 +33,9 @@ class Settings:
     host: str = field(default="127.0.0.1", metadata=_help("address the web server binds"))
     port: int = field(default=5000, metadata=_help("port the web server listens on"))
     max_upload_mb: float = field(default=20.0, metadata=_help("largest accepted upload, MB"))
+    memory_budget: int | None = field(
+        default=None, metadata={**_help("RAM the vector index may take, e.g. 4G or 512M: picks the index type "
+                                        "(default 4G)"), "parse": "size"})
     token: str | None = field(
         default=None, metadata=_help("token required for write actions (set when not on localhost)")
     )
@@ -51,6 +54,8 @@ class Settings:
 
 
 def _coerce(f: dataclasses.Field, raw: str) -> object:
+    if f.metadata.get("parse") == "size":
+        return parse_size(raw)
     kind = str(f.type)
     if "Path" in kind:
         return Path(raw)
@@ -59,3 +64,19 @@ def _coerce(f: dataclasses.Field, raw: str) -> object:
     if "float" in kind:
         return float(raw)
     return raw
+
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """'4G', '512M', '1.5G', '1000000' (bytes) -> bytes. Raises ValueError with a readable message."""
+    raw = str(text).strip().upper().removesuffix("IB").removesuffix("B")
+    unit = raw[-1:] if raw[-1:] in _UNITS else ""
+    try:
+        value = float(raw[: len(raw) - len(unit)])
+    except ValueError:
+        raise ValueError(f"{text!r} is not a size: use e.g. 4G, 512M or a number of bytes") from None
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{text!r} is not a positive size")
+    return int(value * _UNITS[unit])

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import click
 
-from lookalike.options import backbone_options, library_option, open_library, run_index, settings_from
+from lookalike.options import (
+    backbone_options,
+    library_option,
+    memory_budget_option,
+    open_library,
+    run_index,
+    settings_from,
+)
 
 
 @click.command()
@@ -20,10 +27,13 @@ from lookalike.options import backbone_options, library_option, open_library, ru
                    "0 does all in this process.")
 @click.option("--reembed", is_flag=True, help="Re-embed every photo (after changing the backbone).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def index(photos, library, backbone, weights, device, precision, batch_size, workers, reembed, quiet):
+@memory_budget_option
+def index(photos, library, backbone, weights, device, precision, batch_size, workers, reembed, quiet,
+          memory_budget):
     """Index the photos under PHOTOS (incremental: re-runs only embed what changed)."""
     settings = settings_from(library=library, backbone=backbone, weights=weights, device=device,
-                             precision=precision, batch_size=batch_size, workers=workers)
+                             precision=precision, batch_size=batch_size, workers=workers,
+                             memory_budget=memory_budget)
     report = run_index(settings, photos, reembed=reembed, progress=not quiet)
     click.echo(f"{report.summary()} ({report.images_per_second:.1f} img/s) -> {settings.library}")
 
@@ -66,6 +76,7 @@ def library_status(lib) -> dict:
         "preprocessing": meta.get("preprocessing"),
         "dim": int(meta["dim"]) if meta.get("dim") else None,
         "schema_version": int(meta["schema_version"]),
+        "memory_budget": lib.memory_budget,
     }
     for key in ("index_type", "index_size", "index_recall_at_10", "index_memory_bytes"):
         if key in meta:

@@ -56,7 +56,41 @@ def run_index(settings: Settings, photos: Path, *, reembed: bool = False, progre
         with open_library(settings, create=True) as library:
             backbone = Backbone(settings.backbone, weights=settings.weights, device=settings.device,
                                 precision=settings.precision)
-            return index_folder(photos, library, backbone, batch_size=settings.batch_size,
-                                workers=settings.workers, reembed=reembed, progress=progress)
+            report = index_folder(photos, library, backbone, batch_size=settings.batch_size,
+                                  workers=settings.workers, reembed=reembed, progress=progress,
+                                  memory_budget=settings.memory_budget)
+            update_suggestions(settings, library, backbone, progress=progress)
+            return report
     except (LibraryError, BackboneError) as e:
         raise click.ClickException(str(e)) from None
+
+
+def update_suggestions(settings: Settings, library, backbone, *, progress: bool) -> None:
+    """Once a library has neighbour lists, bring them and the votes up to date after a run (by
+    difference): the new photos' suggestions are there at once, and the web has nothing to redo."""
+    from search.knn import Labeller
+    from search.neighbours import NEIGHBOURS_STATE
+    from search.searcher import Searcher
+
+    if NEIGHBOURS_STATE not in library.meta():
+        return  # never built (a first index): the web builds them on first use
+    Labeller(Searcher(library, backbone), k=settings.k, temperature=settings.temperature).refresh(
+        progress=progress)
+
+
+def memory_budget_option(f):
+    def parse(ctx, param, value):
+        from indexer.settings import parse_size
+
+        if value is None:
+            return None
+        try:
+            return parse_size(value)
+        except ValueError as e:
+            raise click.BadParameter(str(e)) from None
+
+    return click.option(
+        "--memory-budget", default=None, envvar="LOOKALIKE_MEMORY_BUDGET", callback=parse,
+        help="RAM the vector index may take (e.g. 4G, 512M); picks the index type [env "
+             "LOOKALIKE_MEMORY_BUDGET; default 4G, or what the library last used].",
+    )(f)

@@ -21,13 +21,13 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from indexer.schema import INDEXED, Image, Label, Meta, Neighbour, SuggestedLabel
+from search.neighbours import NEIGHBOURS_STATE, NeighbourLists
 from search.searcher import Searcher
 
 log = logging.getLogger(__name__)
 
 DEFAULT_K = 20
 DEFAULT_TEMPERATURE = 0.07
-NEIGHBOURS_STATE = "knn_neighbours"  # meta key: {"k", "vectors"} the stored lists were built for
 SUGGESTIONS_STATE = "knn_suggestions"  # meta key: {"k", "temperature", "vectors", "labels"}
 _PADDING = -1e30  # FAISS pads missing results with -FLT_MAX
 
@@ -121,6 +121,8 @@ class Labeller:
         self.k = int(k)
         self.temperature = float(temperature)
         self._lock = threading.RLock()
+        # K = max(k, 20) entries per list, so a later default-k reader can share them.
+        self.neighbours = NeighbourLists(searcher, max(self.k, DEFAULT_K))
 
     # -- public -----------------------------------------------------------------------------------
 
@@ -142,7 +144,7 @@ class Labeller:
             state = self._state(NEIGHBOURS_STATE)
             wanted = self._suggestions_state(labels=None)
             have = self._state(SUGGESTIONS_STATE)
-            if not self._neighbours_current(state) or {**have, "labels": None} != wanted:
+            if state.get("k", 0) < self.k or {**have, "labels": None} != wanted:
                 return  # stale anyway: the next read rebuilds everything
             with self.library.Session() as s:
                 dependants = s.scalars(
@@ -180,17 +182,23 @@ class Labeller:
             for r in rows
         ]
 
-    def refresh(self, *, force: bool = False) -> bool:
-        """Bring neighbour lists and votes up to date; True if anything was recomputed."""
+    def refresh(self, *, force: bool = False, progress: bool = False) -> bool:
+        """Bring neighbour lists and votes up to date; True if anything was recomputed.
+
+        Lists follow the loaded index (by difference after an indexer run); votes are redone for the
+        images whose lists changed when they were current before, else for every image.
+        """
         with self._lock:
             self.searcher.reload()
-            rebuilt = False
-            if force or not self._neighbours_current(self._state(NEIGHBOURS_STATE)):
-                self._rebuild_neighbours()
-                rebuilt = True
+            lists = self.neighbours.update(force=force, progress=progress)
+            rebuilt = lists.mode in ("full", "incremental")
             wanted = self._suggestions_state()
-            if rebuilt or self._state(SUGGESTIONS_STATE) != wanted:
-                self._revote(None)
+            have = self._state(SUGGESTIONS_STATE)
+            if rebuilt or have != wanted:
+                if lists.touched is not None and have == {**wanted, "vectors": lists.previous}:
+                    self._revote(lists.touched)
+                else:
+                    self._revote(None)
                 self._save_state(SUGGESTIONS_STATE, wanted)
                 rebuilt = True
             return rebuilt
@@ -218,54 +226,25 @@ class Labeller:
         with self.library.Session.begin() as s:
             s.merge(Meta(key=key, value=json.dumps(value)))
 
-    def _neighbours_current(self, state: dict) -> bool:
-        current = self.library.vectors_fingerprint()
-        return state.get("k", 0) >= self.k and state.get("vectors") == current
-
     def _suggestions_state(self, labels: object = ...) -> dict:
         return {
             "k": self.k,
             "temperature": self.temperature,
-            "vectors": self.library.vectors_fingerprint(),
+            "vectors": self.neighbours.state().get("vectors"),  # votes follow the stored lists
             "labels": self._labels_fingerprint() if labels is ... else labels,
         }
 
     # -- work -------------------------------------------------------------------------------------
 
-    def _rebuild_neighbours(self) -> None:
-        """Every indexed image's top-K list, K = max(k, 20) so a later default-k reader can share it."""
-        k = max(self.k, DEFAULT_K)
-        fingerprint = self.library.vectors_fingerprint()
-        ids, vectors = self.library.stored_vectors()
-        known = set(ids.tolist())
-        rows: list[dict] = []
-        for start in range(0, len(ids), 1024):
-            chunk = ids[start : start + 1024]
-            results = self.searcher.batch(
-                vectors[start : start + 1024], k, [(int(i),) for i in chunk]
-            )
-            for image_id, hits in zip(chunk, results, strict=False):
-                rank = 0
-                for hit in hits:
-                    if hit.image_id in known:  # the index may briefly hold a vector the DB dropped
-                        rows.append(
-                            {
-                                "image_id": int(image_id),
-                                "rank": rank,
-                                "neighbour_id": hit.image_id,
-                                "score": hit.score,
-                            }
-                        )
-                        rank += 1
-        with self.library.Session.begin() as s:
-            s.execute(delete(Neighbour))
-            for start in range(0, len(rows), 20_000):
-                s.execute(insert(Neighbour), rows[start : start + 20_000])
-            s.merge(Meta(key=NEIGHBOURS_STATE, value=json.dumps({"k": k, "vectors": fingerprint})))
-        log.info("stored %d-NN lists of %d images", k, len(ids))
-
     def _revote(self, image_ids: Sequence[int] | None) -> None:
         """Recompute and store the votes of these images (all indexed images if None)."""
+        if image_ids is None:  # in chunks: never every list of a large library in memory at once
+            with self.library.Session.begin() as s:
+                s.execute(delete(SuggestedLabel))
+                everyone = s.scalars(select(Image.id).where(Image.status == INDEXED)).all()
+            for start in range(0, len(everyone), 20_000):
+                self._revote(everyone[start : start + 20_000])
+            return
         with self.library.Session() as s:
             labels = dict(s.execute(select(Label.image_id, Label.label)).all())
             query = (

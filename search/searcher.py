@@ -47,6 +47,9 @@ class Searcher:
         self._embed_lock = threading.Lock()  # one forward pass at a time: they share the cores
         self._index: VectorIndex | None = None
         self._stamp: tuple | None = None
+        # What the loaded index holds: the library's vectors fingerprint when it matched the
+        # database exactly, None while an indexer run is under way (derived data keys on this).
+        self.source: list[str] | None = None
         self.reload()
 
     # -- the index --------------------------------------------------------------------------------
@@ -71,12 +74,18 @@ class Searcher:
         """
         stamp = self._file_stamp()
         if self._index is not None and stamp == self._stamp:
+            if self.source is None and self.library.meta().get("vectors_dirty") != "1":
+                # Loaded between the indexer writing this file and marking it clean: it is clean.
+                self.source = self.library.vectors_fingerprint()
             return False
         with self._lock:
             if self._index is not None and stamp == self._stamp:
                 return False
+            before = self.library.vectors_fingerprint()
+            clean = self.library.meta().get("vectors_dirty") != "1"
             index = self.library.load_vectors()  # reconciled with the database, which wins
-            self._index, self._stamp = index, stamp
+            same = clean and self.library.vectors_fingerprint() == before
+            self._index, self._stamp, self.source = index, stamp, before if same else None
             log.info(
                 "loaded %s: %d vectors (%s)", self.library.vectors_path, index.ntotal, index.kind
             )

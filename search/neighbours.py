@@ -1,0 +1,301 @@
+"""Every indexed image's stored top-K neighbour list, built in bounded chunks and then kept current by difference.
+
+A full build searches the index with every stored vector, `CHUNK` at a time, and streams the rows into
+SQLite. After that, an indexer run changes only what it must (the lists are exact where the index is):
+
+- new and re-embedded photos get their own lists (a search each);
+- a photo whose list held a removed or re-embedded photo gets a fresh list;
+- any other photo's list changes only if a new vector enters its top K: found by searching with the
+  new vectors (the reverse direction) and comparing with each candidate's K-th score.
+
+The lists are keyed on what they were built from: the fingerprint of the vectors the searcher's
+index holds (`Searcher.source`), and per image the `indexed_at` of the vector used
+(`neighbour_sources`), which is what the difference is taken against.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import delete, func, select, text
+from sqlalchemy.orm import Session
+
+from indexer.library import Library
+from indexer.schema import INDEXED, Image, Meta, Neighbour, NeighbourSource
+from indexer.vectors import FLAT, VectorIndex
+from search.searcher import Searcher
+
+log = logging.getLogger(__name__)
+
+NEIGHBOURS_STATE = "knn_neighbours"  # meta key: {"k", "vectors"} the stored lists were built from
+CHUNK = 4096  # query vectors searched and written at a time: ~20 MB of 1280-d floats
+IN_CHUNK = 500  # ids per SQL IN (...) list
+INCREMENTAL_SHARE = 0.05  # changes beyond this share of the library: a full build is cheaper
+_PADDING = -1e30  # FAISS pads missing results with -FLT_MAX
+_INSERT = "INSERT INTO neighbours (image_id, rank, neighbour_id, score) VALUES (?, ?, ?, ?)"
+
+
+@dataclass(frozen=True)
+class Delta:
+    """Indexed images since the lists were built: new, re-embedded (new vector, same id), removed."""
+
+    added: npt.NDArray[np.int64]
+    changed: npt.NDArray[np.int64]
+    removed: npt.NDArray[np.int64]
+
+    @property
+    def size(self) -> int:
+        return len(self.added) + len(self.changed) + len(self.removed)
+
+
+@dataclass(frozen=True)
+class ListsUpdate:
+    """What `NeighbourLists.update` did. `touched`: images whose lists were rewritten (None: all)."""
+
+    mode: str  # "current", "full", "incremental", or "waiting" (the index is mid-update)
+    touched: tuple[int, ...] | None
+    previous: list[str] | None  # the fingerprint the lists had before
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class TopK:
+    """Search results as flat columns, one row per (query, rank) entry, ranks 0.. with no gaps."""
+
+    image_id: npt.NDArray[np.int64]
+    rank: npt.NDArray[np.int64]
+    neighbour_id: npt.NDArray[np.int64]
+    score: npt.NDArray[np.float32]
+
+    def rows(self) -> list[tuple[int, int, int, float]]:
+        return list(zip(self.image_id.tolist(), self.rank.tolist(), self.neighbour_id.tolist(),
+                        self.score.tolist(), strict=True))
+
+
+def top_k(index: VectorIndex, ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32], k: int) -> TopK:
+    """Each vector's k nearest ids in the index, itself and padding dropped, as flat numpy columns."""
+    scores, found = index.search(vectors, k + 1)
+    keep = (found >= 0) & (found != ids[:, None]) & (scores > _PADDING)
+    order = np.argsort(~keep, axis=1, kind="stable")  # kept entries first, in rank order
+    found = np.take_along_axis(found, order, 1)[:, :k]
+    scores = np.take_along_axis(scores, order, 1)[:, :k]
+    keep = np.take_along_axis(keep, order, 1)[:, :k]
+    rows, cols = np.nonzero(keep)
+    return TopK(ids[rows], cols.astype(np.int64), found[rows, cols], scores[rows, cols])
+
+
+class NeighbourLists:
+    """The `neighbours` table of one library, `k` entries per indexed image, against `searcher`'s index."""
+
+    def __init__(self, searcher: Searcher, k: int) -> None:
+        self.searcher = searcher
+        self.library: Library = searcher.library
+        self.k = int(k)
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def state(self) -> dict:
+        with self.library.Session() as s:
+            row = s.get(Meta, NEIGHBOURS_STATE)
+        return json.loads(row.value) if row else {}
+
+    def current(self, min_k: int) -> bool:
+        """Whether the stored lists hold at least `min_k` entries and match the loaded index."""
+        state = self.state()
+        source = self.searcher.source
+        return source is not None and state.get("k", 0) >= min_k and state.get("vectors") == source
+
+    def delta(self) -> Delta:
+        """What changed in the indexed vectors since the lists were built (by `indexed_at`)."""
+        with self.library.engine.connect() as conn:
+            added = conn.exec_driver_sql(
+                "SELECT i.id FROM images i LEFT JOIN neighbour_sources s ON s.image_id = i.id "
+                "WHERE i.status = ? AND s.image_id IS NULL", (INDEXED,)).all()
+            changed = conn.exec_driver_sql(
+                "SELECT i.id FROM images i JOIN neighbour_sources s ON s.image_id = i.id "
+                "WHERE i.status = ? AND s.indexed_at IS NOT i.indexed_at", (INDEXED,)).all()
+            removed = conn.exec_driver_sql(
+                "SELECT s.image_id FROM neighbour_sources s LEFT JOIN images i "
+                "ON i.id = s.image_id AND i.status = ? WHERE i.id IS NULL", (INDEXED,)).all()
+
+        def ids(rows: Sequence) -> npt.NDArray[np.int64]:
+            return np.array(sorted(r[0] for r in rows), dtype=np.int64)
+
+        return Delta(ids(added), ids(changed), ids(removed))
+
+    # -- the one entry point --------------------------------------------------------------------
+
+    def update(self, *, force: bool = False, progress: bool = False) -> ListsUpdate:
+        """Bring the lists in line with the loaded index: by difference when that is cheaper."""
+        started = time.perf_counter()
+        state = self.state()
+        source = self.searcher.source
+        previous = state.get("vectors")
+        if source is None:  # an indexer run is under way: keep the lists built from the last index
+            return ListsUpdate("waiting", (), previous)
+        if not force and state.get("k") == self.k and previous == source:
+            return ListsUpdate("current", (), previous)
+        if self.library.vectors_fingerprint() != source:  # a new indexer run began since the load
+            return ListsUpdate("waiting", (), previous)
+        n = self.searcher.index.ntotal
+        if force or state.get("k") != self.k or not state:
+            touched = None
+            mode = "full"
+            self.rebuild(progress=progress)
+        else:
+            delta = self.delta()
+            if n <= 4 * self.k or delta.size > max(100, INCREMENTAL_SHARE * n):
+                touched, mode = None, "full"
+                self.rebuild(progress=progress)
+            else:
+                touched, mode = tuple(sorted(self.apply(delta))), "incremental"
+        self._save_state(source)
+        seconds = time.perf_counter() - started
+        log.info("%s update of the %d-NN lists of %d images in %.1fs", mode, self.k, n, seconds)
+        return ListsUpdate(mode, touched, previous, seconds)
+
+    # -- the full build -----------------------------------------------------------------------------
+
+    def rebuild(self, *, progress: bool = False) -> None:
+        """Every indexed image's list from scratch, CHUNK queries at a time; memory stays bounded."""
+        index = self.searcher.index
+        total = index.ntotal
+        with self.library.Session.begin() as s:
+            s.execute(delete(Meta).where(Meta.key == NEIGHBOURS_STATE))  # untrusted until finished
+            s.execute(delete(Neighbour))
+            s.execute(delete(NeighbourSource))
+            s.execute(text(
+                "INSERT INTO neighbour_sources (image_id, indexed_at) "
+                "SELECT id, indexed_at FROM images WHERE status = :status"), {"status": INDEXED})
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="img", disable=not progress, desc="neighbour lists", smoothing=0.1)
+        done, logged = 0, time.perf_counter()
+        for ids, vectors in self.library.iter_vectors(chunk=CHUNK):
+            result = top_k(index, ids, vectors, self.k)
+            _insert(self.library, result.rows())
+            done += len(ids)
+            bar.update(len(ids))
+            if time.perf_counter() - logged > 30:  # the web has no progress bar: say it in the log
+                log.info("neighbour lists: %d / %d images", done, total)
+                logged = time.perf_counter()
+        bar.close()
+
+    # -- by difference ---------------------------------------------------------------------------------
+
+    def apply(self, delta: Delta) -> set[int]:
+        """Apply `delta` to the lists; returns the images whose lists changed."""
+        fresh = np.union1d(delta.added, delta.changed)
+        with self.library.Session.begin() as s:
+            s.execute(delete(Meta).where(Meta.key == NEIGHBOURS_STATE))  # killed midway: rebuild whole
+            stale = set(self._holders(s, delta.changed))  # lists holding a vector that changed
+            if len(delta.removed):  # the cascade already took removed images out of the lists
+                stale |= self._short_lists(s)
+            redo = np.union1d(fresh, np.fromiter(stale, dtype=np.int64, count=len(stale)))
+            for part in _chunks(redo.tolist()):
+                s.execute(delete(Neighbour).where(Neighbour.image_id.in_(part)))
+            for part in _chunks(delta.removed.tolist() + delta.changed.tolist()):
+                s.execute(delete(NeighbourSource).where(NeighbourSource.image_id.in_(part)))
+            for part in _chunks(fresh.tolist()):
+                s.execute(text(
+                    "INSERT INTO neighbour_sources (image_id, indexed_at) SELECT id, indexed_at "
+                    f"FROM images WHERE id IN ({','.join(map(str, part))})"))
+        index = self.searcher.index
+        for part in _chunks(redo.tolist(), CHUNK):
+            ids, vectors = self.library.stored_vectors(part)
+            _insert(self.library, top_k(index, ids, vectors, self.k).rows())
+        touched = set(redo.tolist())
+        if len(fresh):
+            touched |= self._admit(fresh, set(touched))
+        return touched
+
+    def _admit(self, fresh: npt.NDArray[np.int64], skip: set[int]) -> set[int]:
+        """Put each new vector into the lists of the other images whose top K it enters."""
+        index = self.searcher.index
+        ids, vectors = self.library.stored_vectors(fresh)
+        exact = index.kind == FLAT
+        floor = self._lowest_kth() if exact else None
+        m = 2 * self.k
+        while True:
+            scores, found = index.search(vectors, m + 1)
+            # Exact index: any image whose K-th score is below this search's last score may have
+            # been missed; search deeper until the last score is under every list's K-th.
+            if not exact or floor is None or m + 1 >= index.ntotal or scores[:, -1].max() <= floor:
+                break
+            m *= 4
+        offers: dict[int, list[tuple[float, int]]] = defaultdict(list)
+        for x, row_scores, row_ids in zip(ids.tolist(), scores, found, strict=True):
+            for score, y in zip(row_scores.tolist(), row_ids.tolist(), strict=True):
+                if y >= 0 and y != x and y not in skip and score > _PADDING:
+                    offers[y].append((score, x))
+        if not offers:
+            return set()
+        changed: dict[int, list[tuple[float, int]]] = {}
+        with self.library.Session() as s:
+            lists = self._lists(s, offers)
+        for y, offered in offers.items():
+            old = lists.get(y, [])
+            kth = old[-1][0] if len(old) >= self.k else -np.inf
+            entering = [(score, x) for score, x in offered if score > kth]
+            if entering:
+                merged = sorted(old + entering, key=lambda e: -e[0])[: self.k]
+                changed[y] = merged
+        with self.library.Session.begin() as s:
+            for part in _chunks(list(changed)):
+                s.execute(delete(Neighbour).where(Neighbour.image_id.in_(part)))
+        _insert(self.library, [(y, rank, x, score) for y, merged in changed.items()
+                               for rank, (score, x) in enumerate(merged)])
+        return set(changed)
+
+    # -- queries -----------------------------------------------------------------------------------------
+
+    def _holders(self, s: Session, ids: npt.NDArray[np.int64]) -> list[int]:
+        out: list[int] = []
+        for part in _chunks(ids.tolist()):
+            out += s.scalars(select(Neighbour.image_id).where(Neighbour.neighbour_id.in_(part)).distinct()).all()
+        return out
+
+    def _short_lists(self, s: Session) -> set[int]:
+        """Images whose list has fewer than k entries (a removed image left it)."""
+        n = s.scalar(select(func.count()).select_from(Image).where(Image.status == INDEXED)) or 0
+        want = min(self.k, max(n - 1, 0))
+        rows = s.execute(text(
+            "SELECT image_id FROM neighbours GROUP BY image_id HAVING count(*) < :want"), {"want": want})
+        return {r[0] for r in rows}
+
+    def _lowest_kth(self) -> float | None:
+        with self.library.Session() as s:
+            return s.scalar(select(func.min(Neighbour.score)).where(Neighbour.rank == self.k - 1))
+
+    def _lists(self, s: Session, ids: Iterable[int]) -> dict[int, list[tuple[float, int]]]:
+        out: dict[int, list[tuple[float, int]]] = defaultdict(list)
+        for part in _chunks(list(ids)):
+            rows = s.execute(
+                select(Neighbour.image_id, Neighbour.score, Neighbour.neighbour_id)
+                .where(Neighbour.image_id.in_(part))
+                .order_by(Neighbour.image_id, Neighbour.rank)
+            )
+            for image_id, score, neighbour_id in rows:
+                out[image_id].append((score, neighbour_id))
+        return out
+
+    def _save_state(self, source: list[str]) -> None:
+        with self.library.Session.begin() as s:
+            s.merge(Meta(key=NEIGHBOURS_STATE, value=json.dumps({"k": self.k, "vectors": source})))
+
+
+def _insert(library: Library, rows: list[tuple[int, int, int, float]]) -> None:
+    if rows:
+        with library.engine.begin() as conn:
+            conn.exec_driver_sql(_INSERT, rows)
+
+
+def _chunks(items: list, size: int = IN_CHUNK) -> list[list]:
+    return [items[i : i + size] for i in range(0, len(items), size)]

@@ -24,7 +24,7 @@ from indexer.backbone import Backbone
 from indexer.library import Library, LibraryError
 from indexer.plan import check_library, plan_run
 from indexer.report import IndexReport
-from indexer.runners import get_runner
+from indexer.runners import Runner, get_runner
 from indexer.runners.local import _worker_init, default_workers
 from indexer.scan import scan
 from indexer.write import write_batch
@@ -43,7 +43,7 @@ def index_folder(
     workers: int | None = None,
     reembed: bool = False,
     progress: bool = False,
-    runner: str = "local",
+    runner: str | Runner = "local",
     ray_address: str | None = None,
     memory_budget: int | None = None,
 ) -> IndexReport:
@@ -52,7 +52,7 @@ def index_folder(
     root = Path(photos).expanduser().resolve()
     if not root.is_dir():
         raise LibraryError(f"{root} is not a folder")
-    run = get_runner(runner, ray_address=ray_address)
+    run = get_runner(runner, ray_address=ray_address) if isinstance(runner, str) else runner
     report = IndexReport()
     with library.writer_lock():
         check_library(library, root, backbone, reembed)

@@ -28,6 +28,9 @@ class Settings:
     workers: int | None = field(
         default=None, metadata=_help("worker processes (default: cores on a CPU, cores - 1 with a GPU; at most 8)")
     )
+    runner: str = field(default="local", metadata=_help("where decoding and embedding run: local or ray"))
+    ray_address: str | None = field(default=None, metadata=_help("Ray cluster address for --runner ray "
+                                                                  "(default: start Ray on this machine)"))
     k: int = field(default=20, metadata=_help("neighbours that vote in k-NN labelling"))
     temperature: float = field(default=0.07, metadata=_help("k-NN vote temperature: weight exp(sim / T)"))
     host: str = field(default="127.0.0.1", metadata=_help("address the web server binds"))

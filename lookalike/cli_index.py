@@ -28,12 +28,17 @@ from lookalike.options import (
 @click.option("--reembed", is_flag=True, help="Re-embed every photo (after changing the backbone).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @memory_budget_option
+@click.option("--runner", type=click.Choice(["local", "ray"]), default=None, envvar="LOOKALIKE_RUNNER",
+              help="Where decoding and embedding run: local worker processes, or Ray Data on a cluster "
+                   "(pip install 'lookalike[ray]') [env LOOKALIKE_RUNNER; default local].")
+@click.option("--ray-address", default=None, envvar="LOOKALIKE_RAY_ADDRESS",
+              help="Ray cluster address for --runner ray, e.g. 10.0.0.1:6379 [default: start Ray here].")
 def index(photos, library, backbone, weights, device, precision, batch_size, workers, reembed, quiet,
-          memory_budget):
+          memory_budget, runner, ray_address):
     """Index the photos under PHOTOS (incremental: re-runs only embed what changed)."""
     settings = settings_from(library=library, backbone=backbone, weights=weights, device=device,
                              precision=precision, batch_size=batch_size, workers=workers,
-                             memory_budget=memory_budget)
+                             memory_budget=memory_budget, runner=runner, ray_address=ray_address)
     report = run_index(settings, photos, reembed=reembed, progress=not quiet)
     click.echo(f"{report.summary()} ({report.images_per_second:.1f} img/s) -> {settings.library}")
 

@@ -51,17 +51,23 @@ def run_index(settings: Settings, photos: Path, *, reembed: bool = False, progre
     from indexer.backbone import Backbone, BackboneError
     from indexer.library import LibraryError
     from indexer.pipeline import index_folder
+    from indexer.runners import get_runner
+    from indexer.runners.ray import RayUnavailable
 
+    try:
+        runner = get_runner(settings.runner, ray_address=settings.ray_address)
+    except (RayUnavailable, ValueError) as e:
+        raise click.ClickException(str(e)) from None
     try:
         with open_library(settings, create=True) as library:
             backbone = Backbone(settings.backbone, weights=settings.weights, device=settings.device,
                                 precision=settings.precision)
             report = index_folder(photos, library, backbone, batch_size=settings.batch_size,
                                   workers=settings.workers, reembed=reembed, progress=progress,
-                                  memory_budget=settings.memory_budget)
+                                  memory_budget=settings.memory_budget, runner=runner)
             update_suggestions(settings, library, backbone, progress=progress)
             return report
-    except (LibraryError, BackboneError) as e:
+    except (LibraryError, BackboneError, RayUnavailable) as e:
         raise click.ClickException(str(e)) from None
 
 

@@ -1,0 +1,125 @@
+"""The Ray runner on a local Ray (2 CPUs, loopback): the same library as the local runner; a killed run resumes."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from indexer.backbone import Backbone
+from indexer.library import Library
+from indexer.pipeline import index_folder
+from indexer.schema import Image
+from tests.conftest import SAMPLES, TEST_DATA
+from tests.indexer.test_pipeline import photo
+from tests.reliability.conftest import CLI, library_vectors
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """Real sample photos in two folders, a few made ones, and bad files."""
+    root = tmp_path / "photos"
+    for folder in ("dress", "hat"):
+        shutil.copytree(SAMPLES / folder, root / folder)
+    photo(root / "made" / "alpha.png", 2, mode="RGBA")
+    photo(root / "made" / "gray.jpg", 3, mode="L")
+    good = (root / "made" / "gray.jpg").read_bytes()
+    (root / "made" / "broken.jpg").write_bytes(good[: len(good) // 2])
+    (root / "made" / "empty.png").write_bytes(b"")
+    shutil.copy(TEST_DATA / "bad" / "pillow__decompression_bomb.gif", root / "made" / "bomb.gif")
+    return root
+
+
+def rows(path):
+    with Library(path) as library, library.Session() as s:
+        return {
+            r.path: (r.status, r.error.split(":", 1)[0] if r.error else None, r.width, r.height, r.hash, r.format)
+            for r in s.scalars(select(Image))
+        }
+
+
+def test_both_runners_give_the_same_rows_vectors_and_failures(local_ray, photos, tmp_path):
+    backbone = Backbone(device="cpu", precision="fp32")
+    reports = {}
+    for runner in ("local", "ray"):
+        with Library(tmp_path / runner, create=True) as library:
+            reports[runner] = index_folder(photos, library, backbone, batch_size=8, workers=2, runner=runner)
+    assert reports["ray"].indexed == reports["local"].indexed > 20
+    assert reports["ray"].failed == reports["local"].failed and sum(reports["ray"].failed.values()) == 3
+    assert rows(tmp_path / "ray") == rows(tmp_path / "local")
+    local, remote = library_vectors(tmp_path / "local"), library_vectors(tmp_path / "ray")
+    assert remote.keys() == local.keys()
+    cosines = [float(np.dot(local[p], remote[p])) for p in local]
+    assert min(cosines) >= 0.999
+
+    with Library(tmp_path / "ray") as library:  # a re-run by Ray embeds nothing
+        again = index_folder(photos, library, backbone, batch_size=8, workers=2, runner="ray")
+    assert again.indexed == 0 and again.unchanged == reports["local"].indexed + 3
+
+
+def indexed(library):
+    import sqlite3
+
+    try:
+        db = sqlite3.connect(f"file:{library / 'library.db'}?mode=ro", uri=True, timeout=5)
+        try:
+            return db.execute("select count(*) from images where status = 'indexed'").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0
+
+
+def test_a_killed_ray_run_resumes_to_the_local_result(photos, tmp_path):
+    command = [sys.executable, "-c", CLI, "index", str(photos), "--quiet", "--batch-size", "4",
+               "--runner", "ray", "--library"]
+    proc = subprocess.Popen([*command, str(tmp_path / "killed")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and indexed(tmp_path / "killed") < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stdout.read().decode()  # still running: killed midway
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    proc.stdout.close()
+    assert 0 < indexed(tmp_path / "killed") < len(rows_of(photos))
+
+    resumed = subprocess.run([*command, str(tmp_path / "killed")], capture_output=True, text=True, check=False,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    clean = subprocess.run([*command[:-3], "--library", str(tmp_path / "clean")], capture_output=True,
+                           text=True, check=False, timeout=600)
+    assert clean.returncode == 0, clean.stderr
+    assert rows(tmp_path / "killed") == rows(tmp_path / "clean")
+    want, got = library_vectors(tmp_path / "clean"), library_vectors(tmp_path / "killed")
+    assert got.keys() == want.keys()
+    assert min(float(np.dot(want[p], got[p])) for p in want) >= 0.999
+
+
+def rows_of(photos):
+    return [p for p in photos.rglob("*") if p.is_file()]
+
+
+def test_without_ray_the_option_says_how_to_install_it(monkeypatch, photos, tmp_path):
+    from lookalike.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    result = CliRunner().invoke(main, ["index", str(photos), "--runner", "ray", "--library", str(tmp_path / "lib")])
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: the ray runner needs Ray: pip install 'lookalike[ray]'"
+    assert not (tmp_path / "lib").exists()

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Mapping
 
 from flask import abort
 
-from search.duplicates import DEFAULT_THRESHOLD, find_duplicates
+from search.duplicates import DEFAULT_THRESHOLD, find_duplicates, group_pairs
 from search.evaluate import EvalError, evaluate
+from search.neighbours import close_pairs
 from web import labelling
 from web.browse import facets
 from web.context import get_session, services
 from web.payloads import image_payload
 
 MAX_GROUPS = 500
+LISTS_FOR_DUPLICATES = 100_000  # beyond this many vectors duplicates come from the neighbour lists
+EVAL_SAMPLE = 20_000  # labelled photos evaluated at most (a fixed random sample beyond; the page says so)
 
 
 def threshold_arg(args: Mapping[str, str]) -> float:
@@ -42,10 +46,7 @@ def _index_key() -> tuple:
 def duplicate_groups(threshold: float) -> list[dict]:
     """Near-duplicate groups, biggest first, each with its members' payloads and pair scores."""
     svc = services()
-    groups = svc.memoized(
-        "duplicates", (threshold, _index_key()),
-        lambda: find_duplicates(svc.library, threshold=threshold),
-    )
+    groups = svc.memoized("duplicates", (threshold, _index_key()), lambda: _duplicates(threshold))
     groups = sorted(groups, key=lambda g: -len(g.image_ids))[:MAX_GROUPS]
     rows = labelling.rows_by_id(get_session(), (i for g in groups for i in g.image_ids))
     out = []
@@ -55,6 +56,15 @@ def duplicate_groups(threshold: float) -> list[dict]:
         best = max((p["score"] for p in pairs), default=None)
         out.append({"images": members, "pairs": pairs, "best_score": best})
     return out
+
+
+def _duplicates(threshold: float) -> list:
+    """Range search while the library is small; the stored neighbour lists beyond (one table pass)."""
+    svc = services()
+    if svc.searcher.index.ntotal <= LISTS_FOR_DUPLICATES:
+        return find_duplicates(svc.library, threshold=threshold)
+    svc.labeller.refresh()
+    return group_pairs(close_pairs(svc.library, threshold))
 
 
 def _pair(pair) -> dict:
@@ -67,13 +77,26 @@ def evaluation() -> dict | None:
     fewer than two labelled images."""
     svc = services()
     s = svc.settings
-    key = (labelling.label_version(get_session()), _index_key(), s.k, s.temperature)
+    key = (labelling.label_version(get_session()), _index_key(), s.k, s.temperature, EVAL_SAMPLE)
 
     def compute():
+        from sqlalchemy import select
+
+        from indexer.schema import Label
+
+        with svc.library.Session() as session:
+            labels = dict(session.execute(select(Label.image_id, Label.label)).all())
+        labelled = len(labels)
+        if labelled > EVAL_SAMPLE:  # leave-one-out is quadratic: a fixed random sample past EVAL_SAMPLE
+            keep = random.Random(0).sample(sorted(labels), EVAL_SAMPLE)
+            labels = {i: labels[i] for i in keep}
         try:
-            return evaluate(svc.library, k=s.k, temperature=s.temperature).to_dict()
+            report = evaluate(svc.library, k=s.k, temperature=s.temperature, labels=labels).to_dict()
         except EvalError:
             return None
+        report["sampled"] = labelled > EVAL_SAMPLE
+        report["sampled_from"] = labelled
+        return report
 
     return svc.memoized("evaluation", key, compute)
 

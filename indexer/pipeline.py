@@ -33,7 +33,8 @@ from indexer.backbone import Backbone
 from indexer.imageio import ImageError, load_image
 from indexer.library import Library, LibraryError
 from indexer.scan import FileEntry, scan
-from indexer.schema import FAILED, INDEXED, PENDING, Embedding, Image, utcnow
+from indexer.schema import FAILED, INDEXED, PENDING, Embedding, Image, ImageSignalsRow, utcnow
+from indexer.signals import ImageSignals, backfill_signals, compute_signals, write_signals
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class IndexReport:
     seconds: float = 0.0
     embed_seconds: float = 0.0  # model time, summed over the processes that ran it
     decode_seconds: float = 0.0  # read + hash + decode + crop, summed over workers
+    signals_backfilled: int = 0  # duplicate signals computed for photos indexed before they existed
 
     @property
     def images_per_second(self) -> float:
@@ -69,6 +71,8 @@ class IndexReport:
             line += f", ignored {self.ignored} non-image files"
         if self.unreadable_dirs:
             line += f", unreadable folders {len(self.unreadable_dirs)}"
+        if self.signals_backfilled:
+            line += f", duplicate signals for {self.signals_backfilled} older photos"
         return line + f" in {self.seconds:.1f}s"
 
 
@@ -87,6 +91,7 @@ class Decoded:
     pixels: torch.Tensor | None
     facts: dict
     error: str | None
+    signals: ImageSignals | None = None  # duplicate signals (hook: indexer/signals.py)
 
 
 class PhotoDataset(Dataset):
@@ -112,7 +117,12 @@ class PhotoDataset(Dataset):
                 width=info.width, height=info.height, format=info.format,
                 taken_at=info.taken_at, camera=info.camera,
             )
-            return Decoded(image_id, self.transform(img), facts, None)
+            # Duplicate-signals hook: hashes of the whole, uncropped photo (indexer/signals.py).
+            try:
+                signals = compute_signals(img)
+            except Exception:  # a hash failure must not fail the photo; the next run retries it
+                signals = None
+            return Decoded(image_id, self.transform(img), facts, None, signals)
         except ImageError as e:
             return Decoded(image_id, None, facts, str(e))
         except OSError as e:  # unreadable, vanished since the scan
@@ -163,7 +173,7 @@ class BatchDataset(Dataset):
         start = b * self.batch_size
         decoded = [self.photos[i] for i in range(start, min(start + self.batch_size, len(self.photos)))]
         items, pixels = collate(decoded)
-        items = [Decoded(it.image_id, None, it.facts, it.error) for it in items]
+        items = [Decoded(it.image_id, None, it.facts, it.error, it.signals) for it in items]
         t1 = time.perf_counter()
         vectors = None
         if self.embed is not None and pixels is not None:
@@ -252,6 +262,10 @@ def index_folder(
         report.removed = len(plan.removed_ids)
         if plan.todo:
             _embed(library, root, backbone, vectors, plan, report, batch_size, workers, progress)
+        # Duplicate-signals hook: photos indexed before signals existed get them now, once.
+        report.signals_backfilled = backfill_signals(
+            library, root, workers=default_workers() if workers is None else max(1, workers), progress=progress
+        )
         if dirty:
             library.save_vectors(vectors, clean=True)
     report.seconds = time.perf_counter() - started
@@ -450,9 +464,12 @@ def _write_batch(library: Library, good: list[Decoded], embedded: np.ndarray, ba
                 ),
                 [dict(image_id=it.image_id, vector=vec.tobytes()) for it, vec in zip(good, embedded, strict=False)],
             )
+            # Duplicate-signals hook: stored in the same transaction as the vectors.
+            write_signals(s, [(it.image_id, it.signals) for it in good if it.signals is not None])
         for it in bad:
             s.execute(
                 update(Image).where(Image.id == it.image_id)
                 .values(status=FAILED, error=it.error, indexed_at=now, **it.facts)
             )
             s.execute(delete(Embedding).where(Embedding.image_id == it.image_id))
+            s.execute(delete(ImageSignalsRow).where(ImageSignalsRow.image_id == it.image_id))

@@ -18,12 +18,16 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from indexer.library import Library
 from indexer.signals import HASH_BYTES
+
+if TYPE_CHECKING:
+    from search.verify import Match
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,7 @@ MIN_QUALITY = 30  # PDQ quality below this: a nearly flat image, whose hash matc
 COSINE_CANDIDATE = 0.60
 EMBED_NEIGHBOURS = 8
 MIN_INLIERS = 12  # ORB matches that agree on one transform (search/verify.py)
+MIN_CORRELATION = 0.75  # of the edges once aligned by that transform
 HASH_FLAT_MAX = 20_000  # exact binary search up to here; above, buckets on the steadiest bits
 HASH_BUCKET_BITS = 16
 _CHUNK = 1024
@@ -64,6 +69,7 @@ class Pair:
     score: float
     hash_distance: int | None = None  # PDQ bits that differ, the mirror included
     inliers: int | None = None  # verified keypoint matches, when verification ran
+    correlation: float | None = None  # of the aligned pixels, when verification ran
 
 
 @dataclass(frozen=True)
@@ -245,7 +251,7 @@ def _fill_cosines(library: Library, cand: Candidates) -> None:
             cand.cosine[(a, b)] = float(vectors[row[a]] @ vectors[row[b]])
 
 
-Verifier = Callable[[int, int], int]
+Verifier = Callable[[int, int], "Match"]
 
 
 def file_verifier(library: Library) -> Verifier:
@@ -253,7 +259,7 @@ def file_verifier(library: Library) -> Verifier:
     from sqlalchemy import select
 
     from indexer.schema import Image
-    from search.verify import Features, features_of_file, inliers
+    from search.verify import Features, Match, features_of_file, verify
 
     root = library.root or Path(".")
     cache: dict[int, Features | None] = {}
@@ -265,11 +271,11 @@ def file_verifier(library: Library) -> Verifier:
             cache[i] = features_of_file(root / paths[i]) if i in paths else None
         return cache[i]
 
-    def verify(a: int, b: int) -> int:
+    def verify_ids(a: int, b: int) -> Match:
         fa, fb = features(a), features(b)
-        return 0 if fa is None or fb is None else inliers(fa, fb)
+        return Match(0, 0.0) if fa is None or fb is None else verify(fa, fb)
 
-    return verify
+    return verify_ids
 
 
 def copy_pairs(cand: Candidates, verify: Verifier | None) -> list[Pair]:
@@ -286,9 +292,9 @@ def copy_pairs(cand: Candidates, verify: Verifier | None) -> list[Pair]:
             continue
         if verify is None or not ((d is not None and informative) or score >= COSINE_CANDIDATE):
             continue
-        n = verify(a, b)
-        if n >= MIN_INLIERS:
-            out.append(Pair(a, b, score, d, n))
+        match = verify(a, b)
+        if match.inliers >= MIN_INLIERS and match.correlation >= MIN_CORRELATION:
+            out.append(Pair(a, b, score, d, match.inliers, round(match.correlation, 4)))
     return out
 
 

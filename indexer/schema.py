@@ -153,6 +153,7 @@ class ImageSignalsRow(Base):
     )
     pdq: Mapped[bytes] = mapped_column(LargeBinary)  # 256 bits, packed
     pdq_mirror: Mapped[bytes] = mapped_column(LargeBinary)  # of the left-right mirrored photo
+    pdq_trim: Mapped[bytes | None] = mapped_column(LargeBinary)  # without plain borders; None: none
     quality: Mapped[int] = mapped_column(Integer)  # PDQ's 0-100: below ~50 the hash says little
     version: Mapped[int] = mapped_column(Integer)  # signals.SIGNALS_VERSION that computed it
 

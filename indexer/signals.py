@@ -5,7 +5,9 @@ The embedding sees a centre crop, so it misses what changes colour or framing bu
 uncropped image catches those. PDQ (Meta's 256-bit DCT hash, `pdqhash`) is computed on a 64x64
 area-downscaled copy: the hash itself works at 64x64, so the result barely changes (a few bits of
 256) and it costs well under a millisecond. The mirrored photo's hash is stored beside it, so a
-mirrored copy matches by one Hamming distance like any other copy.
+mirrored copy matches by one Hamming distance like any other copy. A photo with plain borders
+(letterbox bars, a white studio margin) also gets the hash of its content with those borders
+trimmed, so a letterboxed copy meets its original there.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ log = logging.getLogger(__name__)
 HASH_BITS = 256
 HASH_BYTES = HASH_BITS // 8
 HASH_SIDE = 64  # PDQ's own working size
+TRIM_SIDE = 128  # all signals start from a copy at least this size (longer side)
+TRIM_STD = 6.0  # a border row or column varies less than this (gray levels, 0-255)
+MIN_TRIMMED = 0.25  # keep at least this share of each side, or the photo is not a bordered one
 # Bump when the way signals are computed changes: rows of an older version are recomputed.
 SIGNALS_VERSION = 1
 
@@ -35,24 +40,57 @@ class ImageSignals:
     pdq: bytes
     pdq_mirror: bytes
     quality: int
-
-
-def _small_rgb(img: Image.Image) -> npt.NDArray[np.uint8]:
-    import cv2
-
-    a = np.asarray(img.convert("RGB") if img.mode != "RGB" else img)
-    # INTER_AREA averages every source pixel: a proper low-pass, unlike a point-sampling resize.
-    return cv2.resize(a, (HASH_SIDE, HASH_SIDE), interpolation=cv2.INTER_AREA)
+    pdq_trim: bytes | None = None  # of the photo without its plain borders; None: it has none
 
 
 def compute_signals(img: Image.Image) -> ImageSignals:
     """The duplicate signals of an upright RGB image (as `load_image` returns it)."""
+    import cv2
     import pdqhash
 
-    small = _small_rgb(img)
+    cv2.setNumThreads(1)  # one thread per decoding worker, as torch there
+    img = img.convert("RGB") if img.mode != "RGB" else img
+    # One box-filter reduction by a whole factor (Pillow's reduce: a proper low-pass, and fast),
+    # to a longer side of TRIM_SIDE..2*TRIM_SIDE; everything else works on that copy.
+    thumb = np.asarray(img.reduce(max(1, max(img.size) // TRIM_SIDE)))
+    small = cv2.resize(thumb, (HASH_SIDE, HASH_SIDE), interpolation=cv2.INTER_AREA)
     bits, quality = pdqhash.compute(small)
     mirror_bits, _ = pdqhash.compute(np.ascontiguousarray(small[:, ::-1]))
-    return ImageSignals(pack(bits), pack(mirror_bits), int(quality))
+    trim = None
+    box = content_box(cv2.cvtColor(thumb, cv2.COLOR_RGB2GRAY))
+    if box is not None:
+        top, bottom, left, right = box
+        content = cv2.resize(thumb[top:bottom, left:right], (HASH_SIDE, HASH_SIDE), interpolation=cv2.INTER_AREA)
+        trim = pack(pdqhash.compute(content)[0])
+    return ImageSignals(pack(bits), pack(mirror_bits), int(quality), trim)
+
+
+def content_box(gray: npt.NDArray[np.uint8]) -> tuple[int, int, int, int] | None:
+    """(top, bottom, left, right) of the photo inside its plain borders; None when it has no such
+    border (or nothing much is left inside it)."""
+    values = gray.astype(np.float32)
+    sh, sw = values.shape
+    top, bottom, left, right = 0, sh, 0, sw
+    for _ in range(3):  # black bars around a white margin come off in two rounds
+        inner = values[top:bottom, left:right]
+        plain_rows = inner.std(axis=1) < TRIM_STD
+        plain_cols = inner.std(axis=0) < TRIM_STD
+        if plain_rows.all() or plain_cols.all():
+            return None  # a plain image: nothing inside
+        box = (
+            top + int(np.argmin(plain_rows)),
+            bottom - int(np.argmin(plain_rows[::-1])),
+            left + int(np.argmin(plain_cols)),
+            right - int(np.argmin(plain_cols[::-1])),
+        )
+        if box == (top, bottom, left, right):
+            break
+        top, bottom, left, right = box
+    if (top, bottom, left, right) == (0, sh, 0, sw):
+        return None
+    if bottom - top < MIN_TRIMMED * sh or right - left < MIN_TRIMMED * sw:
+        return None
+    return top, bottom, left, right
 
 
 def pack(bits: npt.ArrayLike) -> bytes:
@@ -73,7 +111,8 @@ def hamming(a: bytes, b: bytes) -> int:
 def signal_rows(items: Iterable[tuple[int, ImageSignals]]) -> list[dict]:
     """Rows for the `image_signals` table."""
     return [
-        dict(image_id=i, pdq=s.pdq, pdq_mirror=s.pdq_mirror, quality=s.quality, version=SIGNALS_VERSION)
+        dict(image_id=i, pdq=s.pdq, pdq_mirror=s.pdq_mirror, pdq_trim=s.pdq_trim, quality=s.quality,
+             version=SIGNALS_VERSION)
         for i, s in items
     ]
 
@@ -91,7 +130,7 @@ def write_signals(session, items: Iterable[tuple[int, ImageSignals]]) -> None:
     session.execute(
         upsert.on_conflict_do_update(
             index_elements=[ImageSignalsRow.image_id],
-            set_={k: upsert.excluded[k] for k in ("pdq", "pdq_mirror", "quality", "version")},
+            set_={k: upsert.excluded[k] for k in ("pdq", "pdq_mirror", "pdq_trim", "quality", "version")},
         ),
         rows,
     )

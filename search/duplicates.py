@@ -1,7 +1,8 @@
 """Near-duplicate groups in two tiers: copies of one photo, and similar shots.
 
-    candidates: PDQ hash pairs within HASH_CANDIDATE bits (FAISS binary range search, the mirror
-                hash included) + embedding pairs above COSINE_CANDIDATE (FAISS range search)
+    candidates: PDQ hash pairs within HASH_CANDIDATE bits (FAISS binary range search; the mirror
+                hash and the hash without plain borders included) + each photo's nearest
+                embeddings above COSINE_CANDIDATE (FAISS search)
     copies:     hash distance <= HASH_SURE (both hashes informative), or ORB + RANSAC verification
                 (search/verify.py) finds >= MIN_INLIERS matches agreeing on one transform
     similar:    embedding pairs above SIMILAR_THRESHOLD that are not copies
@@ -116,44 +117,54 @@ def find_pairs(library: Library, threshold: float) -> list[tuple[int, int, float
 # -- hashes ---------------------------------------------------------------------------------------------
 
 
-def stored_hashes(library: Library) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8], npt.NDArray[np.uint8],
-                                             npt.NDArray[np.int32]]:
-    """(ids, hashes [n, 32], mirror hashes [n, 32], quality [n]) of indexed photos, by id."""
+@dataclass(frozen=True)
+class Hashes:
+    """The stored PDQ hashes of indexed photos, as [n, 32] byte arrays in id order."""
+
+    ids: npt.NDArray[np.int64]
+    codes: npt.NDArray[np.uint8]
+    mirrors: npt.NDArray[np.uint8]
+    quality: npt.NDArray[np.int32]
+    trim_ids: npt.NDArray[np.int64]  # the photos with plain borders ...
+    trims: npt.NDArray[np.uint8]  # ... and the hashes of their content without them
+
+
+def stored_hashes(library: Library) -> Hashes:
     from sqlalchemy import select
 
     from indexer.schema import INDEXED, Image, ImageSignalsRow
 
-    ids: list[int] = []
-    blobs: list[bytes] = []
-    mirrors: list[bytes] = []
-    quality: list[int] = []
+    rows = []
     stmt = (
-        select(ImageSignalsRow.image_id, ImageSignalsRow.pdq, ImageSignalsRow.pdq_mirror, ImageSignalsRow.quality)
+        select(ImageSignalsRow.image_id, ImageSignalsRow.pdq, ImageSignalsRow.pdq_mirror, ImageSignalsRow.quality,
+               ImageSignalsRow.pdq_trim)
         .join(Image, Image.id == ImageSignalsRow.image_id)
         .where(Image.status == INDEXED)
         .order_by(ImageSignalsRow.image_id)
     )
     with library.Session() as s:
-        for image_id, pdq, pdq_mirror, q in s.execute(stmt):
-            ids.append(image_id)
-            blobs.append(pdq)
-            mirrors.append(pdq_mirror)
-            quality.append(q)
-    n = len(ids)
-    return (
-        np.asarray(ids, dtype=np.int64),
-        np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(n, HASH_BYTES),
-        np.frombuffer(b"".join(mirrors), dtype=np.uint8).reshape(n, HASH_BYTES),
-        np.asarray(quality, dtype=np.int32),
+        rows = s.execute(stmt).all()
+
+    def codes(blobs: list[bytes]) -> npt.NDArray[np.uint8]:
+        return np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(len(blobs), HASH_BYTES)
+
+    trimmed = [r for r in rows if r[4] is not None]
+    return Hashes(
+        np.asarray([r[0] for r in rows], dtype=np.int64),
+        codes([r[1] for r in rows]),
+        codes([r[2] for r in rows]),
+        np.asarray([r[3] for r in rows], dtype=np.int32),
+        np.asarray([r[0] for r in trimmed], dtype=np.int64),
+        codes([r[4] for r in trimmed]),
     )
 
 
-def _binary_index(codes: npt.NDArray[np.uint8]):
+def _binary_index(codes: npt.NDArray[np.uint8], flat: bool):
     """Exact Hamming search while it is cheap; beyond HASH_FLAT_MAX, FAISS's IndexBinaryHash, which
     only compares codes whose first HASH_BUCKET_BITS bits are within one flip of the query's."""
     import faiss
 
-    if len(codes) <= HASH_FLAT_MAX:
+    if flat:
         index = faiss.IndexBinaryFlat(HASH_BYTES * 8)
     else:
         index = faiss.IndexBinaryHash(HASH_BYTES * 8, HASH_BUCKET_BITS)
@@ -173,29 +184,34 @@ def _steady_first(codes: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
 _STEADY_ORDER = np.array(sorted(range(256), key=lambda i: (i // 16 + i % 16, i)), dtype=np.int64)
 
 
-def hash_pairs(
-    ids: npt.NDArray[np.int64], codes: npt.NDArray[np.uint8], mirrors: npt.NDArray[np.uint8], radius: int
-) -> dict[tuple[int, int], int]:
-    """{(a, b): distance} for photos whose hashes, or one's mirror hash and the other's hash, differ
-    in at most `radius` bits."""
+def hash_pairs(hashes: Hashes, radius: int) -> dict[tuple[int, int], int]:
+    """{(a, b): distance} for photos whose hashes differ in at most `radius` bits: photo against
+    photo, mirrored photo against photo, and for photos with plain borders, content against
+    content and content against photo (a letterboxed copy meets its original there)."""
     out: dict[tuple[int, int], int] = {}
-    if len(ids) < 2:
+    if len(hashes.ids) < 2:
         return out
-    flat = len(ids) <= HASH_FLAT_MAX
-    base = codes if flat else _steady_first(codes)
-    index = _binary_index(np.ascontiguousarray(base))
-    for queries in (codes, mirrors):
-        q = queries if flat else _steady_first(queries)
-        for start in range(0, len(ids), _CHUNK * 16):
-            # FAISS's binary range search keeps distances strictly below the radius given.
-            lims, dist, found = index.range_search(np.ascontiguousarray(q[start : start + _CHUNK * 16]), radius + 1)
-            rows = np.repeat(ids[start : start + _CHUNK * 16], np.diff(lims).astype(np.int64))
-            other = ids[found]
-            keep = rows != other
-            for a, b, d in zip(rows[keep].tolist(), other[keep].tolist(), dist[keep].tolist(), strict=True):
-                key = (a, b) if a < b else (b, a)
-                if d < out.get(key, radius + 1):
-                    out[key] = d
+    # One index holds every photo's hash and every bordered photo's content hash; the queries are
+    # the hashes, the mirror hashes and the content hashes.
+    base_ids = np.concatenate([hashes.ids, hashes.trim_ids])
+    base = np.concatenate([hashes.codes, hashes.trims])
+    query_ids = np.concatenate([hashes.ids, hashes.ids, hashes.trim_ids])
+    queries = np.concatenate([hashes.codes, hashes.mirrors, hashes.trims])
+    flat = len(base_ids) <= HASH_FLAT_MAX
+    if not flat:
+        base, queries = _steady_first(base), _steady_first(queries)
+    index = _binary_index(np.ascontiguousarray(base), flat)
+    step = _CHUNK * 16
+    for start in range(0, len(query_ids), step):
+        # FAISS's binary range search keeps distances strictly below the radius given.
+        lims, dist, found = index.range_search(np.ascontiguousarray(queries[start : start + step]), radius + 1)
+        rows = np.repeat(query_ids[start : start + step], np.diff(lims).astype(np.int64))
+        other = base_ids[found]
+        keep = rows != other
+        for a, b, d in zip(rows[keep].tolist(), other[keep].tolist(), dist[keep].tolist(), strict=True):
+            key = (a, b) if a < b else (b, a)
+            if d < out.get(key, radius + 1):
+                out[key] = d
     return out
 
 
@@ -226,15 +242,15 @@ def candidates(library: Library, *, cosine: float = COSINE_CANDIDATE, radius: in
     """Candidate pairs from both signals, with the embedding cosine of every hash pair filled in."""
     cand = Candidates()
     cand.cosine = embedding_pairs(library, cosine, k)
-    ids, codes, mirrors, quality = stored_hashes(library)
-    cand.missing_signals = max(0, library.counts()["indexed"] - len(ids))
+    hashes = stored_hashes(library)
+    cand.missing_signals = max(0, library.counts()["indexed"] - len(hashes.ids))
     if cand.missing_signals:
         log.warning(
             "%d photos have no duplicate signals (indexed before they existed): run `lookalike index` "
             "to add them; until then only their embeddings find copies", cand.missing_signals
         )
-    cand.low_quality = set(ids[quality < MIN_QUALITY].tolist())
-    cand.hash_distance = hash_pairs(ids, codes, mirrors, radius)
+    cand.low_quality = set(hashes.ids[hashes.quality < MIN_QUALITY].tolist())
+    cand.hash_distance = hash_pairs(hashes, radius)
     _fill_cosines(library, cand)
     return cand
 

@@ -118,7 +118,7 @@ def _fit(pa, da, pb, db) -> tuple[int, npt.NDArray[np.float64] | None]:
 def correlation(a_edges: npt.NDArray[np.float32], b_edges: npt.NDArray[np.float32],
                 transform: npt.NDArray[np.float64]) -> float:
     """Normalised correlation of a's edges warped onto b's (transform at VERIFY_SIDE scale), over
-    the part of b that a covers (less a border pixel, where the warp interpolates with nothing)."""
+    the part of b that a covers."""
     import cv2
 
     m = transform.copy()
@@ -126,7 +126,10 @@ def correlation(a_edges: npt.NDArray[np.float32], b_edges: npt.NDArray[np.float3
     h, w = b_edges.shape
     warped = cv2.warpAffine(a_edges, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
     cover = cv2.warpAffine(np.ones_like(a_edges), m, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
-    inside = cover > 0.99
+    # Less a few pixels inside the edge of the overlap: a letterbox bar or a crop border makes an edge
+    # there that the other photo has no reason to have.
+    inside = cv2.erode((cover > 0.99).astype(np.uint8), np.ones((7, 7), np.uint8),
+                       borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0
     if inside.sum() < MIN_OVERLAP * w * h:
         return 0.0
     x, y = warped[inside], b_edges[inside]

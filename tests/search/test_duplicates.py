@@ -109,10 +109,14 @@ def test_hash_search_finds_mirrors_and_is_the_same_flat_or_bucketed(monkeypatch)
     codes[10, 31] ^= 0b101  # 2 bits from photo 4
     codes[20] = mirrors[5]  # photo 21 is photo 6 mirrored
     codes[20, 30] ^= 0b10000000  # in a late bit: buckets key on the low frequencies
-    flat = d.hash_pairs(ids, codes, mirrors, 10)
-    assert flat == {(4, 11): 2, (6, 21): 1}
+    trims = codes[[40]].copy()
+    codes[50] = trims[0]  # photo 51 is photo 41's content without its borders
+    codes[50, 31] ^= 1
+    hashes = d.Hashes(ids, codes, mirrors, np.full(300, 100, np.int32), np.array([41]), trims)
+    flat = d.hash_pairs(hashes, 10)
+    assert flat == {(4, 11): 2, (6, 21): 1, (41, 51): 1}
     monkeypatch.setattr(d, "HASH_FLAT_MAX", 0)
-    assert d.hash_pairs(ids, codes, mirrors, 10) == flat
+    assert d.hash_pairs(hashes, 10) == flat
 
 
 def test_group_pairs_joins_components_largest_first():

@@ -398,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
             results["clothing"] = run_clothing(work, backbone, args.workers)
         if "speed" not in skip:
             say("indexing speed with and without the signals hook ...")
-            results["speed"] = indexing_speed(cs.folder, work, backbone, args.workers, reps=2 if args.quick else 3)
+            results["speed"] = indexing_speed(cs.folder, work, backbone, args.workers, reps=2)
         if "scale" not in skip:
             say(f"duplicates on {scale} synthetic photos ...")
             results["scale"] = time_at_scale(work, scale, backbone, say)

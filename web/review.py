@@ -10,6 +10,7 @@ from flask import abort
 from search import review
 from search.duplicates import COPIES, KINDS, SIMILAR_THRESHOLD, Pair, Tiers, find_tiers, groups_of
 from web.context import get_session, services
+from web.media import get_image
 from web.payloads import image_payload
 
 MAX_GROUPS = 500
@@ -95,6 +96,7 @@ def dismiss(image_ids: object, kind: object) -> int:
 
 def set_choice(image_id: int, choice: object) -> None:
     """:raise 400: not keep, remove or null. :raise 404: an unknown id."""
+    get_image(image_id)
     if choice is not None and choice not in review.CHOICES:
         abort(400, description="choice must be \"keep\", \"remove\" or null")
     svc = services()

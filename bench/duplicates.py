@@ -274,6 +274,8 @@ def imagededup_available() -> bool:
 def time_at_scale(work: Path, n: int, backbone, say: Callable[[str], None]) -> dict:
     """`find_tiers` on n photos of synthetic signals: random unit vectors and random hashes, with
     1 % planted copy pairs (a vector nudged, a hash with 8 bits flipped)."""
+    from sqlalchemy import insert
+
     from bench.synthetic import fill_library, random_unit
     from indexer.schema import ImageSignalsRow
     from indexer.signals import ImageSignals, signal_rows
@@ -299,7 +301,7 @@ def time_at_scale(work: Path, n: int, backbone, say: Callable[[str], None]) -> d
     with library.Session.begin() as s:
         for start in range(0, n, 20_000):
             s.execute(
-                ImageSignalsRow.__table__.insert(),
+                insert(ImageSignalsRow),
                 signal_rows(
                     (i + 1, ImageSignals(codes[i].tobytes(), codes[i].tobytes(), 100))
                     for i in range(start, min(n, start + 20_000))
@@ -453,7 +455,8 @@ def indexing_speed(folder: Path, work: Path, backbone, workers: int | None, reps
     sub.mkdir()
     for f in files:
         shutil.copyfile(f, sub / f.name)
-    with_signals, without = [], []
+    with_signals: list[float] = []
+    without: list[float] = []
     for r in range(reps):
         for on in (True, False):
             ctx = contextlib.nullcontext() if on else signals_disabled()

@@ -65,7 +65,7 @@ def compute_signals(img: Image.Image) -> ImageSignals:
     return ImageSignals(pack(bits), pack(mirror_bits), int(quality), trim)
 
 
-def content_box(gray: npt.NDArray[np.uint8]) -> tuple[int, int, int, int] | None:
+def content_box(gray: npt.NDArray) -> tuple[int, int, int, int] | None:
     """(top, bottom, left, right) of the photo inside its plain borders; None when it has no such
     border (or nothing much is left inside it)."""
     values = gray.astype(np.float32)

@@ -134,7 +134,6 @@ def stored_hashes(library: Library) -> Hashes:
 
     from indexer.schema import INDEXED, Image, ImageSignalsRow
 
-    rows = []
     stmt = (
         select(ImageSignalsRow.image_id, ImageSignalsRow.pdq, ImageSignalsRow.pdq_mirror, ImageSignalsRow.quality,
                ImageSignalsRow.pdq_trim)
@@ -155,7 +154,7 @@ def stored_hashes(library: Library) -> Hashes:
         codes([r[2] for r in rows]),
         np.asarray([r[3] for r in rows], dtype=np.int32),
         np.asarray([r[0] for r in trimmed], dtype=np.int64),
-        codes([r[4] for r in trimmed]),
+        codes([bytes(r[4]) for r in trimmed]),
     )
 
 
@@ -166,11 +165,12 @@ def _binary_index(codes: npt.NDArray[np.uint8], flat: bool):
 
     if flat:
         index = faiss.IndexBinaryFlat(HASH_BYTES * 8)
-    else:
-        index = faiss.IndexBinaryHash(HASH_BYTES * 8, HASH_BUCKET_BITS)
-        index.nflip = 1
-    index.add(codes)
-    return index
+        index.add(codes)
+        return index
+    buckets = faiss.IndexBinaryHash(HASH_BYTES * 8, HASH_BUCKET_BITS)
+    buckets.nflip = 1
+    buckets.add(codes)
+    return buckets
 
 
 def _steady_first(codes: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:

@@ -146,13 +146,14 @@ def dismiss(session: Session, image_ids: list[int], kind: str) -> int:
     if len(ids) > MAX_GROUP:
         raise ReviewError(f"at most {MAX_GROUP} photos at once")
     rows = rows_of(session, ids)
-    unknown = [i for i in ids if i not in rows or rows[i].hash is None]
+    hashes = {i: rows[i].hash for i in ids if i in rows}
+    unknown = [i for i in ids if hashes.get(i) is None]
     if unknown:
         raise ReviewError(f"no indexed image {unknown[0]}")
     values = []
     for a, b in combinations(ids, 2):
-        ha, hb = _hash_key(rows[a].hash, rows[b].hash)
-        first, second = (a, b) if ha == rows[a].hash else (b, a)
+        ha, hb = _hash_key(str(hashes[a]), str(hashes[b]))
+        first, second = (a, b) if ha == hashes[a] else (b, a)
         values.append(dict(kind=kind, hash_a=ha, hash_b=hb, image_a=first, image_b=second, set_at=utcnow()))
     session.execute(sqlite_insert(DismissedPair).on_conflict_do_nothing(), values)
     return len(values)
@@ -168,7 +169,7 @@ def dismissed_pairs(session: Session, kind: str) -> set[tuple[int, int]]:
     hashes = {h for pair in stored for h in pair}
     by_hash: dict[str, list[int]] = {}
     for image_id, h in session.execute(select(Image.id, Image.hash).where(Image.hash.is_not(None))):
-        if h in hashes:
+        if h is not None and h in hashes:
             by_hash.setdefault(h, []).append(image_id)
     out: set[tuple[int, int]] = set()
     for ha, hb in stored:

@@ -52,16 +52,16 @@ class Features:
     edges: npt.NDArray[np.float32]  # gradient magnitude, longer side SMALL_SIDE, for the comparison
 
 
-def _orb(gray: npt.NDArray[np.uint8]):
+def _orb(gray: npt.NDArray):
     import cv2
 
-    orb = cv2.ORB_create(nfeatures=ORB_FEATURES)
+    orb = cv2.ORB_create(nfeatures=ORB_FEATURES)  # type: ignore[attr-defined]
     keypoints, descriptors = orb.detectAndCompute(gray, None)
     points = np.array([k.pt for k in keypoints], dtype=np.float32).reshape(-1, 2)
     return points, descriptors
 
 
-def features_of_gray(gray: npt.NDArray[np.uint8]) -> Features:
+def features_of_gray(gray: npt.NDArray) -> Features:
     import cv2
 
     h, w = gray.shape
@@ -75,7 +75,7 @@ def features_of_gray(gray: npt.NDArray[np.uint8]) -> Features:
     return Features(points, descriptors, mirror_points, mirror_descriptors, _edges(small))
 
 
-def _edges(small: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+def _edges(small: npt.NDArray) -> npt.NDArray[np.float32]:
     import cv2
 
     x = cv2.GaussianBlur(small.astype(np.float32), (0, 0), 1.0)  # forgives a pixel of misalignment

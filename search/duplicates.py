@@ -147,14 +147,14 @@ def stored_hashes(library: Library) -> Hashes:
     def codes(blobs: list[bytes]) -> npt.NDArray[np.uint8]:
         return np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(len(blobs), HASH_BYTES)
 
-    trimmed = [r for r in rows if r[4] is not None]
+    trimmed = [(r[0], r[4]) for r in rows if r[4] is not None]
     return Hashes(
         np.asarray([r[0] for r in rows], dtype=np.int64),
         codes([r[1] for r in rows]),
         codes([r[2] for r in rows]),
         np.asarray([r[3] for r in rows], dtype=np.int32),
-        np.asarray([r[0] for r in trimmed], dtype=np.int64),
-        codes([bytes(r[4]) for r in trimmed]),
+        np.asarray([i for i, _ in trimmed], dtype=np.int64),
+        codes([blob for _, blob in trimmed]),
     )
 
 

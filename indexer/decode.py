@@ -16,6 +16,7 @@ import torch
 
 from indexer.backbone import Preprocess
 from indexer.imageio import ImageError, load_image
+from indexer.signals import ImageSignals, compute_signals
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Decoded:
     pixels: torch.Tensor | None
     facts: dict = field(default_factory=dict)
     error: str | None = None
+    signals: ImageSignals | None = None  # duplicate signals of the whole photo (indexer/signals.py)
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,11 @@ def decode_photo(root: Path, task: PhotoTask, preprocess: Preprocess) -> Decoded
             width=info.width, height=info.height, format=info.format,
             taken_at=info.taken_at, camera=info.camera,
         )
-        return Decoded(task.image_id, preprocess.crop_uint8(img), facts)
+        try:  # hashes of the whole, uncropped photo for the copies tier of duplicates
+            signals = compute_signals(img)
+        except Exception:  # a hash failure must not fail the photo; the next run retries it
+            signals = None
+        return Decoded(task.image_id, preprocess.crop_uint8(img), facts, None, signals)
     except ImageError as e:
         return Decoded(task.image_id, None, facts, str(e))
     except OSError as e:  # unreadable, vanished since the scan
@@ -83,6 +89,6 @@ def decode_batch(root: Path, tasks: Sequence[PhotoTask], preprocess: Preprocess)
     started = time.perf_counter()
     decoded = [decode_photo(root, task, preprocess) for task in tasks]
     good = [d.pixels for d in decoded if d.pixels is not None]
-    items = tuple(Decoded(d.image_id, None, d.facts, d.error) for d in decoded)
+    items = tuple(replace(d, pixels=None) for d in decoded)
     pixels = torch.stack(good) if good else None
     return DecodedBatch(items, pixels, time.perf_counter() - started)

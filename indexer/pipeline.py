@@ -27,6 +27,7 @@ from indexer.report import IndexReport
 from indexer.runners import Runner, get_runner
 from indexer.runners.local import _worker_init, default_workers
 from indexer.scan import scan
+from indexer.signals import backfill_signals
 from indexer.write import write_batch
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,10 @@ def index_folder(
                 write_batch(library, vectors, plan, batch, report)
                 bar.update(len(batch.items))
             bar.close()
+        # Photos indexed before duplicate signals existed get them now, once.
+        report.signals_backfilled = backfill_signals(
+            library, root, workers=default_workers() if workers is None else max(1, workers), progress=progress
+        )
         if dirty:
             library.save_vectors(vectors, clean=True)
     report.seconds = time.perf_counter() - started

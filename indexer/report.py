@@ -20,6 +20,7 @@ class IndexReport:
     seconds: float = 0.0
     embed_seconds: float = 0.0  # model time, summed over the processes that ran it
     decode_seconds: float = 0.0  # read + hash + decode + crop, summed over workers
+    signals_backfilled: int = 0  # duplicate signals computed for photos indexed before they existed
 
     @property
     def images_per_second(self) -> float:
@@ -37,4 +38,6 @@ class IndexReport:
             line += f", ignored {self.ignored} non-image files"
         if self.unreadable_dirs:
             line += f", unreadable folders {len(self.unreadable_dirs)}"
+        if self.signals_backfilled:
+            line += f", duplicate signals for {self.signals_backfilled} older photos"
         return line + f" in {self.seconds:.1f}s"

@@ -156,6 +156,54 @@ class NeighbourSource(Base):
     indexed_at: Mapped[datetime | None] = mapped_column()
 
 
+class ImageSignalsRow(Base):
+    """Duplicate signals of an image (indexer/signals.py): PDQ hashes of the whole photo and its mirror."""
+
+    __tablename__ = "image_signals"
+
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
+    )
+    pdq: Mapped[bytes] = mapped_column(LargeBinary)  # 256 bits, packed
+    pdq_mirror: Mapped[bytes] = mapped_column(LargeBinary)  # of the left-right mirrored photo
+    pdq_trim: Mapped[bytes | None] = mapped_column(LargeBinary)  # without plain borders; None: none
+    quality: Mapped[int] = mapped_column(Integer)  # PDQ's 0-100: below ~50 the hash says little
+    version: Mapped[int] = mapped_column(Integer)  # signals.SIGNALS_VERSION that computed it
+
+
+class DismissedPair(Base):
+    """Two photos a person reviewed as "not duplicates" in one tier (search/review.py).
+
+    Keyed by the files' content hashes (blake2b of the bytes), so the verdict outlives re-index
+    runs, moves and even a rebuilt library; the ids are kept for reference.
+    """
+
+    __tablename__ = "dismissed_pairs"
+
+    kind: Mapped[str] = mapped_column(String, primary_key=True)  # "copies" or "similar"
+    hash_a: Mapped[str] = mapped_column(String, primary_key=True)  # the smaller of the two hashes
+    hash_b: Mapped[str] = mapped_column(String, primary_key=True)
+    image_a: Mapped[int | None] = mapped_column(Integer)
+    image_b: Mapped[int | None] = mapped_column(Integer)
+    set_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DuplicateChoice(Base):
+    """A person's keep/remove choice for one photo of a duplicate group.
+
+    Keyed by image id (ids survive re-index runs and moves); not by content hash, since byte-identical
+    copies are exactly the photos that need different choices.
+    """
+
+    __tablename__ = "duplicate_choices"
+
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
+    )
+    choice: Mapped[str] = mapped_column(String)  # "keep" or "remove"
+    set_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 Index("ix_images_status_path", Image.status, Image.path)
 
 

@@ -13,7 +13,8 @@ from indexer.embed import EmbeddedBatch
 from indexer.library import Library
 from indexer.plan import Plan
 from indexer.report import IndexReport
-from indexer.schema import FAILED, INDEXED, Embedding, Image, utcnow
+from indexer.schema import FAILED, INDEXED, Embedding, Image, ImageSignalsRow, utcnow
+from indexer.signals import write_signals
 from indexer.vectors import VectorIndex
 
 
@@ -51,9 +52,11 @@ def store_rows(library: Library, batch: EmbeddedBatch) -> None:
                 [dict(image_id=it.image_id, vector=vec.tobytes())
                  for it, vec in zip(good, batch.vectors, strict=True)],
             )
+            write_signals(s, [(it.image_id, it.signals) for it in good if it.signals is not None])
         for it in bad:
             s.execute(
                 update(Image).where(Image.id == it.image_id)
                 .values(status=FAILED, error=it.error, indexed_at=now, **it.facts)
             )
             s.execute(delete(Embedding).where(Embedding.image_id == it.image_id))
+            s.execute(delete(ImageSignalsRow).where(ImageSignalsRow.image_id == it.image_id))

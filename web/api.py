@@ -8,7 +8,7 @@ from indexer.imageio import ImageError, load_image
 from indexer.library import LibraryError
 from indexer.schema import INDEXED
 from search.searcher import NotFound
-from web import labelling, library_facts
+from web import labelling, library_facts, review
 from web.browse import Filters, browse, facets, int_arg, known_labels
 from web.context import get_session, services
 from web.media import get_image
@@ -201,8 +201,24 @@ def search_upload():
 
 @bp.get("/duplicates")
 def duplicates():
-    threshold = library_facts.threshold_arg(request.args)
-    return jsonify(threshold=threshold, groups=library_facts.duplicate_groups(threshold))
+    """?kind=copies|similar (copies), ?threshold= (the similar tier's cosine)."""
+    return jsonify(review.duplicate_groups(review.kind_arg(request.args), review.threshold_arg(request.args)))
+
+
+@bp.post("/duplicates/dismiss")
+def dismiss_duplicates():
+    """{"image_ids": [...], "kind": "copies"}: these photos are not duplicates of each other, for good."""
+    data = json_body()
+    n = review.dismiss(data.get("image_ids"), data.get("kind", "copies"))
+    return jsonify(dismissed_pairs=n, image_ids=sorted(set(data["image_ids"])), kind=data.get("kind", "copies"))
+
+
+@bp.put("/duplicates/choices/<int:image_id>")
+def duplicate_choice(image_id: int):
+    """{"choice": "keep" | "remove" | null}: a person's decision for one photo of a group."""
+    choice = json_body().get("choice")
+    review.set_choice(image_id, choice)
+    return jsonify(image_id=image_id, choice=choice)
 
 
 @bp.get("/about")

@@ -1,75 +1,21 @@
-"""What the About and Duplicates pages show, computed once per state of the labels and index."""
+"""What the About page shows, computed once per state of the labels and index."""
 
 from __future__ import annotations
 
 import json
 import random
-from collections.abc import Mapping
 
-from flask import abort
-
-from search.duplicates import DEFAULT_THRESHOLD, find_duplicates, group_pairs
 from search.evaluate import EvalError, evaluate
-from search.neighbours import close_pairs
 from web import labelling
 from web.browse import facets
 from web.context import get_session, services
-from web.payloads import image_payload
 
-MAX_GROUPS = 500
-LISTS_FOR_DUPLICATES = 100_000  # beyond this many vectors duplicates come from the neighbour lists
 EVAL_SAMPLE = 20_000  # labelled photos evaluated at most (a fixed random sample beyond; the page says so)
-
-
-def threshold_arg(args: Mapping[str, str]) -> float:
-    """?threshold= as a cosine similarity in (0, 1]; the search layer's default when not given.
-
-    :raise 400: not a number in range.
-    """
-    raw = args.get("threshold")
-    if raw in (None, ""):
-        return DEFAULT_THRESHOLD
-    try:
-        value = float(raw)
-    except ValueError:
-        abort(400, description="threshold must be a number")
-    if not 0 < value <= 1:
-        abort(400, description="threshold must be in (0, 1]")
-    return value
 
 
 def _index_key() -> tuple:
     # The vectors change only when the indexer runs: adds, re-embeds and removals all show here.
     return tuple(services().library.vectors_fingerprint())
-
-
-def duplicate_groups(threshold: float) -> list[dict]:
-    """Near-duplicate groups, biggest first, each with its members' payloads and pair scores."""
-    svc = services()
-    groups = svc.memoized("duplicates", (threshold, _index_key()), lambda: _duplicates(threshold))
-    groups = sorted(groups, key=lambda g: -len(g.image_ids))[:MAX_GROUPS]
-    rows = labelling.rows_by_id(get_session(), (i for g in groups for i in g.image_ids))
-    out = []
-    for g in groups:
-        members = [image_payload(rows[i]) for i in g.image_ids if i in rows]
-        pairs = [_pair(p) for p in g.pairs]
-        best = max((p["score"] for p in pairs), default=None)
-        out.append({"images": members, "pairs": pairs, "best_score": best})
-    return out
-
-
-def _duplicates(threshold: float) -> list:
-    """Range search while the library is small; the stored neighbour lists beyond (one table pass)."""
-    svc = services()
-    if svc.searcher.index.ntotal <= LISTS_FOR_DUPLICATES:
-        return find_duplicates(svc.library, threshold=threshold)
-    svc.labeller.refresh()
-    return group_pairs(close_pairs(svc.library, threshold))
-
-
-def _pair(pair) -> dict:
-    a, b, score = pair
-    return {"a": int(a), "b": int(b), "score": round(float(score), 4)}
 
 
 def evaluation() -> dict | None:

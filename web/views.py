@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hmac
 
-from flask import Blueprint, redirect, render_template, request, session, url_for
+from flask import Blueprint, Response, redirect, render_template, request, session, url_for
 
-from web import labelling, library_facts
+from web import labelling, library_facts, review
 from web.browse import Filters, facets, int_arg, known_labels
 from web.browse import browse as browse_query
 from web.context import get_session, services
@@ -86,9 +86,18 @@ def queue():
 
 @bp.get("/duplicates")
 def duplicates():
-    threshold = library_facts.threshold_arg(request.args)
-    groups = library_facts.duplicate_groups(threshold)
-    return render_template("duplicates.html", groups=groups, threshold=threshold)
+    kind, threshold = review.kind_arg(request.args), review.threshold_arg(request.args)
+    return render_template("duplicates.html", **review.duplicate_groups(kind, threshold))
+
+
+@bp.get("/duplicates/remove.csv")
+def duplicates_csv():
+    """The review's removal plan: the paths to remove, as a CSV download."""
+    kind, threshold = review.kind_arg(request.args), review.threshold_arg(request.args)
+    return Response(
+        review.removal_csv(kind, threshold), mimetype="text/csv",
+        headers={"Content-Disposition": f"attachment; filename=lookalike-remove-{kind}.csv"},
+    )
 
 
 @bp.get("/about")

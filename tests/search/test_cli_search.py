@@ -15,7 +15,7 @@ from sqlalchemy import select
 from indexer.schema import Image
 from lookalike import cli_search
 from lookalike.cli import main
-from search.duplicates import DEFAULT_THRESHOLD
+from search.duplicates import SIMILAR_THRESHOLD
 from tests.conftest import SAMPLES
 
 
@@ -138,22 +138,24 @@ def test_eval_without_labels_is_a_clear_error(run, sample_library):
 
 
 def test_duplicates_json_and_text(run, sample_library):
-    result = run("duplicates", "--library", sample_library.path, "--json", "--threshold", 0.8)
+    result = run("duplicates", "--library", sample_library.path, "--json", "--kind", "similar", "--threshold", 0.8)
     assert result.exit_code == 0, result.output
     groups = json.loads(result.output)
     assert groups, "some sample photos are this alike"
     sizes = [len(g["image_ids"]) for g in groups]
     assert sizes == sorted(sizes, reverse=True)
     for g in groups:
-        assert len(g["paths"]) == len(g["image_ids"])
+        assert g["kind"] == "similar" and len(g["paths"]) == len(g["image_ids"])
         assert all(score > 0.8 for _, _, score in g["pairs"])
+        assert g["keep"]["image_id"] in g["image_ids"] and g["keep"]["reason"]
     result = run("duplicates", "--library", sample_library.path)
-    assert result.exit_code == 0 and f"above cosine {DEFAULT_THRESHOLD}" in result.output
+    # The 120 sample photos are all different pictures: no copies among them.
+    assert result.exit_code == 0 and result.output.startswith("0 groups of copies of the same photo")
 
 
 def test_the_help_shows_the_real_default_threshold(run):
-    assert cli_search.DEFAULT_DUPLICATE_THRESHOLD == DEFAULT_THRESHOLD
-    assert f"[{DEFAULT_THRESHOLD};" in run("duplicates", "--help").output
+    assert cli_search.DEFAULT_DUPLICATE_THRESHOLD == SIMILAR_THRESHOLD
+    assert f"[{SIMILAR_THRESHOLD}]" in run("duplicates", "--help").output
 
 
 def test_search_never_imports_upward():

@@ -52,6 +52,9 @@ def unlabelled_id(library) -> int:
         ("GET", "/api/images?from=yesterday", 400),
         ("GET", "/api/images/1/neighbours?k=many", 400),
         ("GET", "/api/duplicates?threshold=2", 400),
+        ("GET", "/api/duplicates?kind=twins", 400),
+        ("POST", "/api/duplicates/dismiss", 400),
+        ("PUT", "/api/duplicates/choices/999999", 404),
         ("POST", "/api/images", 405),
         ("GET", "/api/search", 405),
         ("POST", "/api/search", 400),
@@ -342,10 +345,52 @@ def test_about_without_labels_has_no_evaluation(sample_library, backbone):
 def test_duplicates_groups_each_copy_with_its_original(small_library, backbone):
     client = make_app(small_library, backbone).test_client()
     body = client.get("/api/duplicates").get_json()
+    assert body["kind"] == "copies" and body["missing_signals"] == 0
     groups = sorted(sorted(i["path"] for i in g["images"]) for g in body["groups"])
     assert groups == sorted(sorted(pair) for pair in small_library.copies.items())
-    assert all(g["pairs"][0]["score"] >= 0.95 for g in body["groups"])
-    assert client.get("/api/duplicates?threshold=0.9999").get_json()["groups"] == []
+    for g in body["groups"]:
+        originals = [i for i in g["images"] if i["path"] in small_library.copies.values()]
+        assert g["keep"]["image_id"] == originals[0]["id"] and g["keep"]["reason"]
+        assert [i["action"] for i in g["images"]] == ["keep" if i["suggested"] else "remove" for i in g["images"]]
+        assert all(p["hash_distance"] is not None or p["inliers"] is not None for p in g["pairs"])
+    similar = client.get("/api/duplicates?kind=similar&threshold=0.9999").get_json()
+    assert similar["kind"] == "similar" and similar["groups"] == []
+
+
+def test_dismissing_a_group_and_choosing_per_photo(small_library, backbone):
+    client = make_app(small_library, backbone).test_client()
+    groups = client.get("/api/duplicates").get_json()["groups"]
+    first = groups[0]
+    ids = [i["id"] for i in first["images"]]
+    kept = first["keep"]["image_id"]
+    other = next(i for i in ids if i != kept)
+
+    assert client.put(f"/api/duplicates/choices/{other}", json={"choice": "keep"}).get_json() == {
+        "image_id": other, "choice": "keep"}
+    after = client.get("/api/duplicates").get_json()["groups"]
+    mine = next(g for g in after if g["images"][0]["id"] in ids)
+    actions = {i["id"]: (i["action"], i["chosen"]) for i in mine["images"]}
+    assert actions == {kept: ("keep", False), other: ("keep", True)}
+    assert client.put(f"/api/duplicates/choices/{other}", json={"choice": "delete"}).status_code == 400
+    assert client.put(f"/api/duplicates/choices/{other}", json={"choice": None}).status_code == 200
+
+    body = client.post("/api/duplicates/dismiss", json={"image_ids": ids, "kind": "copies"}).get_json()
+    assert body == {"dismissed_pairs": 1, "image_ids": sorted(ids), "kind": "copies"}
+    left = client.get("/api/duplicates").get_json()["groups"]
+    assert len(left) == len(groups) - 1 and all(g["images"][0]["id"] not in ids for g in left)
+    assert error_of(client.post("/api/duplicates/dismiss", json={"image_ids": [ids[0]]}))["status"] == 400
+    assert error_of(client.post("/api/duplicates/dismiss", json={"image_ids": "1,2"}))["status"] == 400
+    assert error_of(client.post("/api/duplicates/dismiss", json={"image_ids": ids, "kind": "x"}))["status"] == 400
+    assert error_of(client.post("/api/duplicates/dismiss", json={"image_ids": [ids[0], 999999]}))["status"] == 404
+
+
+def test_the_removal_csv_download(small_library, backbone):
+    client = make_app(small_library, backbone).test_client()
+    response = client.get("/duplicates/remove.csv")
+    assert response.status_code == 200 and response.mimetype == "text/csv"
+    lines = response.get_data(as_text=True).splitlines()
+    assert lines[0] == "path,image_id,kept,kind"
+    assert sorted(line.split(",")[0] for line in lines[1:]) == sorted(small_library.copies)
 
 
 def test_status_for_health_checks(client):

@@ -15,7 +15,8 @@ from sqlalchemy import func, select
 from werkzeug.serving import make_server
 
 from indexer.library import Library
-from indexer.schema import INDEXED, Image, Label
+from indexer.schema import INDEXED, DuplicateChoice, Image, Label
+from search.review import dismissed_pairs
 from tests.web.library_setup import ARTIFACTS, label_every_other, make_app, near_duplicate_of
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -190,14 +191,44 @@ def test_queue_accepts_with_a_key_and_skips(page, live_library):
     expect(page.locator("#q-path")).not_to_have_text(before)
 
 
-def test_duplicates_and_about_pages(page, live_library):
+def test_duplicates_review_ends_in_choices_and_dismissals(page, live_library):
     page.goto("/duplicates")
+    expect(page.locator("#tier-copies")).to_have_attribute("aria-current", "page")
     groups = page.locator(".group")
     expect(groups).to_have_count(2)
     paths = sorted(sorted(g.locator(".name").all_text_contents()) for g in groups.all())
     assert paths == sorted(sorted(pair) for pair in live_library.copies.items())
+    first = groups.first
+    expect(first.locator(".keep-reason")).to_contain_text("keep suggested:")
+    suggested = first.locator(".tile:has(.chip.suggested)")
+    expect(suggested).to_have_count(1)
+    expect(suggested.locator("input[value=keep]")).to_be_checked()
     shot(page, "duplicates")
 
+    # Keep the other copy too: the choice is stored at once.
+    other = first.locator(".tile:not(:has(.chip.suggested))").first
+    other_id = int(other.get_attribute("data-id"))
+    other.locator("input[value=keep]").check()
+    expect(other).to_have_attribute("data-saved", "keep")
+    with live_library.Session() as s:
+        assert s.get(DuplicateChoice, other_id).choice == "keep"
+
+    # "Not duplicates": the group leaves the page, and stays away after a reload.
+    ids = sorted(int(t.get_attribute("data-id")) for t in first.locator(".tile").all())
+    first.locator("button.dismiss").click()
+    expect(page.locator(".group")).to_have_count(1)
+    with live_library.Session() as s:
+        assert (ids[0], ids[1]) in dismissed_pairs(s, "copies")
+    page.reload()
+    expect(page.locator(".group")).to_have_count(1)
+
+    page.click("#tier-similar")
+    expect(page.locator("#tier-similar")).to_have_attribute("aria-current", "page")
+    expect(page.locator("#threshold")).to_be_visible()
+    shot(page, "duplicates-similar")
+
+
+def test_about_page(page):
     page.goto("/about")
     expect(page.locator("#label-counts")).to_contain_text("hat")
     expect(page.locator("#backbone")).to_contain_text("efficientnet_lite0")

@@ -1,4 +1,4 @@
-"""Pages that switch to bounded work in large libraries: sampled evaluation, duplicates from the lists."""
+"""Pages that switch to bounded work in large libraries: the About page's sampled evaluation."""
 
 from __future__ import annotations
 
@@ -18,10 +18,3 @@ def test_about_says_when_the_evaluation_is_sampled(client, monkeypatch):
     assert said and said.group(1) == "30" and said.group(2) == labelled
     assert "Each of the 30 labelled photos" in page
 
-
-def test_duplicates_from_the_neighbour_lists_match_the_range_search(client, monkeypatch):
-    exact = client.get("/api/duplicates?threshold=0.8").get_json()
-    monkeypatch.setattr(library_facts, "LISTS_FOR_DUPLICATES", 10)  # 120 photos count as large
-    from_lists = client.get("/api/duplicates?threshold=0.8").get_json()
-    assert exact == from_lists
-    assert exact["groups"]  # the sample photos do have pairs above 0.8

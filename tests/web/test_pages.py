@@ -79,6 +79,8 @@ def test_queue_duplicates_about_pages(client):
     assert 'id="queue"' in client.get("/queue").get_data(as_text=True)
     assert "Near-duplicates" in client.get("/duplicates").get_data(as_text=True)
     assert client.get("/duplicates?threshold=abc").status_code == 400
+    assert client.get("/duplicates?kind=twins").status_code == 400
+    assert 'aria-current="page"' in client.get("/duplicates?kind=similar").get_data(as_text=True)
     about = client.get("/about").get_data(as_text=True)
     assert "efficientnet_lite0" in about and 'id="knn-accuracy"' in about and "1280" in about
 
@@ -86,7 +88,7 @@ def test_queue_duplicates_about_pages(client):
 def test_static_files_and_no_cdn(client):
     html = client.get("/").get_data(as_text=True)
     assert "http://" not in html and "https://" not in html  # works offline
-    for name in ("style.css", "app.js", "image.js", "search.js", "queue.js", "icon.svg"):
+    for name in ("style.css", "app.js", "image.js", "search.js", "queue.js", "duplicates.js", "icon.svg"):
         assert client.get(f"/static/{name}").status_code == 200
 
 

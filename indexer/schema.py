@@ -143,6 +143,18 @@ class SuggestedLabel(Base):
     margin: Mapped[float] = mapped_column(Float, index=True)  # winner's share - runner-up's
 
 
+class MapPoint(Base):
+    """An image's place on the collection map (search/layout.py computes it from the vectors)."""
+
+    __tablename__ = "map_points"
+
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
+    )
+    x: Mapped[float] = mapped_column(Float)  # within [-1, 1]
+    y: Mapped[float] = mapped_column(Float)
+
+
 Index("ix_images_status_path", Image.status, Image.path)
 
 

@@ -86,7 +86,8 @@ class MapReport:
         if self.refitted:
             rest = self.total - self.sample
             more = f", placed {rest} more by their neighbours" if rest else ""
-            return f"map of {self.total} photos: {self.method} layout fitted on {self.sample}{more} ({self.seconds:.1f}s)"
+            fitted = f"{self.method} layout fitted on {self.sample}{more}"
+            return f"map of {self.total} photos: {fitted} ({self.seconds:.1f}s)"
         if self.placed:
             return f"map of {self.total} photos: placed {self.placed} new ({self.seconds:.1f}s)"
         return f"map of {self.total} photos: up to date"

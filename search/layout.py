@@ -292,7 +292,7 @@ def _scatter(out: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None:
 
 def place(fit: Fit, reduced: npt.NDArray[np.float32], k: int = PLACE_NEIGHBOURS) -> npt.NDArray[np.float32]:
     """Positions [N, 2] of photos from their reduced vectors: the weighted mean of their nearest
-    fitted points' positions (a photo identical to a fitted one lands on it)."""
+    fitted points' positions (weights as in fuzzy_weights: the nearest counts fully)."""
     reduced = np.asarray(reduced, dtype=np.float32)
     out = np.empty((len(reduced), 2), dtype=np.float32)
     if not len(reduced):

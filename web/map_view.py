@@ -38,10 +38,16 @@ class MapJob:
         self._suggestions_ready = False
         self.error: str | None = None
         self._failed_at = 0.0
+        self._phase = "layout"
 
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def laying_out(self) -> bool:
+        """Whether the points themselves are being computed (not only the suggestions after them)."""
+        return self.running and self._phase == "layout"
 
     def poke(self, *, refit: bool = False) -> bool:
         """Start the computation if the map is behind (or `refit`); True while one is running."""
@@ -56,6 +62,7 @@ class MapJob:
             if not behind.total:
                 return False
             self._refit = refit
+            self._phase = "layout"
             self._thread = threading.Thread(target=self._run, name="lookalike-map", daemon=True)
             self._thread.start()
             return True
@@ -71,6 +78,7 @@ class MapJob:
             log.exception("computing the map of %s failed", self.library.path)
             self.error, self._failed_at = str(e) or type(e).__name__, time.monotonic()
             return
+        self._phase = "suggestions"
         try:
             # Suggested labels colour the map: have them once, as `lookalike serve` warms them up.
             self.labeller.refresh()
@@ -100,13 +108,15 @@ def page():
 def api_map():
     """Every photo's point as columns; see web/API.md. Starts the layout in the background if it is behind."""
     map_job = job()
-    computing = map_job.poke()
+    map_job.poke()
+    computing = map_job.laying_out
     library = services().library
     state = MapState.load(library)
     meta = library.meta()
     key = (state.computed_at if state else None, labelling.label_version(get_session()), meta.get(SUGGESTIONS_STATE))
     body = services().memoized("map", key, lambda: _columns_json(library, state))
-    status = json.dumps({"computing": computing, "error": map_job.error})
+    status = json.dumps({"computing": computing, "suggesting": map_job.running and not computing,
+                         "error": map_job.error})
     # The cached body is a JSON object: add this request's status without re-encoding the columns.
     return Response(body[:-1] + ',"status":' + status + "}", mimetype="application/json")
 
@@ -115,7 +125,7 @@ def api_map():
 def refit():
     """Fit the layout again in the background (202); GET /api/map shows when it is done."""
     job().poke(refit=True)
-    return Response(json.dumps({"status": {"computing": True, "error": None}}), 202, mimetype="application/json")
+    return Response(json.dumps({"status": {"computing": True, "suggesting": False, "error": None}}), 202, mimetype="application/json")
 
 
 def _columns_json(library: Library, state: MapState | None) -> str:

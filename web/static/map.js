@@ -540,7 +540,7 @@
     else if (data.downsampled) note(`Showing a random ${data.shown.toLocaleString()} of ${data.count.toLocaleString()} photos, so that the page stays fast.`);
     else if (!n) note("No indexed photos yet: index some, then come back.");
     else note("");
-    if (s.computing) schedule();
+    if (s.computing || s.suggesting) schedule();
     window.LKMap.ready = true;
     window.LKMap.readyAt = performance.now();
   }

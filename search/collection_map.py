@@ -19,7 +19,7 @@ from datetime import datetime
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import delete, func, insert, or_, select
+from sqlalchemy import ColumnElement, delete, func, insert, or_, select
 
 from indexer.library import Library
 from indexer.schema import INDEXED, Embedding, Image, Label, MapPoint, Meta, SuggestedLabel, utcnow
@@ -102,7 +102,7 @@ def _latest_indexed(library: Library) -> datetime | None:
 
 
 def _stale_filter(state: MapState | None):
-    stale = MapPoint.image_id.is_(None)
+    stale: ColumnElement[bool] = MapPoint.image_id.is_(None)
     if state is not None and state.updated_to:
         stale = or_(stale, Image.indexed_at > datetime.fromisoformat(state.updated_to))
     return stale

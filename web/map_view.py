@@ -125,7 +125,8 @@ def api_map():
 def refit():
     """Fit the layout again in the background (202); GET /api/map shows when it is done."""
     job().poke(refit=True)
-    return Response(json.dumps({"status": {"computing": True, "suggesting": False, "error": None}}), 202, mimetype="application/json")
+    status = {"computing": True, "suggesting": False, "error": None}
+    return Response(json.dumps({"status": status}), 202, mimetype="application/json")
 
 
 def _columns_json(library: Library, state: MapState | None) -> str:

@@ -1,4 +1,4 @@
-"""The 2-D layout on the real vectors of the sample photos: similar photos land together, new ones by their neighbours."""
+"""The 2-D layout on the sample photos' real vectors: similar photos land together, new ones by their neighbours."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Map page in a real Chromium against a live server: draw, hover, lasso a cluster, label it, find it in SQLite.
+"""The Map page in a real Chromium on a live server: draw, hover, lasso a cluster, label it, find it in SQLite.
 
 Screenshots go to tests/artifacts/ (map.png, map-lasso.png, map-labelled.png).
 """
@@ -11,8 +11,14 @@ import pytest
 from sqlalchemy import select
 
 from indexer.schema import INDEXED, Image, Label
+from tests.web import test_browser
 from tests.web.library_setup import ARTIFACTS
-from tests.web.test_browser import browser, live_library, live_server, page  # noqa: F401 (fixtures)
+
+# The live server, its library and the Chromium page of the browser tests, as fixtures here too.
+browser = test_browser.browser
+live_library = test_browser.live_library
+live_server = test_browser.live_server
+page = test_browser.page
 
 playwright = pytest.importorskip("playwright.sync_api")
 from playwright.sync_api import expect  # noqa: E402

@@ -168,6 +168,8 @@
     if (dirty && renderer) {
       dirty = false;
       renderer.draw(pointSize());
+      window.LKMap.draws++;
+      if (n && !window.LKMap.drawnAt) window.LKMap.drawnAt = performance.now();
     }
     requestAnimationFrame(frame);
   }
@@ -548,6 +550,8 @@
   // For tests and benchmarks: where a photo is drawn, and what is selected.
   window.LKMap = {
     ready: false,
+    drawnAt: 0, // when the first frame with points was drawn (ms since navigation)
+    draws: 0,
     get renderer() { return renderer && renderer.kind; },
     toScreen(id) {
       const i = indexOf.get(id);

@@ -161,6 +161,12 @@ class ImageSignalsRow(Base):
 
     __tablename__ = "image_signals"
 
+
+class MapPoint(Base):
+    """An image's place on the collection map (search/layout.py computes it from the vectors)."""
+
+    __tablename__ = "map_points"
+
     image_id: Mapped[int] = mapped_column(
         ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
     )
@@ -202,6 +208,10 @@ class DuplicateChoice(Base):
     )
     choice: Mapped[str] = mapped_column(String)  # "keep" or "remove"
     set_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+    x: Mapped[float] = mapped_column(Float)  # within [-1, 1]
+    y: Mapped[float] = mapped_column(Float)
 
 
 Index("ix_images_status_path", Image.status, Image.path)

@@ -54,12 +54,13 @@ def create_app(settings: Settings | None = None, *, searcher: Searcher | None = 
         thumbnails=Thumbnails(searcher.library.path / "thumbs"),
     )
 
-    from web import api, errors, media, security, views
+    from web import api, errors, map_view, media, security, views
 
     security.init_app(app)
     errors.init_app(app)
     app.register_blueprint(views.bp)
     app.register_blueprint(media.bp)
     app.register_blueprint(api.bp, url_prefix="/api")
+    app.register_blueprint(map_view.bp)
     app.teardown_appcontext(close_session)
     return app

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from indexer.backbone import Backbone
 from indexer.imageio import ImageError, load_image
 from indexer.library import Library, LibraryError
-from indexer.scan import FileEntry, scan
+from indexer.scan import FileEntry, OutsideRoot, open_inside, scan
 from indexer.schema import FAILED, INDEXED, PENDING, Embedding, Image, utcnow
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class PhotoDataset(Dataset):
         image_id, rel = self.items[i]
         facts: dict = {}
         try:
-            data = (self.root / rel).read_bytes()
+            data = open_inside(self.root, self.root / rel).read_bytes()  # no link out of the root
             facts["hash"] = file_hash(data)
             img, info = load_image(data, min_side=self.min_side)
             facts.update(
@@ -117,6 +117,8 @@ class PhotoDataset(Dataset):
             return Decoded(image_id, None, facts, str(e))
         except OSError as e:  # unreadable, vanished since the scan
             return Decoded(image_id, None, facts, f"unreadable file: {e}")
+        except OutsideRoot:  # made a link out of the root since the scan
+            return Decoded(image_id, None, facts, "outside the photo folder: a link to another place")
         except Exception as e:  # preprocessing of a strange image: never stop the batch
             return Decoded(image_id, None, facts, f"corrupt image: {type(e).__name__}: {e}")
 
@@ -266,7 +268,7 @@ def _check_library(library: Library, root: Path, backbone: Backbone, reembed: bo
             f"use another --library for another collection"
         )
     have, want = library.identity(), backbone.identity()
-    if have and have != want:
+    if have and (have != want or reembed):  # --reembed re-embeds every photo, same backbone or not
         if not reembed:
             differ = ", ".join(f"{k} {have.get(k)!r} -> {want[k]!r}" for k in want if have.get(k) != want[k])
             raise LibraryError(

@@ -7,15 +7,22 @@ from pathlib import Path
 
 import click
 
-from lookalike.options import backbone_options, library_option, open_library, run_index, settings_from
+from lookalike.options import (
+    backbone_options,
+    library_option,
+    open_library,
+    run_index,
+    setting_type,
+    settings_from,
+)
 
 
 @click.command()
 @click.argument("photos", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @library_option
 @backbone_options
-@click.option("--batch-size", type=click.IntRange(1, 4096), default=None, help="Images per batch [32].")
-@click.option("--workers", type=click.IntRange(0, 64), default=None,
+@click.option("--batch-size", type=setting_type("batch_size"), default=None, help="Images per batch [32].")
+@click.option("--workers", type=setting_type("workers"), default=None,
               help="Worker processes [cores, at most 8]; on a CPU each decodes and embeds its own batches; "
                    "0 does all in this process.")
 @click.option("--reembed", is_flag=True, help="Re-embed every photo (after changing the backbone).")

@@ -184,23 +184,24 @@ def load_image(
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = _open(source)
             fmt = img.format
-            orientation, taken_at, camera = _exif_facts(img)
             width, height = img.size
             if width < 1 or height < 1:
                 raise ImageError("degenerate image", f"{width}x{height} pixels")
-            if orientation in (5, 6, 7, 8):
-                width, height = height, width
-            if getattr(img, "is_animated", False):
-                img.seek(0)  # first frame stands for an animation
             if min_side and fmt == "JPEG":
                 if min(img.size) >= 2 * min_side:
                     # Pillow picks the largest of 1/2, 1/4, 1/8 that keeps both sides >= these.
                     img.draft("RGB", (min_side, min_side))
+            # Before anything reads pixels: a PNG's getexif() decodes the whole image.
             if max_bytes is not None and decoded_bytes(img) > max_bytes:
                 raise ImageError(
                     TOO_LARGE, f"{img.size[0]}x{img.size[1]} {img.mode} pixels take "
                     f"{decoded_bytes(img) / 2**20:.0f} MiB decoded, over the {max_bytes / 2**20:.0f} MiB allowed"
                 )
+            orientation, taken_at, camera = _exif_facts(img)
+            if orientation in (5, 6, 7, 8):
+                width, height = height, width
+            if getattr(img, "is_animated", False):
+                img.seek(0)  # first frame stands for an animation
             img.load()
             try:
                 img = ImageOps.exif_transpose(img)

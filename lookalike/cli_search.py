@@ -30,12 +30,16 @@ def resolve_query(library, query: str) -> int | Path:
 
     with library.Session() as s:
         # An id is a 64-bit SQLite integer: a longer number can only be a file name.
-        if query.isdigit() and int(query) < 2**63 and s.get(Image, int(query)) is not None:
+        if query.isdigit() and len(query) <= 19 and int(query) < 2**63 and s.get(Image, int(query)) is not None:
             return int(query)
         candidates = [query.replace("\\", "/").removeprefix("./")]
         root = library.root
         path = Path(query).expanduser()
-        if root is not None and path.exists():
+        try:
+            exists, is_file = path.exists(), path.is_file()
+        except OSError:  # a name too long for the file system, say: no such file
+            exists = is_file = False
+        if root is not None and exists:
             try:
                 candidates.append(path.resolve().relative_to(root).as_posix())
             except ValueError:
@@ -44,7 +48,7 @@ def resolve_query(library, query: str) -> int | Path:
             image_id = s.scalar(select(Image.id).where(Image.path == rel))
             if image_id is not None:
                 return int(image_id)
-    if path.is_file():
+    if is_file:
         return path
     raise click.ClickException(
         f"{query!r} is not an image id, a path in the library ({root}) or an image file"

@@ -3,11 +3,13 @@
 A 418 KB PNG can hold 10000 x 9999 RGBA pixels: under Pillow's bomb limit (the indexer's, 100 MP),
 yet ~2.5 GB to decode and convert. An upload is refused (413) when its decoded pixels would
 take more than MAX_DECODED_BYTES, judged from its header after reduced-scale decoding (JPEGs),
-and at most DECODE_SLOTS uploads are decoded and embedded at a time; the others wait their turn.
+and DECODE_SLOTS uploads (one) are decoded and embedded at a time; the others wait their turn.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,10 +22,31 @@ from indexer.imageio import TOO_LARGE, ImageError, PhotoInfo, load_image
 # 24 MP at 4 bytes a pixel (Pillow keeps RGB in 4): a quarter of what the indexer decodes, enough
 # for any JPEG (decoded at 1/8 scale when large) and for PNG/WebP/HEIC photos up to 24 MP.
 MAX_DECODED_BYTES = 96 * 2**20
-DECODE_SLOTS = 2
+# One at a time: queries are embedded one at a time anyway (Searcher), and a second decode would
+# double the peak memory for little gain.
+DECODE_SLOTS = 1
 WAIT_SECONDS = 60  # longer than a queue of uploads takes; beyond it the server is overloaded (503)
 
 _slots = threading.BoundedSemaphore(DECODE_SLOTS)  # per process: memory is per process
+
+
+def _malloc_trim():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: its allocator may keep less anyway
+        return None
+
+
+_trim = _malloc_trim()
+
+
+def give_back_memory() -> None:
+    """Return freed memory to the system (glibc). Pillow allocates decoded pixels in 16 MB blocks,
+    which glibc serves from the decoding thread's own arena and keeps there once freed: without
+    this, every server thread would hold on to the peak of the largest upload it ever decoded, and
+    one decode at a time would still add up to one peak per thread."""
+    if _trim is not None:
+        _trim(0)
 
 
 @contextmanager
@@ -37,6 +60,7 @@ def decode_slot() -> Iterator[None]:
     try:
         yield
     finally:
+        give_back_memory()
         _slots.release()
 
 

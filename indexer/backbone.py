@@ -162,11 +162,15 @@ def _torchvision_builder(arch: str, weights_enum: str) -> Callable[[Path | None]
                     f"into $TORCH_HOME/hub/checkpoints/ or pass --weights FILE"
                 ) from None
             model.load_state_dict(sd)
-        # Pre-logits features: drop the classifier's final linear layer.
-        if hasattr(model, "fc"):
-            model.fc = torch.nn.Identity()
+        # Pre-logits features: the classifier's final linear layer leaves the forward pass, and is
+        # kept as `imagenet_head` for classify().
+        if isinstance(model, torchvision.models.ResNet):
+            head, model.fc = model.fc, torch.nn.Identity()
         else:
-            model.classifier[-1] = torch.nn.Identity()
+            classifier = model.get_submodule("classifier")
+            assert isinstance(classifier, torch.nn.Sequential)  # ConvNeXt's and EfficientNet's
+            head, classifier[-1] = classifier[-1], torch.nn.Identity()
+        model.imagenet_head = head
         return model
 
     return build
@@ -358,9 +362,19 @@ class Backbone:
 
     @torch.inference_mode()
     def classify(self, images: list[Image.Image]) -> torch.Tensor:
-        """ImageNet class probabilities (only for backbones that keep a classifier head)."""
+        """ImageNet-1k class probabilities [B, 1000], float32 on the CPU.
+
+        timm models keep their classifier in the forward pass; torchvision ones had it taken out
+        for the features, and apply it to them here. Raises BackboneError for a model without one.
+        """
         batch = torch.stack([self.transform(im) for im in images]).to(self.device)
-        return self.model(batch).float().softmax(dim=1).cpu()
+        if hasattr(self.model, "forward_head"):  # timm
+            logits = self.model(batch)
+        elif isinstance(head := getattr(self.model, "imagenet_head", None), torch.nn.Module):
+            logits = head(self.features(batch))
+        else:
+            raise BackboneError(f"{self.name} has no ImageNet classifier to classify with")
+        return logits.float().softmax(dim=1).cpu()
 
 
 def list_backbones() -> dict[str, str]:

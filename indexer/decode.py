@@ -16,6 +16,7 @@ import torch
 
 from indexer.backbone import Preprocess
 from indexer.imageio import ImageError, load_image
+from indexer.scan import OutsideRoot, open_inside
 from indexer.signals import ImageSignals, compute_signals
 
 
@@ -64,7 +65,7 @@ def decode_photo(root: Path, task: PhotoTask, preprocess: Preprocess) -> Decoded
     """Read, hash, decode and crop one photo. Never raises: a bad file yields its error."""
     facts: dict = {}
     try:
-        data = (root / task.path).read_bytes()
+        data = open_inside(root, root / task.path).read_bytes()  # no link out of the root
         facts["hash"] = file_hash(data)
         img, info = load_image(data, min_side=preprocess.resize)
         facts.update(
@@ -80,6 +81,8 @@ def decode_photo(root: Path, task: PhotoTask, preprocess: Preprocess) -> Decoded
         return Decoded(task.image_id, None, facts, str(e))
     except OSError as e:  # unreadable, vanished since the scan
         return Decoded(task.image_id, None, facts, f"unreadable file: {e}")
+    except OutsideRoot:  # made a link out of the root since the scan
+        return Decoded(task.image_id, None, facts, "outside the photo folder: a link to another place")
     except Exception as e:  # preprocessing of a strange image: never stop the batch
         return Decoded(task.image_id, None, facts, f"corrupt image: {type(e).__name__}: {e}")
 

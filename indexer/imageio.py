@@ -23,6 +23,33 @@ except ImportError:  # pragma: no cover
 MAX_PIXELS = 100_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 logging.getLogger("PIL").setLevel(logging.CRITICAL)  # decoder chatter; failures are recorded instead
+
+
+def _silence_libtiff() -> None:
+    """Stop libtiff printing its own errors and warnings on stderr (through the progress bar).
+
+    Pillow reports a failed TIFF decode as an exception, which becomes the file's recorded reason;
+    libtiff's global handlers would also print "TIFFFillStrip: Read error on strip 0 ..." straight
+    to file descriptor 2. Linux: the libtiff Pillow loaded is found in /proc/self/maps.
+    """
+    import ctypes
+
+    from PIL import _imaging  # noqa: F401 - loads the libtiff Pillow links against
+
+    try:
+        with open("/proc/self/maps") as maps:
+            path = next((line.split()[-1] for line in maps if "/libtiff" in line), None)
+        if path is None:
+            return
+        libtiff = ctypes.CDLL(path)
+        for setter in (libtiff.TIFFSetErrorHandler, libtiff.TIFFSetWarningHandler):
+            setter.argtypes, setter.restype = [ctypes.c_void_p], ctypes.c_void_p
+            setter(None)
+    except (OSError, AttributeError):  # not Linux, or a libtiff without these: only the noise stays
+        return
+
+
+_silence_libtiff()
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 EXTENSIONS = frozenset(
@@ -38,6 +65,9 @@ _DATETIME = 0x0132
 _MAKE = 0x010F
 _MODEL = 0x0110
 _ORIENTATION = 0x0112
+
+
+TOO_LARGE = "too large to decode"  # ImageError.reason of an image over load_image's max_bytes
 
 
 class ImageError(Exception):
@@ -94,7 +124,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
         # High bit depth: scale the actual range to 0..255 rather than clipping at 255.
         a = np.asarray(img, dtype=np.float32)
         lo, hi = float(a.min()), float(a.max())
-        a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+        a -= lo  # in place: a 100 MP image holds one float copy, not three
+        a *= 255.0 / (hi - lo) if hi > lo else 0.0
         return Image.fromarray(a.astype(np.uint8), "L").convert("RGB")
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
@@ -109,21 +140,42 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+# Bytes per pixel of Pillow's decoded buffer by mode; every other mode takes 4 (RGB included).
+BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
+
+
+def decoded_bytes(img: Image.Image) -> int:
+    """What decoding `img` at its current (possibly drafted) size will allocate for its pixels."""
+    return img.size[0] * img.size[1] * BYTES_PER_PIXEL.get(img.mode, 4)
+
+
+class _InMemory(io.BytesIO):
+    """Bytes handed to Pillow, named as such in its messages, not as '<_io.BytesIO object at 0x...>'."""
+
+    def __repr__(self) -> str:
+        return f"<{len(self.getbuffer())} bytes>"
+
+
 def _open(source: Path | bytes) -> Image.Image:
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise ImageError("empty file", "0 bytes")
-        return Image.open(io.BytesIO(source))
+        return Image.open(_InMemory(source))
     if source.stat().st_size == 0:
         raise ImageError("empty file", "0 bytes")
     return Image.open(source)
 
 
-def load_image(source: Path | bytes, min_side: int | None = None) -> tuple[Image.Image, PhotoInfo]:
+def load_image(
+    source: Path | bytes, min_side: int | None = None, *, max_bytes: int | None = None
+) -> tuple[Image.Image, PhotoInfo]:
     """Decode a file or in-memory bytes into an upright RGB image and its facts.
 
     With `min_side`, JPEGs are decoded at a reduced scale (Pillow's `draft`) as long as the shorter
     side stays at least `min_side`: a 12 MP photo then decodes about 8x faster.
+    With `max_bytes`, an image whose pixels would take more than that once decoded (after any
+    reduced-scale decoding; `decoded_bytes`) is refused before a byte is decoded: ImageError
+    with reason TOO_LARGE.
     Raises ImageError for anything that is not a usable image; never anything else.
     """
     try:
@@ -132,18 +184,24 @@ def load_image(source: Path | bytes, min_side: int | None = None) -> tuple[Image
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = _open(source)
             fmt = img.format
-            orientation, taken_at, camera = _exif_facts(img)
             width, height = img.size
             if width < 1 or height < 1:
                 raise ImageError("degenerate image", f"{width}x{height} pixels")
+            if min_side and fmt == "JPEG":
+                if min(img.size) >= 2 * min_side:
+                    # Pillow picks the largest of 1/2, 1/4, 1/8 that keeps both sides >= these.
+                    img.draft("RGB", (min_side, min_side))
+            # Before anything reads pixels: a PNG's getexif() decodes the whole image.
+            if max_bytes is not None and decoded_bytes(img) > max_bytes:
+                raise ImageError(
+                    TOO_LARGE, f"{img.size[0]}x{img.size[1]} {img.mode} pixels take "
+                    f"{decoded_bytes(img) / 2**20:.0f} MiB decoded, over the {max_bytes / 2**20:.0f} MiB allowed"
+                )
+            orientation, taken_at, camera = _exif_facts(img)
             if orientation in (5, 6, 7, 8):
                 width, height = height, width
             if getattr(img, "is_animated", False):
                 img.seek(0)  # first frame stands for an animation
-            if min_side and fmt == "JPEG":
-                scale = min(img.size) / min_side
-                if scale >= 2:
-                    img.draft("RGB", (img.size[0] / scale, img.size[1] / scale))
             img.load()
             try:
                 img = ImageOps.exif_transpose(img)

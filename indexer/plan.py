@@ -40,7 +40,7 @@ def check_library(library: Library, root: Path, backbone: Backbone, reembed: boo
             f"use another --library for another collection"
         )
     have, want = library.identity(), backbone.identity()
-    if have and have != want:
+    if have and (have != want or reembed):  # --reembed re-embeds every photo, same backbone or not
         if not reembed:
             differ = ", ".join(f"{k} {have.get(k)!r} -> {want[k]!r}" for k in want if have.get(k) != want[k])
             raise LibraryError(

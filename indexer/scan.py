@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,18 +25,54 @@ class FileEntry:
 class ScanResult:
     files: list[FileEntry] = field(default_factory=list)
     unreadable_dirs: list[str] = field(default_factory=list)
-    skipped_links: int = 0
-    ignored: int = 0  # files whose extension is not an image format's
+    skipped_links: int = 0  # loops, dangling links, links that lead out of the root
+    ignored: int = 0  # files whose extension is not an image format's, and non-regular files
+
+
+class OutsideRoot(LookupError):
+    """A path that leads out of the photo root (a '..', an absolute path, or a symlink)."""
+
+
+def inside(real_root: str, path: str) -> bool:
+    """Whether `path`, with every symlink resolved, is `real_root` (resolved) or under it."""
+    real = os.path.realpath(path)
+    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
+
+
+def open_inside(root: Path, path: Path) -> Path:
+    """`path` resolved, if it is a regular file inside `root` once every symlink is followed.
+
+    Raises OutsideRoot otherwise, FileNotFoundError if it is gone. The indexer reads, and the web
+    server serves, only what this returns: a link to /etc/passwd in the photo folder is neither.
+    """
+    real = Path(os.path.realpath(path))
+    if not inside(os.path.realpath(root), str(real)):
+        raise OutsideRoot(str(path))
+    if not stat.S_ISREG(real.stat().st_mode):  # a folder, a device, a FIFO that would block
+        raise OutsideRoot(str(path))
+    return real
 
 
 def scan(root: Path) -> ScanResult:
-    """Image files under `root` by extension; hidden entries skipped, symlink loops broken.
+    """Regular image files under `root` by extension; hidden entries skipped, symlink loops broken.
 
     Symlinked folders are followed once each (by device and inode), so a link back up the tree
-    cannot loop; folders that cannot be listed are reported, not fatal.
+    cannot loop; a symlink that leads out of `root` is skipped, so nothing outside the photo
+    folder is ever indexed; folders that cannot be listed are reported, not fatal.
     """
-    root = Path(root)
     result = ScanResult()
+    result.files = sorted(_walk(Path(root), result), key=lambda f: f.path)
+    return result
+
+
+def has_images(root: Path) -> bool:
+    """Whether `scan(root)` would find any image file; stops at the first one."""
+    return next(_walk(Path(root), ScanResult()), None) is not None
+
+
+def _walk(root: Path, result: ScanResult) -> Iterator[FileEntry]:
+    """The image files of `scan`, unsorted, as they are found; the rest is counted in `result`."""
+    real_root = os.path.realpath(root)
     seen_dirs: set[tuple[int, int]] = set()
     stack: list[tuple[str, str]] = [(str(root), "")]
     while stack:
@@ -56,15 +94,20 @@ def scan(root: Path) -> ScanResult:
                 continue
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
             try:
-                if entry.is_dir():  # follows symlinks; loops are caught by seen_dirs
+                if entry.is_symlink() and not inside(real_root, entry.path):
+                    log.warning("skipping %s: a link to %s, outside %s", entry.path,
+                                os.path.realpath(entry.path), root)
+                    result.skipped_links += 1
+                elif entry.is_dir():  # follows symlinks; loops are caught by seen_dirs
                     stack.append((entry.path, rel))
                 elif os.path.splitext(entry.name)[1].lower() in EXTENSIONS:
                     st = entry.stat()  # follows symlinks; cached by scandir for plain files
-                    result.files.append(FileEntry(rel, st.st_size, st.st_mtime))
+                    if stat.S_ISREG(st.st_mode):
+                        yield FileEntry(rel, st.st_size, st.st_mtime)
+                    else:  # a FIFO or device named like a photo: reading it could block
+                        result.ignored += 1
                 else:
                     result.ignored += 1
             except OSError as e:  # a dangling symlink, a file gone mid-scan
                 log.warning("skipping %s: %s", entry.path, e)
                 result.skipped_links += 1
-    result.files.sort(key=lambda f: f.path)
-    return result

@@ -161,6 +161,15 @@ class ImageSignalsRow(Base):
 
     __tablename__ = "image_signals"
 
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
+    )
+    pdq: Mapped[bytes] = mapped_column(LargeBinary)  # 256 bits, packed
+    pdq_mirror: Mapped[bytes] = mapped_column(LargeBinary)  # of the left-right mirrored photo
+    pdq_trim: Mapped[bytes | None] = mapped_column(LargeBinary)  # without plain borders; None: none
+    quality: Mapped[int] = mapped_column(Integer)  # PDQ's 0-100: below ~50 the hash says little
+    version: Mapped[int] = mapped_column(Integer)  # signals.SIGNALS_VERSION that computed it
+
 
 class MapPoint(Base):
     """An image's place on the collection map (search/layout.py computes it from the vectors)."""
@@ -170,11 +179,8 @@ class MapPoint(Base):
     image_id: Mapped[int] = mapped_column(
         ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
     )
-    pdq: Mapped[bytes] = mapped_column(LargeBinary)  # 256 bits, packed
-    pdq_mirror: Mapped[bytes] = mapped_column(LargeBinary)  # of the left-right mirrored photo
-    pdq_trim: Mapped[bytes | None] = mapped_column(LargeBinary)  # without plain borders; None: none
-    quality: Mapped[int] = mapped_column(Integer)  # PDQ's 0-100: below ~50 the hash says little
-    version: Mapped[int] = mapped_column(Integer)  # signals.SIGNALS_VERSION that computed it
+    x: Mapped[float] = mapped_column(Float)  # within [-1, 1]
+    y: Mapped[float] = mapped_column(Float)
 
 
 class DismissedPair(Base):
@@ -208,10 +214,6 @@ class DuplicateChoice(Base):
     )
     choice: Mapped[str] = mapped_column(String)  # "keep" or "remove"
     set_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-    x: Mapped[float] = mapped_column(Float)  # within [-1, 1]
-    y: Mapped[float] = mapped_column(Float)
 
 
 Index("ix_images_status_path", Image.status, Image.path)

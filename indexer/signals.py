@@ -155,12 +155,13 @@ def missing_signals(library) -> list[tuple[int, str]]:
 
 def _signals_of_file(item: tuple[int, str, str]) -> tuple[int, ImageSignals | None]:
     from indexer.imageio import ImageError, load_image
+    from indexer.scan import OutsideRoot, open_inside
 
     image_id, root, rel = item
     try:
-        img, _ = load_image(Path(root) / rel, min_side=HASH_SIDE * 4)
+        img, _ = load_image(open_inside(Path(root), Path(root) / rel).read_bytes(), min_side=HASH_SIDE * 4)
         return image_id, compute_signals(img)
-    except (ImageError, OSError) as e:
+    except (ImageError, OSError, OutsideRoot) as e:
         log.warning("no signals for %s: %s", rel, e)
         return image_id, None
 

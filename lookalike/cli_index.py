@@ -13,6 +13,7 @@ from lookalike.options import (
     memory_budget_option,
     open_library,
     run_index,
+    setting_type,
     settings_from,
 )
 
@@ -21,17 +22,17 @@ from lookalike.options import (
 @click.argument("photos", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @library_option
 @backbone_options
-@click.option("--batch-size", type=click.IntRange(1, 4096), default=None, help="Images per batch [32].")
-@click.option("--workers", type=click.IntRange(0, 64), default=None,
+@click.option("--batch-size", type=setting_type("batch_size"), default=None, help="Images per batch [32].")
+@click.option("--workers", type=setting_type("workers"), default=None,
               help="Worker processes [cores, at most 8]; on a CPU each decodes and embeds its own batches; "
                    "0 does all in this process.")
 @click.option("--reembed", is_flag=True, help="Re-embed every photo (after changing the backbone).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @memory_budget_option
-@click.option("--runner", type=click.Choice(["local", "ray"]), default=None, envvar="LOOKALIKE_RUNNER",
+@click.option("--runner", type=setting_type("runner"), default=None,
               help="Where decoding and embedding run: local worker processes, or Ray Data on a cluster "
                    "(pip install 'lookalike[ray]') [env LOOKALIKE_RUNNER; default local].")
-@click.option("--ray-address", default=None, envvar="LOOKALIKE_RAY_ADDRESS",
+@click.option("--ray-address", default=None,
               help="Ray cluster address for --runner ray, e.g. 10.0.0.1:6379 [default: start Ray here].")
 def index(photos, library, backbone, weights, device, precision, batch_size, workers, reembed, quiet,
           memory_budget, runner, ray_address):

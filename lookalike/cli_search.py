@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from lookalike.options import backbone_options, library_option, open_library, settings_from
+from lookalike.options import backbone_options, library_option, open_library, setting_type, settings_from
 
 # Repeated in the help text so `lookalike --help` need not import FAISS; a test keeps them equal.
 DEFAULT_DUPLICATE_THRESHOLD = 0.9  # search.duplicates.SIMILAR_THRESHOLD
@@ -29,12 +29,17 @@ def resolve_query(library, query: str) -> int | Path:
     from indexer.schema import Image
 
     with library.Session() as s:
-        if query.isdigit() and s.get(Image, int(query)) is not None:
+        # An id is a 64-bit SQLite integer: a longer number can only be a file name.
+        if query.isdigit() and len(query) <= 19 and int(query) < 2**63 and s.get(Image, int(query)) is not None:
             return int(query)
         candidates = [query.replace("\\", "/").removeprefix("./")]
         root = library.root
         path = Path(query).expanduser()
-        if root is not None and path.exists():
+        try:
+            exists, is_file = path.exists(), path.is_file()
+        except OSError:  # a name too long for the file system, say: no such file
+            exists = is_file = False
+        if root is not None and exists:
             try:
                 candidates.append(path.resolve().relative_to(root).as_posix())
             except ValueError:
@@ -43,7 +48,7 @@ def resolve_query(library, query: str) -> int | Path:
             image_id = s.scalar(select(Image.id).where(Image.path == rel))
             if image_id is not None:
                 return int(image_id)
-    if path.is_file():
+    if is_file:
         return path
     raise click.ClickException(
         f"{query!r} is not an image id, a path in the library ({root}) or an image file"
@@ -53,7 +58,7 @@ def resolve_query(library, query: str) -> int | Path:
 @click.command()
 @click.argument("query")
 @library_option
-@click.option("-k", type=click.IntRange(1, 1000), default=None, help="How many neighbours [20].")
+@click.option("-k", type=setting_type("k"), default=None, help="How many neighbours [20].")
 @click.option(
     "--json", "as_json", is_flag=True, help="Print a JSON list of {id, path, score, label}."
 )
@@ -168,10 +173,10 @@ def labels_counts(library, as_json):
 )
 @library_option
 @backbone_options
-@click.option("-k", type=click.IntRange(1, 1000), default=None, help="Neighbours that vote [20].")
+@click.option("-k", type=setting_type("k"), default=None, help="Neighbours that vote [20].")
 @click.option(
     "--temperature",
-    type=click.FloatRange(0, min_open=True),
+    type=setting_type("temperature"),
     default=None,
     help="Vote weight exp(sim / T) [0.07].",
 )
@@ -183,7 +188,7 @@ def labels_counts(library, as_json):
     help="Report the confidence above which suggestions are this precise.",
 )
 @click.option(
-    "--workers", type=click.IntRange(0, 64), default=None, help="Decoding processes (with PHOTOS)."
+    "--workers", type=setting_type("workers"), default=None, help="Decoding processes (with PHOTOS)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.pass_context

@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import webbrowser
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
-from lookalike.options import SAMPLES, library_option, open_library, run_index, settings_from
+from lookalike.options import SAMPLES, library_option, open_library, run_index, setting_type, settings_from
 
 log = logging.getLogger(__name__)
-
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def server_options(f):
     for option in reversed([
-        click.option("--host", default=None, envvar="LOOKALIKE_HOST",
+        click.option("--host", default=None,
                      help="Address to listen on [default 127.0.0.1: this machine only]."),
-        click.option("--port", type=click.IntRange(0, 65535), default=None, envvar="LOOKALIKE_PORT",
+        click.option("--port", type=setting_type("port"), default=None,
                      help="Port to listen on [default 5000; 0 picks a free one]."),
     ]):
         f = option(f)
@@ -32,13 +33,14 @@ def run_server(settings, *, open_browser: bool = False) -> None:
     from waitress import create_server
 
     from indexer.library import LibraryError
+    from indexer.settings import is_loopback
     from web import create_app, services
 
     try:
         app = create_app(settings)
     except LibraryError as e:
         raise click.ClickException(str(e)) from None
-    if settings.host not in LOOPBACK and settings.token is None:
+    if not is_loopback(settings.host) and settings.token is None:
         click.secho(
             f"warning: listening on {settings.host} without LOOKALIKE_TOKEN: anyone who can reach "
             f"this port can change labels. Set LOOKALIKE_TOKEN to require a token for changes.",
@@ -57,18 +59,33 @@ def run_server(settings, *, open_browser: bool = False) -> None:
     # Load the model and the stored neighbour lists while the first pages are browsed, so the
     # first upload and the first labelling queue are quick.
     warm_up = threading.Thread(target=_warm_up, args=(svc.searcher, svc.labeller), daemon=True)
-    warm_up.start()
-    click.echo(f"serving {settings.library} on {url} (Ctrl+C to stop)")
-    if open_browser:
-        threading.Timer(0.5, webbrowser.open, args=(url,)).start()
+    interrupted = False
     try:
+        warm_up.start()
+        click.echo(f"serving {settings.library} on {url} (Ctrl+C to stop)")
+        if open_browser:
+            threading.Timer(0.5, webbrowser.open, args=(url,)).start()
         server.run()
     except KeyboardInterrupt:
-        pass
+        interrupted = True
     finally:
         server.close()
-        # Exiting while torch is still loading the weights aborts the interpreter: let it finish.
-        warm_up.join(timeout=60)
+    if interrupted and warm_up.is_alive():
+        _exit_now()
+
+
+def _exit_now() -> NoReturn:
+    """Leave at once, skipping the interpreter's finalisation (Ctrl+C during the warm-up).
+
+    At exit Python 3.11 ends daemon threads with pthread_exit(); one that is inside torch's C++ code
+    (building the model) unwinds through a noexcept frame and the process aborts ("terminate called
+    without an active exception", SIGABRT). Waiting for the warm-up instead held Ctrl+C up to a
+    minute on a busy machine. Nothing is left to save: the server is closed, SQLite commits as it goes.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _warm_up(searcher, labeller) -> None:
@@ -77,6 +94,8 @@ def _warm_up(searcher, labeller) -> None:
         searcher.backbone.model  # noqa: B018 (loads the weights)
     except Exception as e:  # the first request that needs them reports it properly
         log.warning("could not prepare the model and suggestions in advance: %s", e)
+    else:
+        log.info("warm-up done: the model and the label suggestions are ready")
 
 
 @click.command()

@@ -6,20 +6,41 @@ from pathlib import Path
 
 import click
 
-from indexer.settings import Settings
+from indexer.settings import FIELDS, Settings, SettingsError, kind
 
 SAMPLES = Path(__file__).parent / "samples"
 
 
+def setting_type(name: str) -> click.ParamType:
+    """The click type of a setting's option, from the ranges Settings declares (LOOKALIKE_* variables
+    are checked against the same ones by Settings.from_env)."""
+    meta = FIELDS[name].metadata
+    if meta["choices"]:
+        return click.Choice(meta["choices"])
+    t = kind(name)
+    if t is int:
+        return click.IntRange(meta["lo"], meta["hi"])
+    if t is float:
+        return click.FloatRange(meta["lo"], meta["hi"], min_open=meta["lo_open"])
+    return click.STRING
+
+
 def library_option(f):
     return click.option(
-        "--library", type=click.Path(file_okay=False, path_type=Path), envvar="LOOKALIKE_LIBRARY",
+        "--library", type=click.Path(file_okay=False, path_type=Path),
         default=None, help="Library folder [env LOOKALIKE_LIBRARY; default ./lookalike-library].",
     )(f)
 
 
 def settings_from(**options) -> Settings:
-    return Settings.from_env(**options)
+    """Settings from the options given, the LOOKALIKE_* variables and the defaults.
+
+    Raises click.ClickException (one line) for a variable that does not parse or is out of range.
+    """
+    try:
+        return Settings.from_env(**options)
+    except SettingsError as e:
+        raise click.ClickException(str(e)) from None
 
 
 def open_library(settings: Settings, *, create: bool = False):
@@ -33,14 +54,12 @@ def open_library(settings: Settings, *, create: bool = False):
 
 def backbone_options(f):
     for option in reversed([
-        click.option("--backbone", default=None, envvar="LOOKALIKE_BACKBONE",
+        click.option("--backbone", default=None,
                      help="Backbone name (see `lookalike backbones`) [default efficientnet_lite0]."),
         click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                     envvar="LOOKALIKE_WEIGHTS", help="Weights file for the backbone (offline use)."),
-        click.option("--device", default=None, envvar="LOOKALIKE_DEVICE",
-                     help="auto, cpu, cuda, cuda:N or mps [default auto]."),
-        click.option("--precision", default=None, envvar="LOOKALIKE_PRECISION",
-                     type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+                     help="Weights file for the backbone (offline use)."),
+        click.option("--device", default=None, help="auto, cpu, cuda, cuda:N or mps [default auto]."),
+        click.option("--precision", default=None, type=setting_type("precision"),
                      help="auto: bf16 on GPUs and on CPUs with native bf16, else fp32."),
     ]):
         f = option(f)
@@ -48,20 +67,28 @@ def backbone_options(f):
 
 
 def run_index(settings: Settings, photos: Path, *, reembed: bool = False, progress: bool = True):
+    """Index `photos` into the settings' library, creating it only once there is something to put
+    in it: a bad backbone or a folder without photos leaves no library folder behind."""
     from indexer.backbone import Backbone, BackboneError
-    from indexer.library import LibraryError
+    from indexer.library import DB_FILE, LibraryError
     from indexer.pipeline import index_folder
     from indexer.runners import get_runner
     from indexer.runners.ray import RayUnavailable
+    from indexer.scan import has_images
 
     try:
         runner = get_runner(settings.runner, ray_address=settings.ray_address)
     except (RayUnavailable, ValueError) as e:
         raise click.ClickException(str(e)) from None
     try:
+        backbone = Backbone(settings.backbone, weights=settings.weights, device=settings.device,
+                            precision=settings.precision)
+        if not (Path(settings.library) / DB_FILE).exists() and not has_images(photos):
+            raise click.ClickException(
+                f"no photos found under {photos} (looked for .jpg, .png, .heic, .webp and other image "
+                f"files): nothing to index, no library created"
+            )
         with open_library(settings, create=True) as library:
-            backbone = Backbone(settings.backbone, weights=settings.weights, device=settings.device,
-                                precision=settings.precision)
             report = index_folder(photos, library, backbone, batch_size=settings.batch_size,
                                   workers=settings.workers, reembed=reembed, progress=progress,
                                   memory_budget=settings.memory_budget, runner=runner)
@@ -86,17 +113,17 @@ def update_suggestions(settings: Settings, library, backbone, *, progress: bool)
 
 def memory_budget_option(f):
     def parse(ctx, param, value):
-        from indexer.settings import parse_size
+        from indexer.settings import parse
 
         if value is None:
             return None
         try:
-            return parse_size(value)
-        except ValueError as e:
+            return parse("memory_budget", value, source="--memory-budget")
+        except SettingsError as e:
             raise click.BadParameter(str(e)) from None
 
     return click.option(
-        "--memory-budget", default=None, envvar="LOOKALIKE_MEMORY_BUDGET", callback=parse,
+        "--memory-budget", default=None, callback=parse,
         help="RAM the vector index may take (e.g. 4G, 512M); picks the index type [env "
              "LOOKALIKE_MEMORY_BUDGET; default 4G, or what the library last used].",
     )(f)

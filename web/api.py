@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, jsonify, request
 
-from indexer.imageio import ImageError, load_image
 from indexer.library import LibraryError
 from indexer.schema import INDEXED
 from search.searcher import NotFound
 from web import labelling, library_facts, review
 from web.browse import Filters, browse, facets, int_arg, known_labels
 from web.context import get_session, services
+from web.ids import is_id
 from web.media import get_image
 from web.payloads import evidence_ids, image_payload, result_payload, suggestion_payload
+from web.uploads import decode_slot, decode_upload
 
 bp = Blueprint("api", __name__)
 
@@ -128,8 +129,8 @@ def label_many():
     """{"image_ids": [...], "label": "..."}: one label on several images, all or nothing."""
     data = json_body()
     ids = data.get("image_ids")
-    if not isinstance(ids, list) or not ids or not all(type(i) is int for i in ids):
-        abort(400, description="image_ids must be a non-empty list of integers")
+    if not isinstance(ids, list) or not ids or not all(is_id(i) for i in ids):
+        abort(400, description="image_ids must be a non-empty list of integer ids (below 2^63)")
     if len(ids) > labelling.MAX_BATCH:
         abort(400, description=f"at most {labelling.MAX_BATCH} images at once")
     label = labelling.clean_label(data.get("label"))
@@ -160,7 +161,8 @@ def queue():
 def upload_bytes() -> bytes:
     """The uploaded photo: multipart field "image" (or any single file), or a raw image body.
 
-    :raise 400: nothing sent. :raise 413: larger than MAX_CONTENT_LENGTH (raised by Werkzeug).
+    :raise 400: nothing sent. :raise 413: larger than MAX_CONTENT_LENGTH (raised by Werkzeug);
+    web.uploads bounds what it decodes to.
     """
     if request.mimetype == "multipart/form-data":
         upload = request.files.get("image") or next(iter(request.files.values()), None)
@@ -185,11 +187,10 @@ def search_upload():
         min_side = searcher.backbone.preprocess.resize
     except LibraryError as e:
         abort(409, description=str(e))
-    try:
-        img, info = load_image(data, min_side=min_side)
-    except ImageError as e:
-        abort(400, description=f"not a usable image: {e.reason}")
-    hits = searcher.by_image(img, k=k)
+    with decode_slot():  # the decoded pixels and the forward pass: a few uploads at a time
+        img, info = decode_upload(data, min_side)
+        hits = searcher.by_image(img, k=k)
+        del img
     return jsonify(
         k=k, query={"width": info.width, "height": info.height, "format": info.format, "bytes": len(data)},
         results=results(hits),

@@ -134,7 +134,9 @@ def filtered(stmt: Select, f: Filters, suggested: Select | None) -> Select:
         stmt = stmt.where(Image.status == f.status)
     if f.date_from:
         stmt = stmt.where(Image.taken_at >= datetime.combine(f.date_from, time.min))
-    if f.date_to:
+    if f.date_to == date.max:  # 9999-12-31 has no next day to stop before: every dated photo
+        stmt = stmt.where(Image.taken_at.is_not(None))
+    elif f.date_to:
         stmt = stmt.where(Image.taken_at < datetime.combine(f.date_to + timedelta(days=1), time.min))
     return stmt
 

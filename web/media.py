@@ -73,7 +73,7 @@ def original(image_id: int):
     except OutsideRoot:
         log.warning("image %d has a path outside the collection root: %r", row.id, row.path)
         abort(404, description=f"image {image_id} cannot be served")
-    if not path.is_file():
+    except OSError:
         abort(404, description=f"the file of image {image_id} is gone: {row.path}")
     mimetype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     if not mimetype.startswith("image/") or mimetype == "image/svg+xml":  # SVG can carry script

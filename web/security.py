@@ -13,11 +13,14 @@ Valsorda's "CSRF" write-up; the OWASP cheat sheet's Fetch Metadata defence):
    by a web page, so it is allowed.
 
 It needs no token plumbing through templates and JS, keeps the API usable from curl, and fails
-closed for browsers. Being served only on the Host names we trust (TRUSTED_HOSTS on loopback)
-closes the DNS-rebinding hole such a check would otherwise leave.
+closed for browsers. Being served only on loopback Host names while listening on loopback closes
+the DNS-rebinding hole such a check would otherwise leave (a page of evil.example whose name
+resolves to 127.0.0.1 or ::1 is "same origin" to the browser, but its requests say
+`Host: evil.example`).
 
 Token: with `settings.token` set, writes also need `Authorization: Bearer <token>` (API clients)
-or a session that was unlocked with it on /unlock (browsers). `lookalike serve` warns when it
+or a session that was unlocked with it on /unlock (browsers). Reads never do, including
+POST /api/search (a search by an uploaded photo changes nothing). `lookalike serve` warns when it
 listens beyond loopback without one.
 """
 
@@ -26,13 +29,15 @@ from __future__ import annotations
 import hmac
 from urllib.parse import urlsplit
 
-from flask import Flask, abort, request, session
+from flask import Flask, abort, current_app, request, session
 
+from indexer.settings import is_loopback
 from web.context import services
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-# Reached without the token: the form that checks it.
-TOKEN_EXEMPT_ENDPOINTS = frozenset({"pages.unlock"})
+# Reached without the token: the form that checks it, and the reads that are POSTs.
+TOKEN_EXEMPT_ENDPOINTS = frozenset({"pages.unlock", "api.search_upload"})
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -49,8 +54,33 @@ CONTENT_SECURITY_POLICY = "; ".join(
 
 
 def init_app(app: Flask) -> None:
+    app.before_request(check_host)
     app.before_request(check_request)
     app.after_request(add_security_headers)
+
+
+def host_name(host: str) -> str:
+    """The name in a Host header, without the port and IPv6 brackets: '[::1]:5000' -> '::1'."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    if host.count(":") > 1:  # a bare IPv6 address, as some clients send it
+        return host
+    return host.partition(":")[0]
+
+
+def trusted_host_names(listen: str) -> frozenset[str] | None:
+    """The Host names served while listening on `listen`: the loopback names on loopback, any
+    name (None) beyond it, where the token guards writes instead."""
+    if not is_loopback(listen):
+        return None
+    return LOOPBACK_NAMES | {host_name(listen)}
+
+
+def check_host() -> None:
+    trusted = trusted_host_names(services().settings.host)
+    if trusted is not None and host_name(request.headers.get("Host", "")) not in trusted:
+        abort(400, description="this server answers only to its loopback names (localhost, 127.0.0.1, [::1])")
 
 
 def is_cross_origin() -> bool:
@@ -80,9 +110,9 @@ def token_ok(token: str) -> bool:
 
 def fingerprint(token: str) -> str:
     """What an unlocked session stores: the token itself never goes into the cookie."""
-    from flask import current_app
-
-    return hmac.new(current_app.secret_key, token.encode(), "sha256").hexdigest()
+    key = current_app.secret_key
+    assert isinstance(key, bytes)  # create_app sets 32 random bytes
+    return hmac.new(key, token.encode(), "sha256").hexdigest()
 
 
 def check_request() -> None:

@@ -6,7 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from indexer.imageio import load_image
+from indexer.imageio import ImageError, load_image
+from indexer.scan import OutsideRoot, open_inside
 from indexer.schema import Image
 
 # Longest side in pixels. "small" fills a grid cell on a 2x screen, "large" the photo page.
@@ -14,16 +15,12 @@ SIZES = {"small": 360, "large": 1600}
 QUALITY = {"small": 80, "large": 88}
 
 
-class OutsideRoot(LookupError):
-    """A stored path that would leave the collection root (a tampered or foreign database)."""
-
-
 def original_path(root: Path, rel: str) -> Path:
-    """The file of a stored relative path, which must name a place inside `root`.
+    """The regular file a stored relative path names, resolved, which must lie inside `root`.
 
-    Raises OutsideRoot otherwise (absolute paths, '..'). The check is on the path as the scanner
-    saw it, not on where symlinks lead: a symlinked folder the user put in the collection was
-    indexed through the collection, and is served the same way.
+    Raises OutsideRoot for a path that leaves the root as written (absolute paths, '..': a
+    tampered or foreign database) or once its symlinks are followed (a link swapped in after
+    indexing), and for anything but a regular file; FileNotFoundError when the file is gone.
     """
     root = Path(os.path.abspath(root))
     if not rel or "\x00" in rel:
@@ -31,7 +28,7 @@ def original_path(root: Path, rel: str) -> Path:
     path = Path(os.path.normpath(root / rel))
     if not path.is_relative_to(root) or path == root:
         raise OutsideRoot(rel)
-    return path
+    return open_inside(root, path)
 
 
 def version_of(row: Image) -> str:
@@ -53,13 +50,19 @@ class Thumbnails:
     def get(self, root: Path, row: Image, size: str) -> Path:
         """The cached thumbnail, made now if missing.
 
-        Raises OutsideRoot, indexer.imageio.ImageError (undecodable), KeyError (unknown size).
+        Raises OutsideRoot, indexer.imageio.ImageError (gone or undecodable), KeyError (unknown size).
         """
         side = SIZES[size]
         target = self.path(row, size)
         if target.exists():
             return target
-        img, _ = load_image(original_path(root, row.path), min_side=side)  # upright RGB
+        try:
+            original = original_path(root, row.path)
+        except FileNotFoundError as e:
+            raise ImageError("missing file", str(e)) from None
+        except PermissionError as e:
+            raise ImageError("unreadable file", str(e)) from None
+        img, _ = load_image(original, min_side=side)  # upright RGB
         img.thumbnail((side, side))
         target.parent.mkdir(parents=True, exist_ok=True)
         # Two requests may make the same thumbnail at once: each writes its own temporary file.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, redirect, render_template, request, session, url_for
 
@@ -105,12 +106,27 @@ def about():
     return render_template("about.html", about=library_facts.about())
 
 
+def local_path(raw: str, default: str) -> str:
+    """`raw` if it is a path on this site, else `default`: no open redirect, no header injection.
+
+    Judged as a browser reads a Location: browsers drop tabs and line breaks and read a backslash
+    as a slash, so "/<tab>/evil.example" and "/<backslash>evil.example" both mean "//evil.example",
+    another host. A control character or space anywhere refuses the value (a line break would
+    also break the header).
+    """
+    if not raw or any(c <= " " or c == "\x7f" for c in raw):
+        return default
+    seen = raw.replace("\\", "/")
+    parts = urlsplit(seen)
+    if not seen.startswith("/") or seen.startswith("//") or parts.scheme or parts.netloc:
+        return default
+    return raw
+
+
 @bp.route("/unlock", methods=["GET", "POST"])
 def unlock():
     token = services().settings.token
-    next_url = request.values.get("next") or url_for("pages.browse")
-    if not next_url.startswith("/") or next_url.startswith("//") or "\\" in next_url:
-        next_url = url_for("pages.browse")  # only local paths: no open redirect
+    next_url = local_path(request.values.get("next", ""), url_for("pages.browse"))
     if token is None:
         return redirect(next_url)
     error = None

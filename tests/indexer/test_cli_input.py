@@ -1,0 +1,101 @@
+"""Bad values from the environment and the command line: one line naming what is wrong, no
+traceback, and no library folder left behind."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from lookalike.cli import main
+from lookalike.options import setting_type
+from tests.conftest import SAMPLES
+
+
+def one_line_error(result) -> str:
+    assert result.exit_code == 1, result.output
+    assert type(result.exception) is SystemExit  # click's exit, not an error escaping the command
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+@pytest.fixture
+def photos(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(min((SAMPLES / "hat").glob("*.jpg")), folder / "hat.jpg")
+    return folder
+
+
+@pytest.mark.parametrize(
+    "name, value, accepts",
+    [
+        ("LOOKALIKE_WORKERS", "abc", "an integer from 0 to 64"),
+        ("LOOKALIKE_WORKERS", "-1", "an integer from 0 to 64"),
+        ("LOOKALIKE_BATCH_SIZE", "abc", "an integer from 1 to 4096"),
+        ("LOOKALIKE_BATCH_SIZE", "0", "an integer from 1 to 4096"),
+        ("LOOKALIKE_K", "0", "an integer from 1 to 1000"),
+        ("LOOKALIKE_TEMPERATURE", "-0.5", "a number above 0"),
+        ("LOOKALIKE_TEMPERATURE", "nan", "a number above 0"),
+        ("LOOKALIKE_PRECISION", "fp64", "one of auto, fp32, bf16, fp16"),
+        ("LOOKALIKE_MAX_UPLOAD_MB", "abc", "a number above 0 and at most 1024"),
+        ("LOOKALIKE_PORT", "http", "an integer from 0 to 65535"),
+    ],
+)
+@pytest.mark.parametrize("command", ["index", "serve"])
+def test_bad_environment_values_are_one_line_naming_the_variable(photos, tmp_path, monkeypatch, command,
+                                                                 name, value, accepts):
+    monkeypatch.setenv(name, value)
+    library = tmp_path / "lib"
+    args = ["index", str(photos), "--quiet"] if command == "index" else ["serve"]
+    result = CliRunner().invoke(main, [*args, "--library", str(library)])
+    assert one_line_error(result) == f"Error: {name}={value!r}: expected {accepts}"
+    assert not library.exists()
+
+
+@pytest.mark.parametrize("option, setting, bad", [("--workers", "workers", "-1"),
+                                                  ("--batch-size", "batch_size", "0")])
+def test_options_and_variables_take_their_ranges_from_one_place(photos, tmp_path, option, setting, bad):
+    result = CliRunner().invoke(main, ["index", str(photos), option, bad, "--library", str(tmp_path / "lib")])
+    assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.output
+    t = setting_type(setting)
+    assert (t.min, t.max) == {"workers": (0, 64), "batch_size": (1, 4096)}[setting]
+
+
+def test_an_empty_folder_says_so_and_creates_no_library(tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "notes.txt").write_text("no photos here")
+    library = tmp_path / "lib"
+    for command in ("index", "up"):
+        result = CliRunner().invoke(main, [command, str(empty), "--library", str(library)])
+        line = one_line_error(result)
+        assert line.startswith(f"Error: no photos found under {empty}")
+        assert not library.exists()
+
+
+def test_an_unknown_backbone_creates_no_library(photos, tmp_path):
+    library = tmp_path / "lib"
+    result = CliRunner().invoke(main, ["index", str(photos), "--backbone", "nonsense", "--library", str(library)])
+    assert one_line_error(result).startswith("Error: unknown backbone 'nonsense'")
+    assert not library.exists()
+
+
+def test_an_emptied_folder_still_updates_its_library(photos, tmp_path):
+    library = tmp_path / "lib"
+    runner = CliRunner()
+    args = ["index", str(photos), "--quiet", "--workers", "0", "--library", str(library)]
+    assert runner.invoke(main, args).exit_code == 0
+    (photos / "hat.jpg").unlink()
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "indexed 0, unchanged 0, moved 0, removed 1" in result.output
+
+
+@pytest.mark.parametrize("query", ["1180591620717411303424", str(2**63), "9" * 300])
+def test_search_for_an_id_beyond_64_bits_is_a_message(sample_library, query):
+    result = CliRunner().invoke(main, ["search", query, "--library", str(sample_library.path)])
+    assert one_line_error(result).startswith("Error: ")
+    assert "is not an image id, a path in the library" in result.output

@@ -10,7 +10,7 @@ import logging
 
 import click
 
-from lookalike import cli_index, cli_map, cli_search, cli_web
+from lookalike import cli_index, cli_learn, cli_map, cli_search, cli_web
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,7 +24,7 @@ def main(verbose: bool) -> None:
     )
 
 
-for _module in (cli_index, cli_search, cli_web, cli_map):
+for _module in (cli_index, cli_search, cli_learn, cli_web, cli_map):
     for _command in _module.COMMANDS:
         main.add_command(_command)
 

@@ -190,6 +190,12 @@ def labels_counts(library, as_json):
 @click.option(
     "--workers", type=setting_type("workers"), default=None, help="Decoding processes (with PHOTOS)."
 )
+@click.option(
+    "--labels-per-class",
+    type=click.IntRange(1, 10_000),
+    default=None,
+    help="Also: accuracy on the unlabelled rest when only N photos per class are labelled (mean of 5 draws).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.pass_context
 def eval_(
@@ -204,9 +210,10 @@ def eval_(
     temperature,
     target_precision,
     workers,
+    labels_per_class,
     as_json,
 ):
-    """Leave-one-out weighted k-NN accuracy of the library's labels.
+    """Leave-one-out weighted k-NN accuracy of the library's labels, and the learned methods beside it.
 
     With PHOTOS, a class-per-folder directory is indexed into a temporary library and its folder
     names are the labels: one command from photos to figures.
@@ -237,6 +244,7 @@ def eval_(
         if photos is None:
             with open_library(settings) as lib:
                 report = evaluate(lib, settings.k, settings.temperature)
+                methods = compare_methods(lib, settings, labels_per_class)
         else:
             from indexer.pipeline import index_folder
 
@@ -258,6 +266,7 @@ def eval_(
                     )
                     import_folders(lib)
                     report = evaluate(lib, settings.k, settings.temperature)
+                    methods = compare_methods(lib, settings, labels_per_class)
     except (EvalError, LibraryError, BackboneError) as e:
         raise click.ClickException(str(e)) from None
     facts = report.to_dict()
@@ -266,6 +275,7 @@ def eval_(
     facts["threshold"] = None if threshold is None else round(threshold, 4)
     if photos is not None:
         facts["precision"] = net.precision
+    facts.update(methods)
     if as_json:
         _echo_json(facts)
         return
@@ -281,12 +291,38 @@ def eval_(
             f"suggestions with confidence >= {threshold:.3f} are {target_precision:.0%} right "
             f"and cover {report.coverage_at(threshold):.0%} of images"
         )
+    click.echo(
+        "cross-validated ({} folds): ".format(methods["folds"])
+        + ", ".join(f"{m} {a:.3f}" for m, a in methods["methods"].items())
+        + f"; the labeller would use {methods['chosen']}"
+    )
+    few = methods.get("labels_per_class")
+    if few:
+        click.echo(
+            f"with {few['n']} labels per class, accuracy on the rest (mean of {few['draws']} draws): "
+            + ", ".join(f"{m} {a:.3f}" for m, a in few["accuracy"].items())
+        )
     width = max(len(c) for c in report.class_names)
     click.echo(f"{'class':<{width}}  precision  recall  support")
     for c, stats in report.per_class.items():
         click.echo(
             f"{c:<{width}}  {stats['precision']:9.3f}  {stats['recall']:6.3f}  {stats['support']:7d}"
         )
+
+
+def compare_methods(lib, settings, labels_per_class: int | None) -> dict:
+    """k-NN, probe, projection k-NN and blend side by side (and with N labels per class)."""
+    from search.compare import cross_validated, few_labels
+    from search.head import CV_FOLDS, choose_from
+    from search.learning import labelled_set
+
+    data = labelled_set(lib)
+    accuracy = cross_validated(data.vectors, data.labels, settings.k, settings.temperature)
+    out: dict = {"methods": accuracy, "chosen": choose_from(accuracy), "folds": CV_FOLDS}
+    if labels_per_class is not None:
+        few = few_labels(data.vectors, data.labels, labels_per_class, settings.k, settings.temperature)
+        out["labels_per_class"] = {"n": few.per_class, "draws": few.draws, "accuracy": few.accuracy, "std": few.spread}
+    return out
 
 
 # -- duplicates ---------------------------------------------------------------------------------------

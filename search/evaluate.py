@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from indexer.library import Library
 from indexer.schema import Label
+from search.calibration import threshold_for
 from search.knn import DEFAULT_K, DEFAULT_TEMPERATURE, vote
 
 # Full-ranking mAP sorts every row; beyond this many labelled images it is cut at MAP_CUTOFF.
@@ -54,15 +55,7 @@ class EvalReport:
 
         None if no threshold reaches it. Ties in confidence are kept together.
         """
-        if not len(self.confidences):
-            return None
-        order = np.argsort(-self.confidences, kind="stable")
-        conf = self.confidences[order]
-        cumulative = np.cumsum(self.correct[order]) / np.arange(1, len(conf) + 1)
-        # Only the last prediction of each run of equal confidences is a valid cut.
-        last_of_tie = np.append(conf[1:] != conf[:-1], True)
-        ok = np.flatnonzero(last_of_tie & (cumulative >= precision - 1e-12))
-        return float(conf[ok[-1]]) if len(ok) else None
+        return threshold_for(self.confidences, self.correct, precision)
 
     def coverage_at(self, threshold: float) -> float:
         """Share of images whose suggestion's confidence is at least `threshold`."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from indexer.schema import INDEXED, Image, Label, Meta, Neighbour, SuggestedLabel
@@ -206,16 +206,9 @@ class Labeller:
     # -- state ------------------------------------------------------------------------------------
 
     def _labels_fingerprint(self) -> list[str]:
-        with self.library.Session() as s:
-            row = s.execute(
-                select(
-                    func.count(),
-                    func.sum(Label.image_id),
-                    func.max(Label.set_at),
-                    func.sum(func.length(Label.label)),
-                )
-            ).one()
-        return [str(v) for v in row]
+        from search.labels import labels_fingerprint
+
+        return labels_fingerprint(self.library)
 
     def _state(self, key: str) -> dict:
         with self.library.Session() as s:

@@ -61,6 +61,20 @@ def clear_label(session: Session, image_id: int) -> None:
     session.execute(delete(Label).where(Label.image_id == int(image_id)))
 
 
+def labels_fingerprint(library: Library) -> list[str]:
+    """Changes whenever any label does (set, changed or cleared, by any process): a cache key."""
+    with library.Session() as s:
+        row = s.execute(
+            select(
+                func.count(),
+                func.sum(Label.image_id),
+                func.max(Label.set_at),
+                func.sum(func.length(Label.label)),
+            )
+        ).one()
+    return [str(v) for v in row]
+
+
 def label_counts(session: Session) -> dict[str, int]:
     """Images per label, most frequent first."""
     rows = session.execute(

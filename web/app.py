@@ -10,7 +10,7 @@ from flask.json.provider import DefaultJSONProvider
 
 from indexer.library import Library
 from indexer.settings import Settings
-from search.knn import Labeller
+from search.learning import LearningLabeller
 from search.searcher import Searcher
 from web.context import EXTENSION, Services, close_session
 from web.ids import IdConverter
@@ -49,7 +49,8 @@ def create_app(settings: Settings | None = None, *, searcher: Searcher | None = 
     if searcher is None:
         library = Library(settings.library)
         searcher = Searcher(library)
-    labeller = Labeller(searcher, k=settings.k, temperature=settings.temperature)
+    # Suggestions come from the head learned on the labels, retrained in the background after changes.
+    labeller = LearningLabeller(searcher, k=settings.k, temperature=settings.temperature, background=True)
     app.extensions[EXTENSION] = Services(
         settings=settings,
         library=searcher.library,

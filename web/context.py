@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from indexer.library import Library
 from indexer.settings import Settings
-from search.knn import Labeller
+from search.learning import LearningLabeller
 from search.searcher import Searcher
 from web.thumbs import Thumbnails
 
@@ -28,7 +28,7 @@ class Services:
     settings: Settings
     library: Library
     searcher: Searcher
-    labeller: Labeller
+    labeller: LearningLabeller
     thumbnails: Thumbnails
     # Label writes and the labeller's cache updates happen together, one writer at a time.
     write_lock: threading.Lock = field(default_factory=threading.Lock)

@@ -104,3 +104,8 @@ def suggested_for(label: str) -> Select:
 def label_version(session: Session) -> tuple:
     """Changes whenever any label does (from this process or another): a cache key."""
     return tuple(session.execute(select(func.count(Label.image_id), func.max(Label.set_at))).one())
+
+
+def learning_state() -> dict | None:
+    """What the learned head measured and whether it is current (None before its first training)."""
+    return services().labeller.facts()

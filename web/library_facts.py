@@ -79,4 +79,22 @@ def about() -> dict:
         "k": svc.settings.k,
         "temperature": svc.settings.temperature,
         "evaluation": evaluation(),
+        "learning": learning(f.labelled, f.images),
     }
+
+
+def learning(labelled: int, images: int) -> dict | None:
+    """The learned head's comparison of methods and what it means for this library's labelling.
+
+    `expected_correct`: the share of the whole collection labelled right if every unlabelled photo
+    took its suggestion, at the chosen method's cross-validated accuracy.
+    """
+    facts = labelling.learning_state()
+    if facts is None:
+        return None
+    accuracy = facts["accuracy"].get(facts["method"])
+    expected = None
+    if accuracy is not None and images:
+        expected = (labelled + (images - labelled) * accuracy) / images
+    return {**facts, "chosen_accuracy": accuracy, "expected_correct": expected,
+            "labelled_share": labelled / images if images else None}

@@ -18,8 +18,9 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy import create_engine, delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.schema import CreateIndex
 
-from indexer.schema import INDEXED, SCHEMA_VERSION, Base, Embedding, Image, Meta
+from indexer.schema import BROWSE_INDEXES, INDEXED, SCHEMA_VERSION, Base, Embedding, Image, Meta
 from indexer.vectors import DEFAULT_MEMORY_BUDGET, VectorIndex
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,9 @@ class Library:
         self.engine = create_engine(f"sqlite:///{db}")
         self.Session = sessionmaker(self.engine, expire_on_commit=False)
         Base.metadata.create_all(self.engine)
+        with self.engine.begin() as conn:  # create_all adds indexes only with new tables
+            for index in BROWSE_INDEXES:
+                conn.execute(CreateIndex(index, if_not_exists=True))
         with self.Session.begin() as s:
             version = s.get(Meta, "schema_version")
             if version is None:

@@ -119,8 +119,9 @@ class BrowsePage:
 
 def filtered(stmt: Select, f: Filters, suggested: Select | None) -> Select:
     if f.folder:
+        # A range, not LIKE: both halves of the OR search the folder index ('0' follows '/').
         stmt = stmt.where(
-            (Image.folder == f.folder) | Image.folder.startswith(f.folder + "/", autoescape=True)
+            (Image.folder == f.folder) | ((Image.folder >= f.folder + "/") & (Image.folder < f.folder + "0"))
         )
     if f.label:
         stmt = stmt.where(Image.id.in_(select(Label.image_id).where(Label.label == f.label)))

@@ -163,11 +163,13 @@ class RayRunner:
             ds = ds.map_batches(
                 Embedder, fn_constructor_kwargs={"backbone": spec, "identity": backbone.identity(), "root": None,
                                                  "threads": 1},
-                batch_size=batch_size, batch_format="numpy", num_gpus=1, concurrency=workers or gpus)
+                batch_size=batch_size, batch_format="numpy", num_gpus=1,
+                compute=ray.data.ActorPoolStrategy(size=workers or gpus))
         else:
             ds = ds.map_batches(
                 Embedder, fn_constructor_kwargs={"backbone": spec, "identity": backbone.identity(),
                                                  "root": str(root), "threads": 1},
-                batch_size=batch_size, batch_format="numpy", num_cpus=1, concurrency=workers or cpus)
+                batch_size=batch_size, batch_format="numpy", num_cpus=1,
+                compute=ray.data.ActorPoolStrategy(size=min(workers or cpus, cpus)))
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             yield to_embedded(batch)

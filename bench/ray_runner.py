@@ -1,0 +1,77 @@
+"""The Ray runner's overhead: the same photos indexed by the local runner and by Ray Data on this machine.
+
+    python -m bench.ray_runner [--photos 400] [--reps 3]
+
+Ray is started once (its start-up is reported apart: a fixed cost that a long run amortises), with
+as many CPUs as the local runner has workers; runs alternate local, ray, local, ray so a busy machine
+slows both alike, and the ratio of the medians is the figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.indexing import copy_tree, photo_files
+from bench.machine import describe
+from indexer.backbone import Backbone
+from indexer.library import Library
+from indexer.pipeline import index_folder
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "clothing_small"
+
+
+def index_once(photos: Path, work: Path, backbone: Backbone, runner: str, workers: int, batch_size: int) -> float:
+    """Photos per second of one full run into a fresh library."""
+    path = work / f"library-{runner}"
+    shutil.rmtree(path, ignore_errors=True)
+    with Library(path, create=True) as library:
+        started = time.perf_counter()
+        report = index_folder(photos, library, backbone, batch_size=batch_size, workers=workers, runner=runner)
+        seconds = time.perf_counter() - started
+    return (report.indexed + sum(report.failed.values())) / seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.ray_runner", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", type=Path, default=CORPUS)
+    parser.add_argument("--photos", type=int, default=400)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args(argv)
+    import ray
+
+    say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    backbone = Backbone(device="cpu")
+    with tempfile.TemporaryDirectory(prefix="bench-ray-") as tmp:
+        work = Path(tmp)
+        files = photo_files(args.corpus, None)[:: max(1, len(photo_files(args.corpus, None)) // args.photos)]
+        photos = copy_tree(files[: args.photos], args.corpus, work / "photos")
+        started = time.perf_counter()
+        ray.init(num_cpus=args.workers, include_dashboard=False, _node_ip_address="127.0.0.1",
+                 log_to_driver=False)
+        startup = time.perf_counter() - started
+        rates: dict[str, list[float]] = {"local": [], "ray": []}
+        index_once(photos, work, backbone, "ray", args.workers, args.batch_size)  # warm: actors, imports
+        for rep in range(args.reps):
+            for runner in ("local", "ray"):
+                rates[runner].append(index_once(photos, work, backbone, runner, args.workers, args.batch_size))
+                say(f"rep {rep + 1} {runner}: {rates[runner][-1]:.1f} photos/s")
+        ray.shutdown()
+    local, remote = statistics.median(rates["local"]), statistics.median(rates["ray"])
+    machine = describe()
+    print(f"{args.photos} photos, {args.workers} workers / Ray CPUs, batch {args.batch_size}, {args.reps} reps; "
+          f"{machine}")
+    print(f"local {local:.1f} photos/s, ray {remote:.1f} photos/s, ratio {remote / local:.2f}; "
+          f"Ray start-up {startup:.1f}s (not counted); runs local {rates['local']} ray {rates['ray']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

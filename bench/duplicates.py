@@ -348,12 +348,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--negatives", type=int, default=None, help="hard negatives per class (default 40)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", type=int, default=None, help="synthetic library size to time (100000)")
-    parser.add_argument("--skip", default="", help="comma-separated: imagededup,neardup,clothing,scale,speed")
+    parser.add_argument("--skip", default="",
+                        help="comma-separated sections to leave out: copies,imagededup,neardup,clothing,speed,scale")
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--results", type=Path, default=REPO / "bench" / "last-duplicates.json",
+                        help="JSON file the results are saved to, section by section")
+    parser.add_argument("--report", type=Path, nargs="+", default=None,
+                        help="only write the report from these results files (runs split in parts)")
     parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.report:
+        results: dict = {}
+        for f in args.report:
+            part = json.loads(f.read_text())
+            results["seconds"] = results.get("seconds", 0) + part.pop("seconds", 0)
+            results.update(part)
+        report(results, args.no_write)
+        return 0
     if not CLOTHING.is_dir():
         parser.error(f"{CLOTHING} is not here")
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
@@ -365,53 +378,70 @@ def main(argv: list[str] | None = None) -> int:
     from indexer.backbone import Backbone
 
     backbone = Backbone(device="cpu")
-    results: dict = {"machine": describe(), "per_class": per_class, "negatives": negatives}
+    results = {"machine": describe(), "per_class": per_class, "negatives": negatives}
     started = time.perf_counter()
+
+    def save() -> None:
+        results["seconds"] = time.perf_counter() - started
+        args.results.write_text(json.dumps(results, indent=1, default=str))
+
     with tempfile.TemporaryDirectory(prefix="lookalike-dups-", dir=args.workdir) as tmp:
         work = Path(tmp)
-        say(f"making edited copies: {per_class} originals per class, {negatives} negatives per class ...")
-        cs = make_copy_set(CLOTHING, work / "photos", per_class, negatives, args.seed)
-        results["files"] = len(cs.group)
-        say(f"indexing {len(cs.group)} files ...")
-        library, seconds, _ = index(cs.folder, work / "library", backbone, args.workers)
-        results["index_seconds"] = seconds
-        say("  lookalike ...")
-        run = run_lookalike(library)
-        scores = {
-            name: score(pairs, cs.group, cs.transform, cs.original, run.seconds.get(name, 0.0))
-            for name, pairs in run.tiers.items()
-        }
-        results["verified_pairs"], results["candidate_pairs"] = run.verified, run.candidates
-        results["candidate_seconds"] = run.seconds["candidates"]
-        if "imagededup" not in skip and imagededup_available():
-            for method in IMAGEDEDUP:
-                say(f"  imagededup {method} ...")
-                pairs, secs = run_imagededup(cs.folder, method)
-                scores[f"imagededup {method} (<= 10)"] = score(pairs, cs.group, cs.transform, cs.original, secs)
-        library.close()
-        results["copies"] = {k: vars(v) for k, v in scores.items()}
-        say(table(scores, list(TRANSFORMS)))
-
+        if "copies" not in skip:
+            run_copies(work, backbone, args.workers, per_class, negatives, args.seed, skip, results)
+            save()
         if "neardup" not in skip and (NEARDUP / "ground_truth.json").exists():
             say("neardup ...")
             results["neardup"] = run_neardup(work, backbone, args.workers, skip)
+            save()
         if "clothing" not in skip and not args.quick:
             say("all of clothing_small ...")
             results["clothing"] = run_clothing(work, backbone, args.workers)
+            save()
         if "speed" not in skip:
             say("indexing speed with and without the signals hook ...")
-            results["speed"] = indexing_speed(cs.folder, work, backbone, args.workers, reps=2)
+            results["speed"] = indexing_speed(work, backbone, args.workers, reps=2)
+            save()
         if "scale" not in skip:
             say(f"duplicates on {scale} synthetic photos ...")
             results["scale"] = time_at_scale(work, scale, backbone, say)
-    results["seconds"] = time.perf_counter() - started
-    (REPO / "bench" / "last-duplicates.json").write_text(json.dumps(results, indent=1, default=str))
+            save()
+    report(results, args.no_write)
+    return 0
+
+
+def run_copies(work: Path, backbone, workers, per_class: int, negatives: int, seed: int, skip: set[str],
+               results: dict) -> None:
+    say(f"making edited copies: {per_class} originals per class, {negatives} negatives per class ...")
+    cs = make_copy_set(CLOTHING, work / "photos", per_class, negatives, seed)
+    results["files"] = len(cs.group)
+    say(f"indexing {len(cs.group)} files ...")
+    library, seconds, _ = index(cs.folder, work / "library", backbone, workers)
+    results["index_seconds"] = seconds
+    say("  lookalike ...")
+    run = run_lookalike(library)
+    scores = {
+        name: score(pairs, cs.group, cs.transform, cs.original, run.seconds.get(name, 0.0))
+        for name, pairs in run.tiers.items()
+    }
+    results["verified_pairs"], results["candidate_pairs"] = run.verified, run.candidates
+    results["candidate_seconds"] = run.seconds["candidates"]
+    if "imagededup" not in skip and imagededup_available():
+        for method in IMAGEDEDUP:
+            say(f"  imagededup {method} ...")
+            pairs, secs = run_imagededup(cs.folder, method)
+            scores[f"imagededup {method} (<= 10)"] = score(pairs, cs.group, cs.transform, cs.original, secs)
+    library.close()
+    results["copies"] = {k: vars(v) for k, v in scores.items()}
+    say(table(scores, list(TRANSFORMS)))
+
+
+def report(results: dict, no_write: bool) -> None:
     text = markdown(results)
     print(text)
-    if not args.no_write:
+    if not no_write:
         write_section(REPO / "BENCHMARKS.md", text)
         say("updated BENCHMARKS.md")
-    return 0
 
 
 def run_neardup(work: Path, backbone, workers: int | None, skip: set[str]) -> dict:
@@ -448,13 +478,13 @@ def run_clothing(work: Path, backbone, workers: int | None) -> dict:
     }
 
 
-def indexing_speed(folder: Path, work: Path, backbone, workers: int | None, reps: int) -> dict:
-    """Images per second with and without the signals hook, interleaved."""
-    files = sorted(folder.glob("*.jpg"))[:600]
+def indexing_speed(work: Path, backbone, workers: int | None, reps: int) -> dict:
+    """Images per second with and without the signals hook, interleaved, on 600 clothing photos."""
+    files = sorted(CLOTHING.rglob("*.jpg"))[:600]
     sub = work / "speed-photos"
     sub.mkdir()
-    for f in files:
-        shutil.copyfile(f, sub / f.name)
+    for i, f in enumerate(files):
+        shutil.copyfile(f, sub / f"{i:04d}.jpg")
     with_signals: list[float] = []
     without: list[float] = []
     for r in range(reps):
@@ -476,6 +506,14 @@ def markdown(r: dict) -> str:
         f"Written by `python -m bench.duplicates` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
         f"({r['seconds'] / 60:.0f} min). CPU: {m['cpu']}, {m['cores']} cores, AVX2 without AVX-512, "
         f"AVX512_BF16 or AMX, shared with other jobs (load average at start {m['load average at start']}).",
+    ]
+    if "copies" in r:
+        lines += copies_markdown(r)
+    return more_markdown(r, lines)
+
+
+def copies_markdown(r: dict) -> list[str]:
+    lines = [
         "",
         f"### Edited copies of clothing_small photos among hard negatives ({r['files']} files)",
         "",
@@ -491,6 +529,10 @@ def markdown(r: dict) -> str:
         f"Candidates: {r['candidate_pairs']} pairs ({r['candidate_seconds']:.1f} s), of which "
         f"{r['verified_pairs']} went to ORB + RANSAC verification."
     )
+    return lines
+
+
+def more_markdown(r: dict, lines: list[str]) -> str:
     if "neardup" in r:
         lines += ["", "### shared/corpora/neardup (32 images, flips, rotations, EXIF orientations)", ""]
         lines.append(table({k: Score(**v) for k, v in r["neardup"].items()}, []))

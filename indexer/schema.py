@@ -200,6 +200,19 @@ class DismissedPair(Base):
     set_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class VerifiedPair(Base):
+    """A stored verification verdict (search/verify.py) for two files, keyed by content hashes in
+    the order verified: a pair is verified once, not at every `duplicates` run."""
+
+    __tablename__ = "verified_pairs"
+
+    hash_a: Mapped[str] = mapped_column(String, primary_key=True)
+    hash_b: Mapped[str] = mapped_column(String, primary_key=True)
+    inliers: Mapped[int] = mapped_column(Integer)
+    correlation: Mapped[float] = mapped_column(Float)
+    version: Mapped[int] = mapped_column(Integer)  # search.duplicates.VERIFY_VERSION
+
+
 class DuplicateChoice(Base):
     """A person's keep/remove choice for one photo of a duplicate group.
 

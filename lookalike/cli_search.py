@@ -360,6 +360,8 @@ def compare_methods(lib, settings, labels_per_class: int | None) -> dict:
 )
 def duplicates(library, kind, threshold, as_json, remove_csv, move_to):
     """Groups of near-duplicate photos, largest first, each with the copy to keep."""
+    if threshold is not None and kind == "copies":
+        raise click.UsageError("--threshold sets the similar tier's cosine: add --kind similar")
     from search.duplicates import SIMILAR_THRESHOLD, find_tiers, groups_of
     from search.review import ReviewError, dismissed_pairs, move_files, plan_csv, removal_plan, review
 

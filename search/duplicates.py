@@ -18,6 +18,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,6 +57,8 @@ COSINE_CANDIDATE = 0.60
 EMBED_NEIGHBOURS = 8
 MIN_INLIERS = 12  # ORB matches that agree on one transform (search/verify.py)
 MIN_CORRELATION = 0.75  # of the edges once aligned by that transform
+FEATURE_CACHE = 2048  # photos whose ORB features stay in memory during one run
+VERIFY_VERSION = 1  # bump when verification changes: stored verdicts are then recomputed
 HASH_FLAT_MAX = 20_000  # exact binary search up to here; above, buckets on the steadiest bits
 HASH_BUCKET_BITS = 16
 _CHUNK = 1024
@@ -270,28 +273,72 @@ def _fill_cosines(library: Library, cand: Candidates) -> None:
 Verifier = Callable[[int, int], "Match"]
 
 
-def file_verifier(library: Library) -> Verifier:
-    """inliers(a, b) from the photo files under the library's root, each photo's features computed once."""
-    from sqlalchemy import select
+class FileVerifier:
+    """verify(a, b) from the photo files under the library's root.
 
-    from indexer.schema import Image
-    from search.verify import Features, Match, features_of_file, verify
+    Verdicts are stored by the two files' content hashes (`verified_pairs`), so a pair is verified
+    once, not at every run; `save()` writes this run's new ones. Features are kept for the
+    FEATURE_CACHE most recently used photos (about 80 kB each).
+    """
 
-    root = library.root or Path(".")
-    cache: dict[int, Features | None] = {}
-    with library.Session() as s:
-        paths = dict(s.execute(select(Image.id, Image.path)).all())
+    def __init__(self, library: Library) -> None:
+        from sqlalchemy import select
 
-    def features(i: int) -> Features | None:
-        if i not in cache:
-            cache[i] = features_of_file(root / paths[i]) if i in paths else None
-        return cache[i]
+        from indexer.schema import Image, VerifiedPair
+        from search.verify import features_of_file
 
-    def verify_ids(a: int, b: int) -> Match:
-        fa, fb = features(a), features(b)
-        return Match(0, 0.0) if fa is None or fb is None else verify(fa, fb)
+        self.library = library
+        root = library.root or Path(".")
+        with library.Session() as s:
+            self.rows = {i: (p, h) for i, p, h in s.execute(select(Image.id, Image.path, Image.hash))}
+            self.stored = {
+                (ha, hb): (n, c)
+                for ha, hb, n, c in s.execute(select(VerifiedPair.hash_a, VerifiedPair.hash_b, VerifiedPair.inliers,
+                                                     VerifiedPair.correlation)
+                                              .where(VerifiedPair.version == VERIFY_VERSION))
+            }
+        self.new: dict[tuple[str, str], tuple[int, float]] = {}
 
-    return verify_ids
+        @lru_cache(maxsize=FEATURE_CACHE)
+        def features(i: int):
+            return features_of_file(root / self.rows[i][0]) if i in self.rows else None
+
+        self.features = features
+
+    def __call__(self, a: int, b: int) -> Match:
+        from search.verify import Match, verify
+
+        key = (self.rows.get(a, ("", None))[1], self.rows.get(b, ("", None))[1])
+        if key[0] is not None and key[1] is not None:
+            known = self.stored.get(key) or self.new.get(key)  # type: ignore[arg-type]
+            if known is not None:
+                return Match(*known)
+        fa, fb = self.features(a), self.features(b)
+        if fa is None or fb is None:
+            return Match(0, 0.0)  # unreadable now: not remembered, it may be readable next time
+        match = verify(fa, fb)
+        if key[0] is not None and key[1] is not None:
+            self.new[key] = (match.inliers, round(match.correlation, 4))  # type: ignore[index]
+        return match
+
+    def save(self) -> None:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        from indexer.schema import VerifiedPair
+
+        if not self.new:
+            return
+        rows = [dict(hash_a=ha, hash_b=hb, inliers=n, correlation=c, version=VERIFY_VERSION)
+                for (ha, hb), (n, c) in self.new.items()]
+        with self.library.Session.begin() as s:
+            for start in range(0, len(rows), 5000):
+                s.execute(sqlite_insert(VerifiedPair).on_conflict_do_nothing(), rows[start : start + 5000])
+        self.stored.update(self.new)
+        self.new = {}
+
+
+def file_verifier(library: Library) -> FileVerifier:
+    return FileVerifier(library)
 
 
 def copy_pairs(cand: Candidates, verify: Verifier | None) -> list[Pair]:
@@ -366,7 +413,10 @@ def find_tiers(library: Library, *, similar_threshold: float = SIMILAR_THRESHOLD
     if not -1.0 <= similar_threshold <= 1.0:
         raise ValueError("threshold is a cosine similarity between -1 and 1")
     cand = candidates(library)
-    copies = copy_pairs(cand, file_verifier(library) if verify else None)
+    verifier = FileVerifier(library) if verify else None
+    copies = copy_pairs(cand, verifier)
+    if verifier is not None:
+        verifier.save()
     similar = [
         Pair(a, b, s, cand.hash_distance.get((a, b))) for a, b, s in find_pairs(library, similar_threshold)
     ]

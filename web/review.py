@@ -38,9 +38,21 @@ def threshold_arg(args: Mapping[str, str]) -> float:
     return value
 
 
+def _signals_key() -> tuple:
+    # `lookalike index` may add signals to older photos without touching any vector.
+    from sqlalchemy import func, select
+
+    from indexer.schema import ImageSignalsRow
+
+    return tuple(get_session().execute(
+        select(func.count(), func.sum(ImageSignalsRow.image_id), func.sum(ImageSignalsRow.version))
+    ).one())
+
+
 def tiers(threshold: float) -> Tiers:
+    """Both tiers' pairs, computed once per state of the vectors and signals (verification is slow)."""
     svc = services()
-    key = (threshold, tuple(svc.library.vectors_fingerprint()))
+    key = (threshold, tuple(svc.library.vectors_fingerprint()), _signals_key())
     return svc.memoized("duplicate-tiers", key, lambda: find_tiers(svc.library, similar_threshold=threshold))
 
 

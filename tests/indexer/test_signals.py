@@ -103,3 +103,19 @@ def test_a_library_indexed_without_signals_gets_them_on_the_next_run(folder, tmp
         with library.Session() as s:
             assert s.scalar(select(func.count()).select_from(ImageSignalsRow)) == 6
         assert index_folder(folder, library, backbone, workers=0).signals_backfilled == 0
+
+
+def test_a_letterboxed_copy_meets_its_original_without_the_bars(tmp_path):
+    for src in photos("hat", 3) + photos("dress", 3):  # some with a plain studio margin, some without
+        original, _ = load_image(src)
+        path = tmp_path / "letterboxed.jpg"
+        TRANSFORMS["letterbox"](original).save(path, quality=90)
+        a, b = compute_signals(original), compute_signals(load_image(path)[0])
+        assert b.pdq_trim is not None and hamming(a.pdq, b.pdq) > HASH_SURE  # the bars hide it ...
+        assert hamming(a.pdq_trim or a.pdq, b.pdq_trim) <= HASH_SURE, src.name  # ... trimmed, it shows
+
+
+def test_plain_and_borderless_images_have_no_trimmed_hash():
+    assert compute_signals(PILImage.new("RGB", (300, 200), (40, 90, 200))).pdq_trim is None
+    noise = PILImage.effect_noise((300, 200), 60).convert("RGB")
+    assert compute_signals(noise).pdq_trim is None

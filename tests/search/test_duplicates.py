@@ -128,3 +128,25 @@ def test_group_pairs_joins_components_largest_first():
     assert [g.image_ids for g in groups] == [[5, 6, 7, 8], [1, 2, 3], [10, 11]]
     assert groups[0] == DuplicateGroup([5, 6, 7, 8], [p(6, 7, 0.98), p(5, 6, 0.96), p(7, 8, 0.95)], COPIES)
     assert group_pairs([]) == []
+
+
+def test_verdicts_are_stored_and_not_recomputed(copies_library, tmp_path, monkeypatch):
+    import shutil
+
+    import search.verify
+    from indexer.schema import VerifiedPair
+
+    library, _ = copies_library
+    shutil.copytree(library.path, tmp_path / "copy")
+    with Library(tmp_path / "copy") as lib:
+        first = find_tiers(lib)
+        with lib.Session() as s:
+            stored = s.query(VerifiedPair).count()
+        assert stored > 0 and any(p.inliers is not None for p in first.copies)
+
+        def no_more(*args):
+            raise AssertionError("verified again")
+
+        monkeypatch.setattr(search.verify, "verify", no_more)
+        again = find_tiers(lib)
+        assert again.copies == first.copies

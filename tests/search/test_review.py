@@ -150,6 +150,8 @@ def test_duplicates_json_keeps_its_contract_and_adds_tier_and_keep(collection, r
                              "--threshold", "0.3").output)
     assert similar and all(x["kind"] == "similar" for x in similar)
     assert run("duplicates", "--library", library.path, "--kind", "twins").exit_code == 2
+    wrong = run("duplicates", "--library", library.path, "--threshold", "0.8")
+    assert wrong.exit_code == 2 and "--kind similar" in wrong.output
 
 
 def test_remove_csv_and_move_to_never_delete(collection, run, tmp_path):

@@ -43,6 +43,12 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def cpu_s() -> float:
+    """CPU seconds of this process, all threads: what other jobs' time slices do not inflate."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def cpu_flags() -> str:
     try:
         flags = set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -132,11 +138,11 @@ def run_layout(n: int, say) -> dict:
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     before = peak_rss_mb()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_s()
     result = layout.lay_out(ids, chunks, fetch=fetch)
-    seconds = time.perf_counter() - started
-    say(f"  layout of {n}: {seconds:.1f}s, peak RSS {peak_rss_mb():.0f} MB")
-    return {"n": n, "seconds": seconds, "peak_rss_mb": peak_rss_mb(), "rss_before_mb": before,
+    seconds, cpu = time.perf_counter() - started, cpu_s() - cpu
+    say(f"  layout of {n}: {seconds:.1f}s ({cpu:.0f} CPU s), peak RSS {peak_rss_mb():.0f} MB")
+    return {"n": n, "seconds": seconds, "cpu_s": cpu, "peak_rss_mb": peak_rss_mb(), "rss_before_mb": before,
             "sample": len(result.fit.sample_ids), "result": result}
 
 
@@ -168,11 +174,20 @@ def build_library(path: Path, n: int, say) -> dict:
         s.execute(insert(Label), [{"image_id": int(i), "label": f"class {i % 12}", "source": IMPORTED,
                                    "set_at": utcnow()} for i in labelled])
     rows_s = time.perf_counter() - started
+    # A flat FAISS file, so that the server starts at once: the page does not search, and building
+    # the HNSW index the library would choose is `lookalike index`'s work, not the map's.
+    from indexer.vectors import VectorIndex
+
+    ids, vectors = library.stored_vectors()
+    library.save_vectors(VectorIndex.build(vectors.shape[1], ids, vectors, kind="flat"), clean=False)
+    del vectors
     say(f"  {n} rows in {rows_s:.0f}s; computing the map from SQLite ...")
+    cpu = cpu_s()
     report = update_map(library)
-    say(f"  {report.summary()}")
+    cpu = cpu_s() - cpu
+    say(f"  {report.summary()} ({cpu:.0f} CPU s)")
     library.close()
-    return {"rows_s": rows_s, "map_s": report.seconds, "sample": report.sample}
+    return {"rows_s": rows_s, "map_s": report.seconds, "map_cpu_s": cpu, "sample": report.sample}
 
 
 def serve(library_path: Path):
@@ -282,13 +297,15 @@ def markdown(facts: dict) -> str:
         goal = "≤ 180 s" if r["n"] == 100_000 else "within memory"
         ok = "✓" if (r["n"] != 100_000 or r["seconds"] <= 180) else "✗"
         lines.append(f"| layout of {r['n']:,} synthetic 1280-d vectors in process (fit on {r['sample']:,}, the rest "
-                     f"placed) | {r['seconds']:.0f} s, peak RSS {r['peak_rss_mb']:.0f} MB | {goal} | {ok} |")
+                     f"placed) | {r['seconds']:.0f} s ({r.get('cpu_s', float('nan')):.0f} CPU s), peak RSS "
+                     f"{r['peak_rss_mb']:.0f} MB | {goal} | {ok} |")
     if facts.get("library"):
         lib = facts["library"]
         n = facts["page_size"]
         ok = "✓" if lib["map_s"] <= 180 else "✗"
         lines.append(f"| `update_map` on a {n:,}-photo library, SQLite to SQLite (read vectors, fit on "
-                     f"{lib['sample']:,}, place, write points) | {lib['map_s']:.0f} s | ≤ 180 s | {ok} |")
+                     f"{lib['sample']:,}, place, write points) | {lib['map_s']:.0f} s "
+                     f"({lib.get('map_cpu_s', float('nan')):.0f} CPU s) | ≤ 180 s | {ok} |")
     if facts.get("page"):
         pg = facts["page"]
         n = facts["page_size"]

@@ -140,3 +140,43 @@ def test_split_preprocessing_equals_the_torchvision_pipeline():
     split = pre.normalize(pre.crop_uint8(img).unsqueeze(0))[0]
     assert split.shape == (3, pre.crop, pre.crop)
     assert torch.allclose(split, reference(img), atol=1e-6)
+
+
+def test_messages_name_bytes_not_python_objects(tmp_path):
+    with pytest.raises(ImageError) as e:
+        load_image(b"<html>not a photo</html>")
+    assert str(e.value) == "not an image: cannot identify image file <24 bytes>"
+    assert "0x" not in str(e.value) and "_io." not in str(e.value)
+
+
+def test_libtiff_prints_nothing_of_its_own(tmp_path):
+    """libtiff writes straight to file descriptor 2; run in a fresh process to see every byte."""
+    import subprocess
+    import sys
+
+    crash = TEST_DATA / "bad" / "pillow__crash-1152ec2d.tif"
+    code = (
+        "import sys; from pathlib import Path; from indexer.imageio import load_image, ImageError\n"
+        "for src in (Path(sys.argv[1]), Path(sys.argv[1]).read_bytes()):\n"
+        "    try: load_image(src, min_side=256)\n"
+        "    except ImageError as e: print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(crash)], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == ["corrupt image: OSError: decoder error -2"] * 2
+    assert out.stderr == ""
+
+
+def test_an_upload_over_the_decoded_size_bound_is_refused_before_decoding():
+    from indexer.imageio import TOO_LARGE, decoded_bytes
+
+    buf = io.BytesIO()
+    Image.new("RGBA", (300, 200)).save(buf, "PNG")
+    with Image.open(io.BytesIO(buf.getvalue())) as img:
+        assert decoded_bytes(img) == 300 * 200 * 4
+    with pytest.raises(ImageError) as e:
+        load_image(buf.getvalue(), max_bytes=300 * 200 * 4 - 1)
+    assert e.value.reason == TOO_LARGE and e.value.detail.startswith("300x200 RGBA pixels take")
+    assert load_image(buf.getvalue(), max_bytes=300 * 200 * 4)[0].size == (300, 200)
+    # A large JPEG is judged at the scale it is decoded at: 4000x3000 at 1/8 is 500x375.
+    big = jpeg_bytes(Image.new("RGB", (4000, 3000), "red"))
+    assert load_image(big, min_side=256, max_bytes=500 * 375 * 4)[1].width == 4000

@@ -116,7 +116,16 @@ def test_each_row_gets_its_own_vector(tree, library, backbone):
 
 def test_partial_last_batch_and_in_process_decoding(tree, library, backbone):
     report = index_folder(tree, library, backbone, batch_size=4, workers=0)
-    assert report.indexed == len(GOOD)  # 9 decodable-or-not files: batches of 4, 4, 1
+    assert report.indexed == len(GOOD)
+    # Each batch is one transaction stamping its rows with one indexed_at: 9 files, 4 + 4 + 1.
+    with library.Session() as s:
+        stamps = s.execute(select(Row.indexed_at, Row.path).order_by(Row.path)).all()
+    batches: dict = {}
+    for stamp, path in stamps:
+        batches.setdefault(stamp, []).append(path)
+    assert sorted(len(paths) for paths in batches.values()) == [1, 4, 4]
+    in_order = [paths for _, paths in sorted(batches.items())]
+    assert [p for paths in in_order for p in paths] == sorted(p for _, p in stamps)  # path order
 
 
 def test_rerun_skips_unchanged_files_without_decoding(tree, library, backbone):
@@ -282,3 +291,34 @@ def test_real_photos_get_sensible_imagenet_classes(path, expected, backbone):
     p, i = probs.max(0)
     assert info.index_to_description(int(i)) == expected
     assert p > 0.5
+
+
+def test_reembed_embeds_every_photo_again_with_the_same_backbone(tree, library, backbone):
+    first = index_folder(tree, library, backbone, workers=0)
+    assert first.indexed == len(GOOD)
+    before = {p: r.indexed_at for p, r in rows(library).items()}
+    report = index_folder(tree, library, backbone, workers=0, reembed=True)
+    assert report.indexed == len(GOOD) and report.unchanged == 0
+    assert sum(report.failed.values()) == 3  # the broken files are tried again too
+    after = rows(library)
+    assert all(after[p].indexed_at > before[p] for p in before)
+    assert library.load_vectors().ntotal == len(GOOD)
+
+
+def test_classify_uses_a_torchvision_backbones_own_classifier(tmp_path):
+    """Random weights, saved and loaded as a weights file: classify must equal the untouched model's
+    softmax over its 1000 logits (not over the 1280 features)."""
+    import torchvision
+
+    torch.manual_seed(0)
+    reference = torchvision.models.get_model("efficientnet_b0", weights=None).eval()
+    weights = tmp_path / "b0.pt"
+    torch.save(reference.state_dict(), weights)
+    net = Backbone("efficientnet_b0", weights=weights, device="cpu", precision="fp32")
+    images = [load_image(p)[0] for p in sorted((SAMPLES / "hat").glob("*.jpg"))[:2]]
+    probs = net.classify(images)
+    assert probs.shape == (2, 1000)
+    with torch.inference_mode():
+        expected = reference(torch.stack([net.transform(im) for im in images])).softmax(dim=1)
+    assert torch.allclose(probs, expected, atol=1e-5)
+    assert net.embed_images(images).shape == (2, 1280)  # the features still skip the classifier

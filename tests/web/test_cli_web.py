@@ -142,3 +142,36 @@ def test_serving_beyond_loopback_without_a_token_warns(sample_library_dir, monke
     monkeypatch.setenv("LOOKALIKE_TOKEN", "t0ken")
     result = CliRunner().invoke(main, ["serve", "--library", str(sample_library_dir), "--host", "0.0.0.0"])
     assert "without LOOKALIKE_TOKEN" not in result.output
+
+
+def test_ctrl_c_during_the_warm_up_stops_at_once(sample_library_dir, tmp_path):
+    """Ctrl+C while the model is still loading: the server leaves without waiting for it (and
+    without the abort that exiting under a loading torch used to cause)."""
+    shutil.copytree(sample_library_dir, tmp_path / "lib")
+    proc, url = start(["-v", "serve", "--library", str(tmp_path / "lib"), "--port", "0"])
+    proc.send_signal(2)  # at once: the warm-up thread has only begun to build the model
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output
+    assert "warm-up done" not in output  # it did not wait for the model
+    assert "terminate called" not in output and "Traceback" not in output
+
+
+def test_serve_warns_beyond_loopback_only(sample_library_dir, monkeypatch):
+    """One definition of loopback: no warning on any 127.x address, ::1 or localhost."""
+    monkeypatch.setattr(waitress, "create_server", lambda app, **kw: _NoServer())
+    monkeypatch.delenv("LOOKALIKE_TOKEN", raising=False)
+    for host, warns in (("127.0.0.1", False), ("127.0.0.2", False), ("::1", False), ("localhost", False),
+                        ("0.0.0.0", True), ("::", True), ("192.168.1.20", True)):
+        result = CliRunner().invoke(main, ["serve", "--library", str(sample_library_dir), "--host", host])
+        assert result.exit_code == 0, result.output
+        assert ("without LOOKALIKE_TOKEN" in result.output) is warns, host
+
+
+class _NoServer:
+    effective_port = 8765
+
+    def run(self):
+        pass
+
+    def close(self):
+        pass

@@ -98,7 +98,7 @@ def train_probe(vectors: FloatArray, codes: npt.NDArray[np.int64], n_classes: in
 
     mean = vectors.mean(axis=0)
     scale = float((vectors - mean).std()) or 1.0
-    x = torch.from_numpy(np.ascontiguousarray((vectors - mean) / scale, dtype=np.float32))
+    x = torch.from_numpy(np.array((vectors - mean) / scale, dtype=np.float32))
     y = torch.from_numpy(codes.astype(np.int64))
     w = torch.zeros(x.shape[1], n_classes, requires_grad=True)
     b = torch.zeros(n_classes, requires_grad=True)
@@ -123,7 +123,7 @@ def train_projection(vectors: FloatArray, codes: npt.NDArray[np.int64], seed: in
     import torch
 
     dim = min(PROJECTION_DIM, vectors.shape[1])
-    x_all = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
+    x_all = torch.from_numpy(np.array(vectors, dtype=np.float32))  # a writable copy
     torch.manual_seed(seed)
     # The principal directions of the training vectors (randomised PCA: LAPACK's full SVD is slow).
     q = min(dim, len(vectors), vectors.shape[1])

@@ -304,6 +304,7 @@ class LearningLabeller(Labeller):
 
     def queue_ids(self) -> npt.NDArray[np.int64]:
         """Every unlabelled indexed photo's id, best to label first (cached per state of the suggestions)."""
+        self.refresh()
         key = (json.dumps(self._state("knn_suggestions"), sort_keys=True), json.dumps(self.fingerprint()))
         if self._order is not None and self._order[0] == key:
             return self._order[1]

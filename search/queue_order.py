@@ -18,7 +18,7 @@ import numpy.typing as npt
 from search.duplicates import DEFAULT_THRESHOLD as NEAR_DUPLICATE
 
 CLUSTER_SHARE = 0.01  # one cluster per this share of the collection (its 1 % most typical photos)
-MIN_CLUSTERS, MAX_CLUSTERS = 2, 256
+MIN_CLUSTERS, MAX_CLUSTERS = 16, 256  # a small collection still starts with a spread of photos
 KMEANS_SAMPLE = 20_000  # k-means fits on at most this many vectors, then assigns them all
 KMEANS_ITERATIONS = 12
 

@@ -152,7 +152,7 @@ def queue():
         for s in suggestions if s.image_id in rows
     ]
     return jsonify(items=items, offset=offset, limit=limit, unlabelled=facets(session).unlabelled,
-                   labels=known_labels(session))
+                   labels=known_labels(session), learning=labelling.learning_state())
 
 
 # -- search -------------------------------------------------------------------------------------

@@ -107,5 +107,12 @@ def label_version(session: Session) -> tuple:
 
 
 def learning_state() -> dict | None:
-    """What the learned head measured and whether it is current (None before its first training)."""
-    return services().labeller.facts()
+    """What the learned head measured and whether it is current (None before its first training).
+
+    A stale head is queued for retraining in the background; this never waits for it.
+    """
+    labeller = services().labeller
+    facts = labeller.facts()
+    if (facts is None or not facts["current"]) and labeller.trainer is not None:
+        labeller.trainer.request()
+    return facts

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from werkzeug.serving import make_server
 
 from indexer.library import Library
-from indexer.schema import INDEXED, DuplicateChoice, Image, Label
+from indexer.schema import INDEXED, DuplicateChoice, Image, Label, SuggestedLabel
 from search.review import dismissed_pairs
 from tests.web.library_setup import ARTIFACTS, label_every_other, make_app, near_duplicate_of
 
@@ -191,6 +191,32 @@ def test_queue_accepts_with_a_key_and_skips(page, live_library):
     expect(page.locator("#q-path")).not_to_have_text(before)
 
 
+def suggestions_now(library) -> dict[int, tuple[str | None, float]]:
+    with library.Session() as s:
+        return {i: (lab, c) for i, lab, c in s.execute(select(SuggestedLabel.image_id, SuggestedLabel.label,
+                                                              SuggestedLabel.confidence))}
+
+
+def test_a_label_retrains_the_head_in_the_background_and_the_queue_follows(page, live_library):
+    page.goto("/queue")
+    status = page.locator("#q-learning")
+    # The first visit starts a training in the background; the page polls until it is current.
+    expect(status).to_have_attribute("data-state", "current", timeout=120_000)
+    trained_on = int(re.search(r"trained on (\d+) labels", status.text_content()).group(1))
+    before = suggestions_now(live_library)
+
+    page.keyboard.press("Enter")  # accept the suggestion: one more label
+    expect(page.locator("#done")).to_have_text("1")
+    expect(status).to_contain_text(f"trained on {trained_on + 1} labels", timeout=120_000)
+    after = suggestions_now(live_library)
+    assert after != before  # the retrained head refreshed the suggestions
+    shown = page.locator("#q-path").text_content()
+    with live_library.Session() as s:
+        shown_id = s.scalar(select(Image.id).where(Image.path == shown))
+    expect(page.locator("#q-suggested")).to_have_text(after[shown_id][0])
+    shot(page, "queue-learned")
+
+
 def test_duplicates_review_ends_in_choices_and_dismissals(page, live_library):
     page.goto("/duplicates")
     expect(page.locator("#tier-copies")).to_have_attribute("aria-current", "page")
@@ -233,4 +259,7 @@ def test_about_page(page):
     expect(page.locator("#label-counts")).to_contain_text("hat")
     expect(page.locator("#backbone")).to_contain_text("efficientnet_lite0")
     expect(page.locator("#knn-accuracy")).to_have_text(re.compile(r"\d+%"))
+    expect(page.locator("#methods")).to_contain_text("linear probe")
+    expect(page.locator("#methods .chosen")).to_contain_text("(used)")
+    expect(page.locator("#label-efficiency")).to_contain_text("of the collection correctly")
     shot(page, "about")

@@ -12,17 +12,43 @@
   let done = 0;
   let busy = false;
 
-  async function load() {
+  let poll = null;
+
+  async function load(keep = false) {
     const limit = Math.min(200, 20 + skipped.size);
     try {
       const data = await LK.api("GET", `/api/queue?limit=${limit}`);
       labels = data.labels;
+      const current = keep && item ? item.image.id : null;
       items = data.items.filter((it) => !skipped.has(it.image.id));
+      // A refresh after retraining keeps the photo on screen, with its new suggestion.
+      const at = items.findIndex((it) => it.image.id === current);
+      if (at > 0) items.unshift(items.splice(at, 1)[0]);
       $("left").textContent = data.unlabelled;
+      learning(data.learning);
       show();
     } catch (err) {
       LK.fail(err);
     }
+  }
+
+  function learning(state) {
+    // The server retrains in the background after a label; poll until its suggestions are current.
+    clearTimeout(poll);
+    const box = $("q-learning");
+    if (!state || !state.current) {
+      box.textContent = "Learning from your labels…";
+      box.dataset.state = "training";
+      poll = setTimeout(() => {
+        if (busy || document.activeElement === $("q-input")) learning(state); // try again later
+        else load(true);
+      }, 1000);
+      return;
+    }
+    const acc = state.accuracy[state.method];
+    box.dataset.state = "current";
+    box.textContent = `Suggestions from ${state.method}, trained on ${state.trained_on} labels` +
+      (acc === undefined ? "" : ` (${Math.round(acc * 100)}% right in cross-validation)`);
   }
 
   function candidates(s) {

@@ -1,0 +1,197 @@
+"""The learning labeller on the real sample library: stored head, suggestions, queue, and the commands."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from indexer.schema import FAILED, Image, Label, SuggestedLabel
+from lookalike.cli import main
+from search.head import KNN, METHODS
+from search.labels import import_folders, set_label
+from search.learning import HEAD_FILE, LearningLabeller, load_head
+from search.queue_order import Clusters, queue_order
+from search.retraining import Debouncer
+from search.searcher import Searcher
+from tests.search.conftest import unit
+
+
+def folders(library) -> dict[int, str]:
+    with library.Session() as s:
+        return dict(s.execute(select(Image.id, Image.folder)).all())
+
+
+def label_some(library, per_class: int) -> dict[int, str]:
+    """The first `per_class` photos (by path) of each folder get their folder's name."""
+    done: dict[int, str] = {}
+    with library.Session.begin() as s:
+        seen: dict[str, int] = {}
+        for image_id, folder in s.execute(select(Image.id, Image.folder).order_by(Image.path)):
+            if seen.get(folder, 0) < per_class:
+                seen[folder] = seen.get(folder, 0) + 1
+                set_label(s, image_id, folder, source="imported")
+                done[image_id] = folder
+    return done
+
+
+def unlabelled_suggestions(library) -> dict[int, tuple[str | None, float]]:
+    with library.Session() as s:
+        rows = s.execute(
+            select(SuggestedLabel.image_id, SuggestedLabel.label, SuggestedLabel.confidence)
+            .outerjoin(Label, Label.image_id == SuggestedLabel.image_id)
+            .where(Label.image_id.is_(None))
+        ).all()
+    return {i: (lab, c) for i, lab, c in rows}
+
+
+def test_the_head_is_stored_with_its_fingerprint_and_drives_every_suggestion(sample_library):
+    label_some(sample_library, 4)
+    labeller = LearningLabeller(Searcher(sample_library))
+    assert labeller.is_stale()
+    head = labeller.retrain()
+    assert (sample_library.path / HEAD_FILE).exists()
+    stored, facts = load_head(sample_library.path / HEAD_FILE)
+    assert stored.method == head.method and facts["fingerprint"] == labeller.fingerprint()
+    assert not labeller.is_stale()
+    assert set(head.accuracy) == set(METHODS)
+    truth = folders(sample_library)
+    suggestions = unlabelled_suggestions(sample_library)
+    assert len(suggestions) == 80  # every unlabelled indexed photo has one
+    assert all(lab is not None and 0 < c <= 1 for lab, c in suggestions.values())
+    right = np.mean([lab == truth[i] for i, (lab, _) in suggestions.items()])
+    assert right >= 0.8
+
+    # A new label makes the head stale; retraining writes a new one and refreshes the suggestions.
+    with sample_library.Session.begin() as s:
+        set_label(s, next(iter(suggestions)), "hat")
+    assert labeller.is_stale()
+    token = facts["token"]
+    labeller.retrain()
+    assert labeller.stored()[1]["token"] != token
+    assert len(unlabelled_suggestions(sample_library)) == 79
+
+
+def test_a_library_with_no_labels_one_class_or_labels_on_failed_photos(sample_library):
+    labeller = LearningLabeller(Searcher(sample_library))
+    head = labeller.retrain()
+    assert head.method == KNN and head.classes == ()
+    assert {lab for lab, _ in unlabelled_suggestions(sample_library).values()} == {None}
+    assert len(labeller.queue_ids()) == 120
+
+    with sample_library.Session.begin() as s:
+        ids = s.scalars(select(Image.id).order_by(Image.id).limit(3)).all()
+        for i in ids:
+            set_label(s, i, "thing")
+        s.get(Image, ids[0]).status = FAILED  # a label on a photo that failed to read
+    head = labeller.retrain()
+    assert head.method == KNN and head.classes == ("thing",)
+    labels = {lab for lab, _ in unlabelled_suggestions(sample_library).values()}
+    assert labels <= {"thing", None} and "thing" in labels
+    assert labeller.facts()["trained_on"] == 3
+
+
+def test_cold_start_queue_covers_the_collection(sample_library):
+    labeller = LearningLabeller(Searcher(sample_library))
+    first = [int(i) for i in labeller.queue_ids()[:10]]
+    truth = folders(sample_library)
+    assert len({truth[i] for i in first}) >= 7  # 10 photos from at least 7 of the 10 classes
+    # The typical photos come from distinct clusters.
+    clusters = labeller.clusters()
+    where = {int(i): c for i, c in zip(clusters.ids, clusters.cluster, strict=True)}
+    assert len({where[i] for i in first}) == 10
+    # The web queue shows the same order.
+    assert [s.image_id for s in labeller.queue(limit=10)] == first
+
+
+def test_queue_after_cold_start_is_lowest_margin_with_classes_taking_turns():
+    ids = np.arange(1, 9)
+    clusters = Clusters(ids, np.zeros(8, np.int64), np.linspace(0.9, 0.2, 8).astype(np.float32))
+    labels = np.array([0, 0, 0, 1, 1, 1, -1, 0])
+    margins = np.array([0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.0, 0.05])
+    near = np.array([0.2, 0.3, 0.99, 0.1, 0.2, 0.3, 0.1, 0.2])  # photo 3 copies a labelled one
+    order = queue_order(ids, labels, margins, np.array([100]), clusters, near).tolist()
+    # Cluster 0 is covered by nobody labelled... (100 is not among the clustered ids): typical first.
+    assert order[0] == 1
+    rest = order[1:]
+    assert rest[-1] == 3  # the near-duplicate last
+    assert rest[:3] == [7, 8, 4]  # no vote (margin 0), then class 0's lowest, then class 1's lowest
+    assert sorted(order) == ids.tolist()
+
+
+def test_near_duplicates_of_labelled_photos_go_last(vector_library):
+    vectors = unit(np.eye(6)[[0, 0, 1, 2, 3, 4, 5]] + 0.001 * np.arange(7)[:, None])  # 1 and 2 are twins
+    library = vector_library(vectors)
+    with library.Session.begin() as s:
+        set_label(s, 1, "a")
+        set_label(s, 3, "b")
+    labeller = LearningLabeller(Searcher(library), k=3)
+    order = [int(i) for i in labeller.queue_ids()]
+    assert order[-1] == 2 and sorted(order) == [2, 4, 5, 6, 7]
+
+
+def test_debouncer_runs_once_after_a_burst():
+    calls = []
+    d = Debouncer(lambda: calls.append(1), delay=0.05)
+    for _ in range(5):
+        d.request()
+    assert d.wait_idle(10)
+    assert calls == [1] and d.runs == 1
+
+
+# -- the commands -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def run():
+    runner = CliRunner()
+    return lambda *args: runner.invoke(main, [str(a) for a in args])
+
+
+def test_learn_suggest_and_queue_commands(run, sample_library):
+    lib = str(sample_library.path)
+    result = run("learn", "--library", lib, "--json")
+    assert result.exit_code == 0, result.output
+    facts = json.loads(result.output)
+    assert facts["labelled"] == 0 and facts["method"] == KNN and facts["accuracy"] == {}
+    assert "too few" in run("learn", "--library", lib).output
+
+    result = run("queue", "--library", lib, "-n", 5, "--json")
+    assert result.exit_code == 0, result.output
+    queue = json.loads(result.output)
+    assert len(queue) == 5 and all(set(q) == {"id", "path"} for q in queue)
+
+    assert import_folders(sample_library) == 120  # labels import still works; the head goes stale
+    with sample_library.Session.begin() as s:
+        for i in s.scalars(select(Image.id).where(Image.id % 3 == 0)).all():
+            s.delete(s.get(Label, i))
+    result = run("learn", "--library", lib, "--json")
+    facts = json.loads(result.output)
+    assert set(facts["accuracy"]) == set(METHODS)
+    assert facts["method"] in METHODS and facts["target_precision"] == 0.95
+    assert facts["threshold"] is None or 0 < facts["threshold"] <= 1
+    text = run("learn", "--library", lib).output
+    assert "<- chosen" in text and "knn" in text
+
+    result = run("suggest", "--library", lib, "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    with sample_library.Session() as s:
+        unlabelled = set(s.scalars(select(Image.id).where(Image.id.not_in(select(Label.image_id)))))
+    assert {r["id"] for r in rows} == unlabelled and unlabelled
+    assert all(list(r) == ["id", "path", "label", "confidence"] for r in rows)
+    assert np.mean([r["label"] == r["path"].split("/")[0] for r in rows]) >= 0.75
+    assert all(0 < r["confidence"] <= 1 for r in rows)
+
+    queue = json.loads(run("queue", "--library", lib, "-n", 3, "--json").output)
+    assert {q["id"] for q in queue} <= unlabelled
+
+
+def test_commands_refuse_a_missing_library(run, tmp_path):
+    for command in ("learn", "suggest", "queue"):
+        result = run(command, "--library", tmp_path / "nope")
+        assert result.exit_code != 0 and "Traceback" not in result.output
+        assert result.output.strip().count("\n") == 0

@@ -3,7 +3,7 @@
     scan (size, mtime) -> plan against the database -> moves by hash -> removals
     -> DataLoader workers, one batch per item: read, hash, decode, crop to uint8 (each item keeps
        its row id); on the CPU each worker also embeds its batch with one thread
-    -> Backbone.embed (here, on a GPU) -> one transaction per batch (rows + vectors) -> FAISS add
+    -> the engine (indexer/engines.py; here, on a GPU) -> one transaction per batch (rows + vectors) -> FAISS add
     -> FAISS file written atomically at the end
 
 The database is committed batch by batch and is the source of truth: killed at any moment, the
@@ -29,7 +29,9 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from torch.utils.data import DataLoader, Dataset
 
+from indexer.allocator import keep_freed_memory
 from indexer.backbone import Backbone
+from indexer.engines import Engine, describe, make_engine
 from indexer.imageio import ImageError, load_image
 from indexer.library import Library, LibraryError
 from indexer.scan import FileEntry, scan
@@ -52,6 +54,7 @@ class IndexReport:
     seconds: float = 0.0
     embed_seconds: float = 0.0  # model time, summed over the processes that ran it
     decode_seconds: float = 0.0  # read + hash + decode + crop, summed over workers
+    engine: str = ""  # which engine and precision embedded, e.g. "openvino fp32"
 
     @property
     def images_per_second(self) -> float:
@@ -180,6 +183,7 @@ def _worker_init(_: int, parent: int | None = None) -> None:
     # One thread per worker: the workers share the cores between them, and a process forked after
     # the parent used OpenMP hangs if it starts an OpenMP team of its own.
     torch.set_num_threads(1)
+    keep_freed_memory()  # inherited from the parent when forked; spawned workers need their own
     if parent is not None:
         _die_with_parent(parent)
 
@@ -214,6 +218,13 @@ def _cores() -> int:
         return os.cpu_count() or 2
 
 
+def embeds_in_workers(device_type: str, workers: int) -> bool:
+    """On a CPU every worker embeds its own batches with a one-thread engine (see BatchDataset);
+    measured against one engine of `cores` streams in this process fed by decoding workers in
+    BENCHMARKS.md. On a GPU the model runs in this process."""
+    return workers > 0 and device_type == "cpu"
+
+
 def default_workers(device_type: str = "cpu") -> int:
     """CPU: one worker per core (each decodes and embeds). GPU: the cores less the main process's."""
     cores = _cores()
@@ -229,9 +240,16 @@ def index_folder(
     workers: int | None = None,
     reembed: bool = False,
     progress: bool = False,
+    engine: str = "auto",
+    embed_in_workers: bool | None = None,
 ) -> IndexReport:
-    """Bring `library` in line with the photos under `photos`. Raises LibraryError on misuse."""
+    """Bring `library` in line with the photos under `photos`. Raises LibraryError on misuse.
+
+    `engine` is auto, torch or openvino (indexer.engines). `embed_in_workers` picks the CPU layout
+    (None: the measured default, `embeds_in_workers`).
+    """
     started = time.perf_counter()
+    keep_freed_memory()
     root = Path(photos).expanduser().resolve()
     if not root.is_dir():
         raise LibraryError(f"{root} is not a folder")
@@ -251,7 +269,8 @@ def index_folder(
         vectors.remove(plan.removed_ids)
         report.removed = len(plan.removed_ids)
         if plan.todo:
-            _embed(library, root, backbone, vectors, plan, report, batch_size, workers, progress)
+            _embed(library, root, backbone, vectors, plan, report, batch_size, workers, progress,
+                   engine, embed_in_workers)
         if dirty:
             library.save_vectors(vectors, clean=True)
     report.seconds = time.perf_counter() - started
@@ -276,7 +295,8 @@ def _check_library(library: Library, root: Path, backbone: Backbone, reembed: bo
         log.info("re-embedding %s with %s", library.path, backbone.name)
         library.reset_vectors()
     with library.Session.begin() as s:
-        library.set_meta(s, root=str(root), **want)
+        # weights_file: where queries find the same weights (search by an image file).
+        library.set_meta(s, root=str(root), weights_file=str(backbone.weights or ""), **want)
 
 
 @dataclass
@@ -379,6 +399,8 @@ def _embed(
     batch_size: int,
     workers: int | None,
     progress: bool,
+    engine_name: str = "auto",
+    in_workers: bool | None = None,
 ) -> None:
     device = backbone.device.type
     workers = default_workers(device) if workers is None else workers
@@ -390,11 +412,13 @@ def _embed(
         batches = -(-batches // workers) * workers
         batch_size = -(-todo // batches)
         workers = min(workers, -(-todo // batch_size))
-    backbone.model  # noqa: B018 (load the weights once, before the workers fork)
+    embed_in_workers = embeds_in_workers(device, workers) if in_workers is None else in_workers and workers > 0
+    engine: Engine = make_engine(backbone, engine_name, threads=1 if embed_in_workers else None)
+    engine.prepare()  # weights loaded (or the converted model cached) once, before the workers fork
+    report.engine = describe(engine)
     photos = PhotoDataset(root, plan.todo, backbone.preprocess.crop_uint8,
                           min_side=backbone.preprocess.resize)
-    embed_in_workers = workers > 0 and device == "cpu"
-    dataset = BatchDataset(photos, batch_size, backbone.embed_uint8 if embed_in_workers else None)
+    dataset = BatchDataset(photos, batch_size, engine.embed_uint8 if embed_in_workers else None)
     loader = DataLoader(
         dataset,
         batch_size=None,
@@ -415,7 +439,7 @@ def _embed(
             embedded = batch.vectors.numpy()
         elif batch.pixels is not None:
             t0 = time.perf_counter()
-            embedded = backbone.embed_uint8(batch.pixels)
+            embedded = engine.embed_uint8(batch.pixels)
             report.embed_seconds += time.perf_counter() - t0
         else:
             embedded = np.zeros((0, backbone.dim), np.float32)

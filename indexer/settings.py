@@ -24,6 +24,7 @@ class Settings:
     weights: Path | None = field(default=None, metadata=_help("weights file for the backbone (offline use)"))
     device: str = field(default="auto", metadata=_help("auto, cpu, cuda, cuda:N or mps"))
     precision: str = field(default="auto", metadata=_help("auto (bf16 where native), fp32, bf16 or fp16"))
+    engine: str = field(default="auto", metadata=_help("auto (OpenVINO on a CPU when installed), torch or openvino"))
     batch_size: int = field(default=32, metadata=_help("images per model batch"))
     workers: int | None = field(
         default=None, metadata=_help("worker processes (default: cores on a CPU, cores - 1 with a GPU; at most 8)")

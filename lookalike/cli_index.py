@@ -20,12 +20,13 @@ from lookalike.options import backbone_options, library_option, open_library, ru
                    "0 does all in this process.")
 @click.option("--reembed", is_flag=True, help="Re-embed every photo (after changing the backbone).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def index(photos, library, backbone, weights, device, precision, batch_size, workers, reembed, quiet):
+def index(photos, library, backbone, weights, device, precision, engine, batch_size, workers, reembed, quiet):
     """Index the photos under PHOTOS (incremental: re-runs only embed what changed)."""
     settings = settings_from(library=library, backbone=backbone, weights=weights, device=device,
-                             precision=precision, batch_size=batch_size, workers=workers)
+                             precision=precision, engine=engine, batch_size=batch_size, workers=workers)
     report = run_index(settings, photos, reembed=reembed, progress=not quiet)
-    click.echo(f"{report.summary()} ({report.images_per_second:.1f} img/s) -> {settings.library}")
+    ran = f", {report.engine}" if report.engine else ""
+    click.echo(f"{report.summary()} ({report.images_per_second:.1f} img/s{ran}) -> {settings.library}")
 
 
 @click.command()
@@ -64,6 +65,7 @@ def library_status(lib) -> dict:
         "backbone": meta.get("backbone"),
         "weights": meta.get("weights"),
         "preprocessing": meta.get("preprocessing"),
+        "engine": meta.get("engine"),  # engine and precision of the last run that embedded
         "dim": int(meta["dim"]) if meta.get("dim") else None,
         "schema_version": int(meta["schema_version"]),
     }

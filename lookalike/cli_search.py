@@ -66,7 +66,7 @@ def search(query, library, k, as_json):
     settings = settings_from(library=library, k=k)
     try:
         with open_library(settings) as lib:
-            searcher = Searcher(lib)
+            searcher = Searcher(lib, settings=settings)
             target = resolve_query(lib, query)
             if isinstance(target, int):
                 hits = searcher.by_id(target, settings.k)
@@ -195,6 +195,7 @@ def eval_(
     weights,
     device,
     precision,
+    engine,
     k,
     temperature,
     target_precision,
@@ -207,6 +208,7 @@ def eval_(
     names are the labels: one command from photos to figures.
     """
     from indexer.backbone import Backbone, BackboneError
+    from indexer.engines import EngineError
     from indexer.library import Library, LibraryError
     from search.evaluate import EvalError, evaluate
     from search.labels import import_folders
@@ -217,6 +219,7 @@ def eval_(
         weights=weights,
         device=device,
         precision=precision,
+        engine=engine,
         k=k,
         temperature=temperature,
         workers=workers,
@@ -250,10 +253,11 @@ def eval_(
                         batch_size=settings.batch_size,
                         workers=settings.workers,
                         progress=sys.stderr.isatty(),
+                        engine=settings.engine,
                     )
                     import_folders(lib)
                     report = evaluate(lib, settings.k, settings.temperature)
-    except (EvalError, LibraryError, BackboneError) as e:
+    except (EvalError, LibraryError, BackboneError, EngineError) as e:
         raise click.ClickException(str(e)) from None
     facts = report.to_dict()
     threshold = report.threshold_for(target_precision)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from indexer.engines import ENGINES
 from indexer.settings import Settings
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -42,21 +43,35 @@ def backbone_options(f):
         click.option("--precision", default=None, envvar="LOOKALIKE_PRECISION",
                      type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
                      help="auto: bf16 on GPUs and on CPUs with native bf16, else fp32."),
+        click.option("--engine", default=None, envvar="LOOKALIKE_ENGINE", type=click.Choice(ENGINES),
+                     help="auto: OpenVINO on a CPU when installed, else PyTorch [default auto]."),
     ]):
         f = option(f)
     return f
 
 
 def run_index(settings: Settings, photos: Path, *, reembed: bool = False, progress: bool = True):
-    from indexer.backbone import Backbone, BackboneError
     from indexer.library import LibraryError
-    from indexer.pipeline import index_folder
 
-    try:
-        with open_library(settings, create=True) as library:
+    with open_library(settings, create=True) as library:
+        try:
+            with library.writer_lock():  # busy? say so before importing torch and loading a model
+                pass
+        except LibraryError as e:
+            raise click.ClickException(str(e)) from None
+        from indexer.backbone import Backbone, BackboneError
+        from indexer.engines import EngineError
+        from indexer.pipeline import index_folder
+
+        try:
             backbone = Backbone(settings.backbone, weights=settings.weights, device=settings.device,
                                 precision=settings.precision)
-            return index_folder(photos, library, backbone, batch_size=settings.batch_size,
-                                workers=settings.workers, reembed=reembed, progress=progress)
-    except (LibraryError, BackboneError) as e:
-        raise click.ClickException(str(e)) from None
+            report = index_folder(photos, library, backbone, batch_size=settings.batch_size,
+                                  workers=settings.workers, reembed=reembed, progress=progress,
+                                  engine=settings.engine)
+        except (LibraryError, BackboneError, EngineError) as e:
+            raise click.ClickException(str(e)) from None
+        if report.engine:
+            with library.Session.begin() as s:
+                library.set_meta(s, engine=report.engine)
+        return report

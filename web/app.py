@@ -44,7 +44,7 @@ def create_app(settings: Settings | None = None, *, searcher: Searcher | None = 
 
     if searcher is None:
         library = Library(settings.library)
-        searcher = Searcher(library)
+        searcher = Searcher(library, settings=settings)
     labeller = Labeller(searcher, k=settings.k, temperature=settings.temperature)
     app.extensions[EXTENSION] = Services(
         settings=settings,

@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -40,6 +41,7 @@ class EngineError(Exception):
 
 class Engine(Protocol):
     name: str
+    fallback_note: str  # why auto did not take OpenVINO; empty when it did or was not asked
 
     @property
     def precision(self) -> str: ...
@@ -96,13 +98,13 @@ def make_engine(backbone: Backbone, requested: str = "auto", *, threads: int | N
         engine = OpenVinoEngine(backbone, threads=threads)
     else:
         engine = TorchEngine(backbone)
-    engine.fallback_note = choice.note  # type: ignore[attr-defined]
+    engine.fallback_note = choice.note
     return engine
 
 
 def describe(engine: Engine) -> str:
     """'openvino fp32', or 'torch fp32 (openvino not installed)': what the summary line says."""
-    note = getattr(engine, "fallback_note", "")
+    note = engine.fallback_note
     return f"{engine.name} {engine.precision}" + (f" ({note})" if note else "")
 
 
@@ -111,6 +113,7 @@ def describe(engine: Engine) -> str:
 
 class TorchEngine:
     name = "torch"
+    fallback_note = ""
 
     def __init__(self, backbone: Backbone) -> None:
         self.backbone = backbone
@@ -146,6 +149,10 @@ def _make_module(backbone: Backbone):
     import torch
 
     class Embedder(torch.nn.Module):
+        mean: torch.Tensor
+        std: torch.Tensor
+        model: Any
+
         def __init__(self) -> None:
             super().__init__()
             self.model = backbone.model
@@ -173,6 +180,7 @@ class OpenVinoEngine:
     """
 
     name = "openvino"
+    fallback_note = ""
 
     def __init__(self, backbone: Backbone, *, threads: int | None = None) -> None:
         import openvino
@@ -209,7 +217,8 @@ class OpenVinoEngine:
         log.info("converting %s for OpenVINO into %s (once)", self.backbone.name, path)
         crop = self.backbone.preprocess.crop
         example = torch.zeros((1, 3, crop, crop), dtype=torch.uint8)
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit's deprecation and tracer chatter: not the user's
             model = openvino.convert_model(_make_module(self.backbone), example_input=example,
                                            input=[(-1, 3, crop, crop)])
         path.parent.mkdir(parents=True, exist_ok=True)

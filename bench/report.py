@@ -178,13 +178,23 @@ class Report:
 METHOD = """## How it is measured
 
 - **End to end** is `indexer.pipeline.index_folder` into a fresh library, wall clock from the call to
-  its return (scan, decode, model, SQLite, FAISS file), default workers and batch 32. On a CPU each
-  worker process reads, hashes, decodes (JPEGs at reduced scale with Pillow's `draft`), crops to
-  uint8 and embeds its own batch with one thread; the main process only writes SQLite and FAISS.
-  Decode and model times are summed over the workers (they run in parallel).
-- **Model only** is `Backbone.embed_uint8` on a ready uint8 batch: in one process with torch's
-  threads, and in one-thread processes as the pipeline runs it (measured right before and right
-  after the pipeline; their mean). The better of the two is the bound.
+  its return (scan, decode, model, SQLite, FAISS file), default workers and batch 32, with the
+  default engine (`auto`: OpenVINO on a CPU) and again with each engine. On a CPU each worker
+  process reads, hashes, decodes (JPEGs at reduced scale with Pillow's `draft`), crops to uint8 and
+  embeds its own batch with a one-thread engine; the main process only writes SQLite and FAISS.
+  Decode and model times are summed over the workers (they run in parallel). The other layout
+  (the engine in the main process with one single-thread stream per core, workers only decoding)
+  is measured beside it.
+- **Model only** is the engine's `embed_uint8` on a ready uint8 batch, per engine: in one process
+  (torch's threads, or OpenVINO's streams), and in one-thread processes as the pipeline runs it
+  (measured right before and right after the pipeline; their mean). The best engine's better
+  layout is the bound.
+- **Fresh processes**: `lookalike index` of the first N clothing photos into a new library and the
+  naive script on the same photos, each in a new interpreter (imports, model load, conversion
+  cache read included); `lookalike index` of a folder of one photo (start-up to the first photo
+  stored); `status`, `labels counts`, `search <id>`, `duplicates` on the indexed library, and
+  `python -c pass` for scale. The allocator row runs PyTorch's model alone, one thread, in two new
+  processes: glibc's defaults, then `indexer.allocator.keep_freed_memory()`.
 - **Ratios** are the median of per-repetition ratios of figures measured side by side, so that
   other jobs on the machine weigh on both. "By CPU time" divides images per CPU-second (user +
   system of the process and its workers) instead: time-slicing by other jobs does not count in

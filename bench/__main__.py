@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=None, help="repetitions (default 3, quick 2)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=None, help="pipeline workers (default: its own)")
+    parser.add_argument("--cli-photos", type=int, default=600,
+                        help="photos for `lookalike index` vs the naive script in fresh processes")
     parser.add_argument("--search-sizes", default=None,
                         help="library sizes for search (default 10000,100000,1000000)")
     parser.add_argument("--max-build-minutes", type=float, default=30,
@@ -64,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         if "indexing" in sections or "rescan" in sections:
             say("indexing ...")
             report.indexing = indexing.run(args.corpus, work, quick=args.quick, reps=reps,
-                                           batch_size=args.batch_size, workers=args.workers, say=say)
+                                           batch_size=args.batch_size, workers=args.workers,
+                                           cli_photos=args.cli_photos, say=say)
         if "rescan" in sections:
             say("re-scanning an unchanged library ...")
             report.rescan = run_rescans(args, work, report.indexing, reps, say)

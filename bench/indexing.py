@@ -20,7 +20,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from bench import commands
+from indexer.allocator import keep_freed_memory
 from indexer.backbone import BACKBONES, Backbone
+from indexer.engines import Engine, make_engine, openvino_available
 from indexer.library import Library
 from indexer.pipeline import _worker_init, default_workers, index_folder
 
@@ -81,7 +84,8 @@ def make_large_jpegs(files: list[Path], dst: Path, processes: int = 2) -> Path:
 
 
 def index_once(
-    photos: Path, backbone: Backbone, batch_size: int, workers: int | None, keep: Path | None = None
+    photos: Path, backbone: Backbone, batch_size: int, workers: int | None, keep: Path | None = None,
+    engine: str = "auto", embed_in_workers: bool | None = None,
 ) -> dict:
     """Index `photos` into a fresh library (kept at `keep` if given); rate and decode/model split."""
     with tempfile.TemporaryDirectory(prefix="bench-lib-") as tmp:
@@ -91,7 +95,8 @@ def index_once(
         library = Library(path, create=True)
         try:
             cpu, started = cpu_seconds(), time.perf_counter()
-            report = index_folder(photos, library, backbone, batch_size=batch_size, workers=workers)
+            report = index_folder(photos, library, backbone, batch_size=batch_size, workers=workers,
+                                  engine=engine, embed_in_workers=embed_in_workers)
             wall, cpu = time.perf_counter() - started, cpu_seconds() - cpu
         finally:
             library.close()
@@ -104,6 +109,7 @@ def index_once(
         "seconds": wall,
         "decode_ms": 1e3 * report.decode_seconds / max(n, 1),
         "model_ms": 1e3 * report.embed_seconds / max(n, 1),
+        "engine": report.engine,
     }
 
 
@@ -116,35 +122,37 @@ def _ready_batch(backbone: Backbone, batch_size: int) -> torch.Tensor:
     return torch.randint(0, 256, (batch_size, 3, size, size), dtype=torch.uint8, generator=g)
 
 
-def model_in_process(backbone: Backbone, batch_size: int, batches: int) -> float:
-    """One process, torch's default threads (one per core)."""
-    x = _ready_batch(backbone, batch_size)
-    backbone.embed_uint8(x)  # warm up
+def model_in_process(engine: Engine, batch_size: int, batches: int) -> tuple[float, float]:
+    """One process: torch's default threads, or OpenVINO's streams (one per core); (wall, CPU) rates."""
+    x = _ready_batch(engine.backbone, batch_size)  # type: ignore[attr-defined]
+    engine.embed_uint8(x)  # warm up
     cpu, started = cpu_seconds(), time.perf_counter()
     for _ in range(batches):
-        backbone.embed_uint8(x)
+        engine.embed_uint8(x)
     n = batches * batch_size
     return n / (time.perf_counter() - started), n / (cpu_seconds() - cpu)
 
 
 class _ReadyBatches(Dataset):
-    def __init__(self, backbone: Backbone, batch_size: int, batches: int) -> None:
-        self.backbone = backbone
-        self.x = _ready_batch(backbone, batch_size)
+    def __init__(self, engine: Engine, batch_size: int, batches: int) -> None:
+        self.engine = engine
+        self.x = _ready_batch(engine.backbone, batch_size)  # type: ignore[attr-defined]
         self.batches = batches
 
     def __len__(self) -> int:
         return self.batches
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return torch.from_numpy(self.backbone.embed_uint8(self.x))
+        return torch.from_numpy(self.engine.embed_uint8(self.x))
 
 
-def model_data_parallel(backbone: Backbone, batch_size: int, batches: int, workers: int) -> float:
+def model_data_parallel(engine: Engine, batch_size: int, batches: int, workers: int) -> float:
     """`workers` processes of one thread each, as the pipeline runs the model on a CPU (wall clock;
-    its CPU time per image is that of `model_in_process` with one thread)."""
+    its CPU time per image is that of `model_in_process` with one thread). `engine` is built with
+    one thread and compiles in each worker."""
+    engine.prepare()
     loader = DataLoader(
-        _ReadyBatches(backbone, batch_size, batches + workers),
+        _ReadyBatches(engine, batch_size, batches + workers),
         batch_size=None,
         num_workers=workers,
         worker_init_fn=_worker_init,
@@ -197,23 +205,44 @@ class IndexingResults:
     clothing_images: int
     large_images: int
     naive_images: int
-    clothing: Runs = field(default_factory=Runs)
+    cli_images: int
+    engines: list[str] = field(default_factory=list)  # the engines measured, the default's first
+    default_engine: str = ""  # what the default run said it ran, e.g. "openvino fp32"
+    clothing: Runs = field(default_factory=Runs)  # default engine and layout
     large: Runs = field(default_factory=Runs)
-    model_threads: Runs = field(default_factory=Runs)  # one process, all threads
-    model_processes: Runs = field(default_factory=Runs)  # one-thread processes
-    model_cpu_rate: Runs = field(default_factory=Runs)  # images per CPU-second, one thread
+    # Per engine: end to end, model only in one process (all threads / streams) and in one-thread
+    # processes, and images per CPU-second with one thread.
+    end_to_end: dict[str, Runs] = field(default_factory=dict)
+    model_threads: dict[str, Runs] = field(default_factory=dict)
+    model_processes: dict[str, Runs] = field(default_factory=dict)
+    model_cpu_rate: dict[str, Runs] = field(default_factory=dict)
+    main_process_layout: Runs = field(default_factory=Runs)  # default engine in this process, workers decode
     naive: Runs = field(default_factory=Runs)
     # Ratios of figures measured side by side in the same repetition; their medians are reported.
     vs_model: Runs = field(default_factory=Runs)
     vs_naive: Runs = field(default_factory=Runs)
     large_vs_clothing: Runs = field(default_factory=Runs)
+    # Whole commands in fresh processes (wall clock with start-up).
+    cli_index: Runs = field(default_factory=Runs)
+    naive_script: Runs = field(default_factory=Runs)
+    cli_vs_naive_wall: Runs = field(default_factory=Runs)
+    first_photo: Runs = field(default_factory=Runs)
+    command_walls: dict[str, float] = field(default_factory=dict)
+    allocator: dict[str, dict[str, float]] = field(default_factory=dict)
     large_bytes: float = 0.0
     photos: Path | None = None  # the clothing folder indexed
     library: Path | None = None  # its library, kept for the re-scan
 
+    def bound(self, engine: str) -> float:
+        return max(self.model_threads[engine].value, self.model_processes[engine].value)
+
+    @property
+    def best_engine(self) -> str:
+        return max(self.engines, key=self.bound)
+
     @property
     def model_bound(self) -> float:
-        return max(self.model_threads.value, self.model_processes.value)
+        return self.bound(self.best_engine)
 
 
 def run(
@@ -224,13 +253,21 @@ def run(
     reps: int,
     batch_size: int = 32,
     workers: int | None = None,
+    cli_photos: int = 600,
     say=print,
 ) -> IndexingResults:
+    keep_freed_memory()  # as `lookalike index` does: the in-process model figures get it too
     backbone = Backbone(device="auto")
     backbone.model  # noqa: B018 (loads the weights)
+    cpu = backbone.device.type == "cpu"
+    engines = ["openvino", "torch"] if cpu and openvino_available() else ["torch"]
+    for name in engines:
+        make_engine(backbone, name).prepare()  # conversion, if any, is not timed
     workers = default_workers(backbone.device.type) if workers is None else workers
     files = photo_files(corpus, 600 if quick else None)
     photos = corpus if not quick else copy_tree(files, corpus, workdir / "clothing")
+    cli_files = files[:cli_photos]
+    cli_dir = copy_tree(cli_files, corpus, workdir / f"clothing-{len(cli_files)}")
     large_dir = workdir / "large"
     say(f"making 100 large JPEGs (~12 MP, quality 90) in {large_dir} ...")
     started = time.perf_counter()
@@ -238,40 +275,79 @@ def run(
     large_bytes = sum(p.stat().st_size for p in large_dir.iterdir()) / 100
     say(f"  done in {time.perf_counter() - started:.0f}s, {large_bytes / 1e6:.2f} MB each")
     naive_files = files[: (4 if quick else 8) * batch_size]
-    res = IndexingResults(batch_size, workers, len(files), 100, len(naive_files), large_bytes=large_bytes,
-                          photos=photos, library=workdir / "clothing-library")
+    res = IndexingResults(batch_size, workers, len(files), 100, len(naive_files), len(cli_files), engines=engines,
+                          large_bytes=large_bytes, photos=photos, library=workdir / "clothing-library")
+    for name in engines:
+        for table in (res.end_to_end, res.model_threads, res.model_processes, res.model_cpu_rate):
+            table[name] = Runs()
     batches = 8 if quick else 16
-    data_parallel = backbone.device.type == "cpu" and workers > 0
+    data_parallel = cpu and workers > 0
     threads = torch.get_num_threads()
     for rep in range(reps):
-        # The model alone right before and right after the pipeline: the bound for this repetition.
-        bound = [model_data_parallel(backbone, batch_size, batches, workers)] if data_parallel else []
-        rate, _ = model_in_process(backbone, batch_size, batches // 2)
-        res.model_threads.values.append(rate)
-        if backbone.device.type == "cpu":
-            torch.set_num_threads(1)
-            try:
-                res.model_cpu_rate.values.append(model_in_process(backbone, batch_size, 4)[1])
-            finally:
-                torch.set_num_threads(threads)
+        measured: dict[str, tuple[float, list[float]]] = {}
+        for name in engines:
+            # The model alone right before and right after the pipeline: the bound for this repetition.
+            rate, _ = model_in_process(make_engine(backbone, name), batch_size, batches // 2)
+            res.model_threads[name].values.append(rate)
+            procs = []
+            if data_parallel:
+                procs.append(model_data_parallel(make_engine(backbone, name, threads=1), batch_size, batches,
+                                                 workers))
+            if cpu:
+                torch.set_num_threads(1)
+                try:
+                    one = make_engine(backbone, name, threads=1)
+                    res.model_cpu_rate[name].values.append(model_in_process(one, batch_size, 4)[1])
+                finally:
+                    torch.set_num_threads(threads)
+            measured[name] = (rate, procs)
         c = index_once(photos, backbone, batch_size, workers, keep=workdir / "clothing-library")
+        res.default_engine = c["engine"]
         res.clothing.values.append(c["rate"])
         res.clothing.notes.append(c)
+        for name in engines:
+            e = c if c["engine"].split()[0] == name else index_once(photos, backbone, batch_size, workers,
+                                                                     engine=name)
+            res.end_to_end[name].values.append(e["rate"])
+            res.end_to_end[name].notes.append(e)
+        if data_parallel:
+            m = index_once(photos, backbone, batch_size, workers, embed_in_workers=False)
+            res.main_process_layout.values.append(m["rate"])
+            res.main_process_layout.notes.append(m)
         lg = index_once(large_dir, backbone, batch_size, workers)
         res.large.values.append(lg["rate"])
         res.large.notes.append(lg)
-        if data_parallel:
-            bound.append(model_data_parallel(backbone, batch_size, batches, workers))
-            res.model_processes.values.append(statistics.mean(bound))
+        bounds = {}
+        for name in engines:
+            rate, procs = measured[name]
+            if data_parallel:
+                procs.append(model_data_parallel(make_engine(backbone, name, threads=1), batch_size, batches,
+                                                 workers))
+                res.model_processes[name].values.append(statistics.mean(procs))
+            bounds[name] = max(rate, statistics.mean(procs) if procs else 0)
         naive = naive_baseline(naive_files, backbone.name, batch_size)
         res.naive.values.append(naive)
-        res.vs_model.values.append(c["rate"] / max(rate, statistics.mean(bound) if bound else 0))
+        res.vs_model.values.append(c["rate"] / max(bounds.values()))
         res.vs_naive.values.append(c["rate"] / naive)
         res.large_vs_clothing.values.append(lg["rate"] / c["rate"])
+        cli, script = commands.index_wall(cli_dir), commands.naive_wall(cli_dir)
+        res.cli_index.values.append(cli)
+        res.naive_script.values.append(script)
+        res.cli_vs_naive_wall.values.append(script / cli)
+        res.first_photo.values.append(commands.first_photo_wall(files[0]))
         say(
-            f"  rep {rep + 1}/{reps}: clothing {c['rate']:.1f} img/s, large {lg['rate']:.1f}, "
-            f"model {rate:.1f} (1 process) / "
-            f"{' -> '.join(f'{b:.1f}' for b in bound) or 'n/a'} ({workers} processes, before -> after), "
-            f"naive {naive:.1f}"
+            f"  rep {rep + 1}/{reps}: clothing {c['rate']:.1f} img/s ({c['engine']}), "
+            + ", ".join(f"{n} end to end {res.end_to_end[n].values[-1]:.1f} / model {bounds[n]:.1f}"
+                        for n in engines)
+            + f", main-process layout {res.main_process_layout.values[-1] if data_parallel else 0:.1f}"
+            + f", large {lg['rate']:.1f}, naive {naive:.1f}; lookalike index {cli:.1f}s vs naive script "
+            f"{script:.1f}s; first photo {res.first_photo.values[-1]:.1f}s"
         )
+    say("commands that do not embed ...")
+    res.command_walls = commands.command_walls(workdir / "clothing-library", reps)
+    say("  " + ", ".join(f"{k} {v:.2f}s" for k, v in res.command_walls.items()))
+    if cpu:
+        say("allocator: PyTorch model only with glibc's defaults, then with freed memory kept ...")
+        res.allocator = commands.allocator_probe()
+        say("  " + ", ".join(f"{k}: user {v['user']:.2f}s system {v['system']:.2f}s" for k, v in res.allocator.items()))
     return res

@@ -40,18 +40,44 @@ def describe() -> dict[str, str]:
     else:
         device_text = device.type + (" (native bf16: avx512_bf16/amx)" if cpu_has_native_bf16() else "")
     try:
+        import openvino
+
+        openvino_version = openvino.__version__
+    except ImportError:
+        openvino_version = "not installed"
+    try:
         load = "{:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
     except OSError:
         load = "?"
     return {
         "cpu": cpu,
         "cores": str(cores),
+        "cpu flags": cpu_flags(),
         "memory": memory,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "faiss": faiss.__version__,
+        "openvino": openvino_version,
         "pillow": PIL.__version__,
         "device": device_text,
         "os": f"{platform.system()} {platform.release()}",
         "load average at start": load,
     }
+
+
+# The instruction sets that decide which engine and precision are fastest.
+FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def cpu_flags() -> str:
+    """'avx2 yes, avx512f no, ...' from /proc/cpuinfo ('?' where it cannot be read)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "?"
+    have = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            have = set(line.split(":", 1)[1].split())
+            break
+    return ", ".join(f"{f} {'yes' if f in have else 'no'}" for f in FLAGS)

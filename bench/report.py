@@ -39,32 +39,7 @@ class Report:
         rows = []
         ix = self.indexing
         if ix is not None:
-            c, lg = ix.clothing, ix.large
-            cpu_c, cpu_l, cpu_m = c.note("cpu_rate"), lg.note("cpu_rate"), ix.model_cpu_rate.value
-            rows += [
-                (f"index clothing photos, end to end ({ix.clothing_images} JPEGs ~400x533)",
-                 f"{_f(c.value)} img/s {_runs(c)}; decode {_f(c.note('decode_ms'), 2)} ms/img, model "
-                 f"{_f(c.note('model_ms'), 2)} ms/img (summed over workers); "
-                 f"{_f(cpu_c)} img per CPU-second", "", ""),
-                (f"model only, ready tensors, batch {ix.batch_size}, 1 process x all threads",
-                 f"{_f(ix.model_threads.value)} img/s {_runs(ix.model_threads)}", "", ""),
-                (f"model only, ready tensors, batch {ix.batch_size}, {ix.workers} processes x 1 thread",
-                 f"{_f(ix.model_processes.value)} img/s {_runs(ix.model_processes)}; one thread: "
-                 f"{_f(cpu_m)} img per CPU-second", "", ""),
-                (f"naive baseline (full decode, torchvision, fp32, batch {ix.batch_size}, 1 process; "
-                 f"{ix.naive_images} photos)", f"{_f(ix.naive.value)} img/s {_runs(ix.naive)}", "", ""),
-                ("end to end / model only (the better layout, measured beside it)",
-                 f"{_f(ix.vs_model.value, 2)} {_runs(ix.vs_model, 2)}; by CPU time "
-                 f"{_f(cpu_c / cpu_m, 2)}", "≥ 0.8", _ok(ix.vs_model.value >= 0.8)),
-                ("end to end / naive baseline", f"{_f(ix.vs_naive.value, 1)} {_runs(ix.vs_naive, 1)}",
-                 "≥ 3", _ok(ix.vs_naive.value >= 3)),
-                (f"index 12-MP JPEGs, end to end ({ix.large_images}, {ix.large_bytes / 1e6:.1f} MB each)",
-                 f"{_f(lg.value)} img/s {_runs(lg)}; decode {_f(lg.note('decode_ms'), 2)} ms/img, model "
-                 f"{_f(lg.note('model_ms'), 2)} ms/img; {_f(cpu_l)} img per CPU-second", "", ""),
-                ("12-MP rate / clothing rate", f"{_f(ix.large_vs_clothing.value, 2)} "
-                 f"{_runs(ix.large_vs_clothing, 2)}; by CPU time {_f(cpu_l / cpu_c, 2)}", "≥ 0.8",
-                 _ok(ix.large_vs_clothing.value >= 0.8)),
-            ]
+            rows += self._indexing_rows(ix)
         if self.rescan:
             r = self.rescan["clothing"]
             rows.append((f"re-scan unchanged library ({r['files']} clothing photos)",
@@ -98,6 +73,67 @@ class Report:
             ]
         for n, reason in (self.search_skipped or {}).items():
             rows.append((f"search, {n:,} images", f"skipped: {reason}", "", ""))
+        return rows
+
+    def _indexing_rows(self, ix) -> list[tuple[str, str, str, str]]:
+        c, lg = ix.clothing, ix.large
+        best = ix.best_engine
+        cpu_c, cpu_l = c.note("cpu_rate"), lg.note("cpu_rate")
+        rows = [
+            (f"index clothing photos, end to end, default ({ix.default_engine}; {ix.clothing_images} JPEGs "
+             f"~400x533)",
+             f"{_f(c.value)} img/s {_runs(c)}; decode {_f(c.note('decode_ms'), 2)} ms/img, model "
+             f"{_f(c.note('model_ms'), 2)} ms/img (summed over workers); {_f(cpu_c)} img per CPU-second", "", ""),
+        ]
+        for name in ix.engines:
+            e, t, p, one = ix.end_to_end[name], ix.model_threads[name], ix.model_processes[name], ix.model_cpu_rate[name]
+            rows += [
+                (f"{name}: end to end", f"{_f(e.value)} img/s {_runs(e)}; {_f(e.note('cpu_rate'))} img per CPU-second",
+                 "", ""),
+                (f"{name}: model only, ready tensors, batch {ix.batch_size}, 1 process x all threads"
+                 + (" (one single-thread stream per core)" if name == "openvino" else ""),
+                 f"{_f(t.value)} img/s {_runs(t)}", "", ""),
+                (f"{name}: model only, {ix.workers} processes x 1 thread",
+                 f"{_f(p.value)} img/s {_runs(p)}; one thread: {_f(one.value)} img per CPU-second", "", ""),
+            ]
+        if ix.main_process_layout.values:
+            m = ix.main_process_layout
+            rows.append((f"layout: default engine in the main process ({ix.workers} streams), {ix.workers} workers "
+                         f"only decode (default: each worker decodes and embeds)",
+                         f"{_f(m.value)} img/s {_runs(m)}; {_f(m.note('cpu_rate'))} img per CPU-second", "", ""))
+        cpu_best = ix.model_cpu_rate[best].value
+        rows += [
+            (f"naive baseline (full decode, torchvision, fp32, batch {ix.batch_size}, 1 process; "
+             f"{ix.naive_images} photos)", f"{_f(ix.naive.value)} img/s {_runs(ix.naive)}", "", ""),
+            (f"end to end / best engine's model only ({best}, the better layout, measured beside it)",
+             f"{_f(ix.vs_model.value, 2)} {_runs(ix.vs_model, 2)}; by CPU time {_f(cpu_c / cpu_best, 2)}",
+             "≥ 0.9", _ok(ix.vs_model.value >= 0.9)),
+            ("end to end / naive baseline (photos/s)", f"{_f(ix.vs_naive.value, 1)} {_runs(ix.vs_naive, 1)}",
+             "≥ 5", _ok(ix.vs_naive.value >= 5)),
+            (f"`lookalike index` of {ix.cli_images} photos vs the naive script, wall clock with start-up (fresh processes)",
+             f"{_f(ix.cli_vs_naive_wall.value, 1)}x faster {_runs(ix.cli_vs_naive_wall, 1)}: "
+             f"{_f(ix.cli_index.value)} s vs {_f(ix.naive_script.value)} s", "≥ 3", _ok(ix.cli_vs_naive_wall.value >= 3)),
+            ("`lookalike index` of one photo: start-up to the first photo stored (converted model cached)",
+             f"{_f(ix.first_photo.value)} s {_runs(ix.first_photo, 1)}", "≤ 3 s", _ok(ix.first_photo.value <= 3)),
+            (f"index 12-MP JPEGs, end to end ({ix.large_images}, {ix.large_bytes / 1e6:.1f} MB each)",
+             f"{_f(lg.value)} img/s {_runs(lg)}; decode {_f(lg.note('decode_ms'), 2)} ms/img, model "
+             f"{_f(lg.note('model_ms'), 2)} ms/img; {_f(cpu_l)} img per CPU-second", "", ""),
+            ("12-MP rate / clothing rate", f"{_f(ix.large_vs_clothing.value, 2)} "
+             f"{_runs(ix.large_vs_clothing, 2)}; by CPU time {_f(cpu_l / cpu_c, 2)}", "≥ 0.7",
+             _ok(ix.large_vs_clothing.value >= 0.7)),
+        ]
+        for name, seconds in ix.command_walls.items():
+            if name.startswith("python"):
+                rows.append((f"`{name}`: the interpreter alone, for scale", f"{_f(seconds, 2)} s", "", ""))
+            else:
+                rows.append((f"`lookalike {name}` wall clock (fresh process, median)", f"{_f(seconds, 2)} s",
+                             "≤ 1 s", _ok(seconds <= 1)))
+        if ix.allocator:
+            d, k = ix.allocator["default"], ix.allocator["keep"]
+            rows.append(("allocator: PyTorch model only, 1 thread, glibc defaults -> freed memory kept (mallopt)",
+                         f"system {_f(d['system'], 2)} -> {_f(k['system'], 2)} s, user {_f(d['user'], 2)} -> "
+                         f"{_f(k['user'], 2)} s, page faults {d['faults']:.0f} -> {k['faults']:.0f}; "
+                         f"{_f(d['cpu_rate'])} -> {_f(k['cpu_rate'])} img per CPU-second", "", ""))
         return rows
 
     def table(self) -> str:
@@ -142,13 +178,23 @@ class Report:
 METHOD = """## How it is measured
 
 - **End to end** is `indexer.pipeline.index_folder` into a fresh library, wall clock from the call to
-  its return (scan, decode, model, SQLite, FAISS file), default workers and batch 32. On a CPU each
-  worker process reads, hashes, decodes (JPEGs at reduced scale with Pillow's `draft`), crops to
-  uint8 and embeds its own batch with one thread; the main process only writes SQLite and FAISS.
-  Decode and model times are summed over the workers (they run in parallel).
-- **Model only** is `Backbone.embed_uint8` on a ready uint8 batch: in one process with torch's
-  threads, and in one-thread processes as the pipeline runs it (measured right before and right
-  after the pipeline; their mean). The better of the two is the bound.
+  its return (scan, decode, model, SQLite, FAISS file), default workers and batch 32, with the
+  default engine (`auto`: OpenVINO on a CPU) and again with each engine. On a CPU each worker
+  process reads, hashes, decodes (JPEGs at reduced scale with Pillow's `draft`), crops to uint8 and
+  embeds its own batch with a one-thread engine; the main process only writes SQLite and FAISS.
+  Decode and model times are summed over the workers (they run in parallel). The other layout
+  (the engine in the main process with one single-thread stream per core, workers only decoding)
+  is measured beside it.
+- **Model only** is the engine's `embed_uint8` on a ready uint8 batch, per engine: in one process
+  (torch's threads, or OpenVINO's streams), and in one-thread processes as the pipeline runs it
+  (measured right before and right after the pipeline; their mean). The best engine's better
+  layout is the bound.
+- **Fresh processes**: `lookalike index` of the first N clothing photos into a new library and the
+  naive script on the same photos, each in a new interpreter (imports, model load, conversion
+  cache read included); `lookalike index` of a folder of one photo (start-up to the first photo
+  stored); `status`, `labels counts`, `search <id>`, `duplicates` on the indexed library, and
+  `python -c pass` for scale. The allocator row runs PyTorch's model alone, one thread, in two new
+  processes: glibc's defaults, then `indexer.allocator.keep_freed_memory()`.
 - **Ratios** are the median of per-repetition ratios of figures measured side by side, so that
   other jobs on the machine weigh on both. "By CPU time" divides images per CPU-second (user +
   system of the process and its workers) instead: time-slicing by other jobs does not count in

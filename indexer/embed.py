@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from indexer.backbone import Backbone
 from indexer.decode import Decoded, DecodedBatch
+from indexer.engines import Engine
 
 
 @dataclass(frozen=True)
@@ -30,11 +30,12 @@ class EmbeddedBatch:
         return [it for it in self.items if it.error is not None]
 
 
-def embed_batch(backbone: Backbone, batch: DecodedBatch) -> EmbeddedBatch:
-    """Run the model on a decoded batch (nothing to run when no photo decoded)."""
+def embed_batch(engine: Engine, batch: DecodedBatch, dim: int) -> EmbeddedBatch:
+    """Run the model (on `engine`, indexer/engines.py) on a decoded batch; nothing runs when no photo
+    decoded. `dim` is the backbone's vector size."""
     started = time.perf_counter()
     if batch.pixels is None:
-        vectors = np.zeros((0, backbone.dim), np.float32)
+        vectors = np.zeros((0, dim), np.float32)
     else:
-        vectors = backbone.embed_uint8(batch.pixels)
+        vectors = engine.embed_uint8(batch.pixels)
     return EmbeddedBatch(batch.items, vectors, batch.seconds, time.perf_counter() - started)

@@ -20,6 +20,7 @@ import logging
 import time
 from pathlib import Path
 
+from indexer.allocator import keep_freed_memory
 from indexer.backbone import Backbone
 from indexer.library import Library, LibraryError
 from indexer.plan import check_library, plan_run
@@ -47,9 +48,16 @@ def index_folder(
     runner: str | Runner = "local",
     ray_address: str | None = None,
     memory_budget: int | None = None,
+    engine: str = "auto",
+    embed_in_workers: bool | None = None,
 ) -> IndexReport:
-    """Bring `library` in line with the photos under `photos`. Raises LibraryError on misuse."""
+    """Bring `library` in line with the photos under `photos`. Raises LibraryError on misuse.
+
+    `engine` is auto, torch or openvino (indexer.engines); `embed_in_workers` picks the local
+    runner's CPU layout (None: the measured default).
+    """
     started = time.perf_counter()
+    keep_freed_memory()
     root = Path(photos).expanduser().resolve()
     if not root.is_dir():
         raise LibraryError(f"{root} is not a folder")
@@ -76,7 +84,8 @@ def index_folder(
             from tqdm import tqdm
 
             bar = tqdm(total=len(plan.todo), unit="img", disable=not progress, smoothing=0.1, desc="indexing")
-            for batch in run(root, plan.todo, backbone, batch_size=batch_size, workers=workers):
+            for batch in run(root, plan.todo, backbone, batch_size=batch_size, workers=workers, engine=engine,
+                             embed_in_workers=embed_in_workers, report=report):
                 write_batch(library, vectors, plan, batch, report)
                 bar.update(len(batch.items))
             bar.close()

@@ -50,7 +50,8 @@ def check_library(library: Library, root: Path, backbone: Backbone, reembed: boo
         log.info("re-embedding %s with %s", library.path, backbone.name)
         library.reset_vectors()
     with library.Session.begin() as s:
-        library.set_meta(s, root=str(root), **want)
+        # weights_file: where queries find the same weights (search by an image file).
+        library.set_meta(s, root=str(root), weights_file=str(backbone.weights or ""), **want)
 
 
 def plan_run(library: Library, root: Path, files: list[FileEntry], report: IndexReport) -> Plan:

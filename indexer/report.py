@@ -20,6 +20,7 @@ class IndexReport:
     seconds: float = 0.0
     embed_seconds: float = 0.0  # model time, summed over the processes that ran it
     decode_seconds: float = 0.0  # read + hash + decode + crop, summed over workers
+    engine: str = ""  # which engine and precision embedded, e.g. "openvino fp32"
     signals_backfilled: int = 0  # duplicate signals computed for photos indexed before they existed
 
     @property

@@ -34,14 +34,15 @@ from lookalike.options import (
                    "(pip install 'lookalike[ray]') [env LOOKALIKE_RUNNER; default local].")
 @click.option("--ray-address", default=None,
               help="Ray cluster address for --runner ray, e.g. 10.0.0.1:6379 [default: start Ray here].")
-def index(photos, library, backbone, weights, device, precision, batch_size, workers, reembed, quiet,
+def index(photos, library, backbone, weights, device, precision, engine, batch_size, workers, reembed, quiet,
           memory_budget, runner, ray_address):
     """Index the photos under PHOTOS (incremental: re-runs only embed what changed)."""
     settings = settings_from(library=library, backbone=backbone, weights=weights, device=device,
-                             precision=precision, batch_size=batch_size, workers=workers,
+                             precision=precision, engine=engine, batch_size=batch_size, workers=workers,
                              memory_budget=memory_budget, runner=runner, ray_address=ray_address)
     report = run_index(settings, photos, reembed=reembed, progress=not quiet)
-    click.echo(f"{report.summary()} ({report.images_per_second:.1f} img/s) -> {settings.library}")
+    ran = f", {report.engine}" if report.engine else ""
+    click.echo(f"{report.summary()} ({report.images_per_second:.1f} img/s{ran}) -> {settings.library}")
 
 
 @click.command()
@@ -80,6 +81,7 @@ def library_status(lib) -> dict:
         "backbone": meta.get("backbone"),
         "weights": meta.get("weights"),
         "preprocessing": meta.get("preprocessing"),
+        "engine": meta.get("engine"),  # engine and precision of the last run that embedded
         "dim": int(meta["dim"]) if meta.get("dim") else None,
         "schema_version": int(meta["schema_version"]),
         "memory_budget": lib.memory_budget,

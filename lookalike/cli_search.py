@@ -71,7 +71,7 @@ def search(query, library, k, as_json):
     settings = settings_from(library=library, k=k)
     try:
         with open_library(settings) as lib:
-            searcher = Searcher(lib)
+            searcher = Searcher(lib, settings=settings)
             target = resolve_query(lib, query)
             if isinstance(target, int):
                 hits = searcher.by_id(target, settings.k)
@@ -206,6 +206,7 @@ def eval_(
     weights,
     device,
     precision,
+    engine,
     k,
     temperature,
     target_precision,
@@ -219,6 +220,7 @@ def eval_(
     names are the labels: one command from photos to figures.
     """
     from indexer.backbone import Backbone, BackboneError
+    from indexer.engines import EngineError
     from indexer.library import Library, LibraryError
     from search.evaluate import EvalError, evaluate
     from search.labels import import_folders
@@ -229,6 +231,7 @@ def eval_(
         weights=weights,
         device=device,
         precision=precision,
+        engine=engine,
         k=k,
         temperature=temperature,
         workers=workers,
@@ -263,11 +266,12 @@ def eval_(
                         batch_size=settings.batch_size,
                         workers=settings.workers,
                         progress=sys.stderr.isatty(),
+                        engine=settings.engine,
                     )
                     import_folders(lib)
                     report = evaluate(lib, settings.k, settings.temperature)
                     methods = compare_methods(lib, settings, labels_per_class)
-    except (EvalError, LibraryError, BackboneError) as e:
+    except (EvalError, LibraryError, BackboneError, EngineError) as e:
         raise click.ClickException(str(e)) from None
     facts = report.to_dict()
     threshold = report.threshold_for(target_precision)

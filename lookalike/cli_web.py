@@ -91,7 +91,7 @@ def _exit_now() -> NoReturn:
 def _warm_up(searcher, labeller) -> None:
     try:
         labeller.refresh()
-        searcher.backbone.model  # noqa: B018 (loads the weights)
+        searcher.warm_up()  # loads (and compiles) the query model
     except Exception as e:  # the first request that needs them reports it properly
         log.warning("could not prepare the model and suggestions in advance: %s", e)
     else:

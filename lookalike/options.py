@@ -61,6 +61,8 @@ def backbone_options(f):
         click.option("--device", default=None, help="auto, cpu, cuda, cuda:N or mps [default auto]."),
         click.option("--precision", default=None, type=setting_type("precision"),
                      help="auto: bf16 on GPUs and on CPUs with native bf16, else fp32."),
+        click.option("--engine", default=None, type=setting_type("engine"),
+                     help="auto: OpenVINO on a CPU when installed, else PyTorch [default auto]."),
     ]):
         f = option(f)
     return f
@@ -68,33 +70,42 @@ def backbone_options(f):
 
 def run_index(settings: Settings, photos: Path, *, reembed: bool = False, progress: bool = True):
     """Index `photos` into the settings' library, creating it only once there is something to put
-    in it: a bad backbone or a folder without photos leaves no library folder behind."""
+    in it: a bad backbone or a folder without photos leaves no library folder behind. A library
+    another indexer holds is reported before torch is imported or a model loaded."""
+    from indexer.library import DB_FILE, Library, LibraryError
+    from indexer.scan import has_images
+
+    if (Path(settings.library) / DB_FILE).exists():
+        try:
+            with Library(settings.library) as library, library.writer_lock():
+                pass
+        except LibraryError as e:
+            raise click.ClickException(str(e)) from None
+    elif not has_images(photos):
+        raise click.ClickException(
+            f"no photos found under {photos} (looked for .jpg, .png, .heic, .webp and other image "
+            f"files): nothing to index, no library created"
+        )
     from indexer.backbone import Backbone, BackboneError
-    from indexer.library import DB_FILE, LibraryError
+    from indexer.engines import EngineError
     from indexer.pipeline import index_folder
     from indexer.runners import get_runner
     from indexer.runners.ray import RayUnavailable
-    from indexer.scan import has_images
 
     try:
         runner = get_runner(settings.runner, ray_address=settings.ray_address)
-    except (RayUnavailable, ValueError) as e:
-        raise click.ClickException(str(e)) from None
-    try:
         backbone = Backbone(settings.backbone, weights=settings.weights, device=settings.device,
                             precision=settings.precision)
-        if not (Path(settings.library) / DB_FILE).exists() and not has_images(photos):
-            raise click.ClickException(
-                f"no photos found under {photos} (looked for .jpg, .png, .heic, .webp and other image "
-                f"files): nothing to index, no library created"
-            )
         with open_library(settings, create=True) as library:
             report = index_folder(photos, library, backbone, batch_size=settings.batch_size,
                                   workers=settings.workers, reembed=reembed, progress=progress,
-                                  memory_budget=settings.memory_budget, runner=runner)
+                                  memory_budget=settings.memory_budget, runner=runner, engine=settings.engine)
+            if report.engine:
+                with library.Session.begin() as s:
+                    library.set_meta(s, engine=report.engine)
             update_suggestions(settings, library, backbone, progress=progress)
             return report
-    except (LibraryError, BackboneError, RayUnavailable) as e:
+    except (LibraryError, BackboneError, EngineError, RayUnavailable, ValueError) as e:
         raise click.ClickException(str(e)) from None
 
 

@@ -7,6 +7,8 @@ import os
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -14,11 +16,15 @@ from PIL import Image as PILImage
 from sqlalchemy import case, select
 from sqlalchemy.orm import Session, joinedload
 
-from indexer.backbone import Backbone
 from indexer.imageio import load_image, to_rgb
 from indexer.library import Library, LibraryError
 from indexer.schema import Image
+from indexer.settings import Settings
 from indexer.vectors import VectorIndex
+
+if TYPE_CHECKING:  # torch: imported only when a query needs embedding
+    from indexer.backbone import Backbone
+    from indexer.engines import Engine
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +46,14 @@ class Searcher:
     so a search in flight keeps the index object it started with.
     """
 
-    def __init__(self, library: Library, backbone: Backbone | None = None) -> None:
+    def __init__(
+        self, library: Library, backbone: Backbone | None = None, *, settings: Settings | None = None
+    ) -> None:
         self.library = library
         self._backbone = backbone
+        self._engine: Engine | None = None
+        # Device, precision and engine for queries; backbone and weights come from the library.
+        self.settings = settings or Settings.from_env()
         self._lock = threading.Lock()  # guards reload and the lazy backbone
         self._embed_lock = threading.Lock()  # one forward pass at a time: they share the cores
         self._index: VectorIndex | None = None
@@ -102,23 +113,49 @@ class Searcher:
                     self._backbone = self._library_backbone()
         return self._backbone
 
-    def _library_backbone(self) -> Backbone:
-        from indexer.backbone import BackboneError
+    @property
+    def engine(self) -> Engine:
+        """The engine that embeds queries (the settings' engine, device and precision)."""
+        if self._engine is None:
+            from indexer.engines import EngineError, make_engine
 
+            backbone = self.backbone
+            with self._lock:
+                if self._engine is None:
+                    try:
+                        self._engine = make_engine(backbone, self.settings.engine)
+                    except EngineError as e:
+                        raise LibraryError(f"cannot embed queries: {e}") from None
+        return self._engine
+
+    def warm_up(self) -> None:
+        """Load (and compile) the query model now rather than on the first query."""
+        self.engine.prepare()
+        self.engine.embed_uint8(np.zeros((1, 3, self.backbone.preprocess.crop, self.backbone.preprocess.crop),
+                                         dtype=np.uint8))
+
+    def _library_backbone(self) -> Backbone:
+        """The backbone the library recorded: its name and weights file, so that a library indexed
+        with --weights FILE embeds queries with that file."""
+        from indexer.backbone import Backbone, BackboneError
+
+        meta = self.library.meta()
         identity = self.library.identity()
         name = identity.get("backbone")
         if not name:
             raise LibraryError(
                 f"library {self.library.path} has no vectors yet: index some photos first"
             )
+        weights = meta.get("weights_file") or None
         try:
-            backbone = Backbone(name)
+            backbone = Backbone(name, weights=Path(weights) if weights else None,
+                                device=self.settings.device, precision=self.settings.precision)
         except BackboneError as e:
             raise LibraryError(f"cannot build the library's backbone {name!r}: {e}") from None
         if backbone.identity() != identity:
             raise LibraryError(
                 f"library {self.library.path} was embedded with {identity.get('weights')}; this "
-                f"process would embed queries with {backbone.weights_identity}: pass the same weights"
+                f"process would embed queries with {backbone.weights_identity}: the weights file changed"
             )
         return backbone
 
@@ -154,9 +191,9 @@ class Searcher:
             img = to_rgb(data)
         else:
             img, _ = load_image(bytes(data), min_side=self.backbone.preprocess.resize)
-        backbone = self.backbone
+        engine, crop = self.engine, self.backbone.preprocess.crop_uint8
         with self._embed_lock:
-            vector = backbone.embed_images([img])[0]
+            vector = engine.embed_uint8(crop(img).unsqueeze(0))[0]
         return self.by_vector(vector, k)
 
     def batch(

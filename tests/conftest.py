@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -22,6 +23,20 @@ def shared_corpus(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} is not here (CI clones with ../shared beside the repo)")
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def engine_cache(tmp_path_factory) -> Path:
+    """Converted models (indexer/engines.py) go to a folder of this session, not the user's cache;
+    subprocesses inherit it."""
+    path = tmp_path_factory.mktemp("engine-cache")
+    old = os.environ.get("LOOKALIKE_CACHE")
+    os.environ["LOOKALIKE_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("LOOKALIKE_CACHE", None)
+    else:
+        os.environ["LOOKALIKE_CACHE"] = old
 
 
 @pytest.fixture(scope="session")

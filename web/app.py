@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None, *, searcher: Searcher | None = 
 
     if searcher is None:
         library = Library(settings.library)
-        searcher = Searcher(library)
+        searcher = Searcher(library, settings=settings)
     # Suggestions come from the head learned on the labels, retrained in the background after changes.
     labeller = LearningLabeller(searcher, k=settings.k, temperature=settings.temperature, background=True)
     app.extensions[EXTENSION] = Services(

@@ -9,6 +9,7 @@ from typing import Protocol
 from indexer.backbone import Backbone
 from indexer.decode import PhotoTask
 from indexer.embed import EmbeddedBatch
+from indexer.report import IndexReport
 
 RUNNERS = ("local", "ray")
 
@@ -18,7 +19,8 @@ class Runner(Protocol):
 
     def __call__(
         self, root: Path, tasks: Sequence[PhotoTask], backbone: Backbone, *, batch_size: int,
-        workers: int | None,
+        workers: int | None, engine: str = "auto", embed_in_workers: bool | None = None,
+        report: IndexReport | None = None,
     ) -> Iterator[EmbeddedBatch]: ...
 
 

@@ -16,21 +16,25 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from indexer.allocator import keep_freed_memory
 from indexer.backbone import Backbone, Preprocess
 from indexer.decode import DecodedBatch, PhotoTask, decode_batch
 from indexer.embed import EmbeddedBatch, embed_batch
+from indexer.engines import Engine
+from indexer.report import IndexReport
 
 
 class BatchDataset(Dataset):
-    """Item b is batch b: decoded (and, with `backbone` set, embedded) inside one worker."""
+    """Item b is batch b: decoded (and, with `engine` set, embedded) inside one worker."""
 
     def __init__(self, root: Path, tasks: Sequence[PhotoTask], batch_size: int, preprocess: Preprocess,
-                 backbone: Backbone | None) -> None:
+                 engine: Engine | None, dim: int) -> None:
         self.root = root
         self.tasks = tasks
         self.batch_size = batch_size
         self.preprocess = preprocess
-        self.backbone = backbone
+        self.engine = engine
+        self.dim = dim
 
     def __len__(self) -> int:
         return -(-len(self.tasks) // self.batch_size)
@@ -38,20 +42,30 @@ class BatchDataset(Dataset):
     def __getitem__(self, b: int) -> DecodedBatch | EmbeddedBatch:
         start = b * self.batch_size
         decoded = decode_batch(self.root, self.tasks[start : start + self.batch_size], self.preprocess)
-        return decoded if self.backbone is None else embed_batch(self.backbone, decoded)
+        return decoded if self.engine is None else embed_batch(self.engine, decoded, self.dim)
 
 
 def run_local(
     root: Path, tasks: Sequence[PhotoTask], backbone: Backbone, *, batch_size: int = 32,
-    workers: int | None = None,
+    workers: int | None = None, engine: str = "auto", embed_in_workers: bool | None = None,
+    report: IndexReport | None = None,
 ) -> Iterator[EmbeddedBatch]:
-    """Decode and embed `tasks` with worker processes; yields batches in task order."""
+    """Decode and embed `tasks` with worker processes; yields batches in task order.
+
+    `engine` is auto, torch or openvino (indexer.engines); `embed_in_workers` picks the CPU layout
+    (None: the measured default, `embeds_in_workers`). The engine that ran is written to `report`.
+    """
+    from indexer.engines import describe, make_engine
+
     device = backbone.device.type
     workers = default_workers(device) if workers is None else workers
     batch_size, workers = balance(len(tasks), batch_size, workers)
-    backbone.model  # noqa: B018 (load the weights once, before the workers fork)
-    embed_in_workers = workers > 0 and device == "cpu"
-    dataset = BatchDataset(root, tasks, batch_size, backbone.preprocess, backbone if embed_in_workers else None)
+    in_workers = embeds_in_workers(device, workers) if embed_in_workers is None else embed_in_workers and workers > 0
+    model = make_engine(backbone, engine, threads=1 if in_workers else None)
+    model.prepare()  # weights loaded (or the converted model cached) once, before the workers fork
+    if report is not None:
+        report.engine = describe(model)
+    dataset = BatchDataset(root, tasks, batch_size, backbone.preprocess, model if in_workers else None, backbone.dim)
     loader = DataLoader(
         dataset,
         batch_size=None,
@@ -63,7 +77,7 @@ def run_local(
         persistent_workers=False,
     )
     for batch in loader:
-        yield batch if isinstance(batch, EmbeddedBatch) else embed_batch(backbone, batch)
+        yield batch if isinstance(batch, EmbeddedBatch) else embed_batch(model, batch, backbone.dim)
 
 
 def balance(todo: int, batch_size: int, workers: int) -> tuple[int, int]:
@@ -75,6 +89,13 @@ def balance(todo: int, batch_size: int, workers: int) -> tuple[int, int]:
     batches = -(-batches // workers) * workers
     batch_size = -(-todo // batches)
     return batch_size, min(workers, -(-todo // batch_size))
+
+
+def embeds_in_workers(device_type: str, workers: int) -> bool:
+    """On a CPU every worker embeds its own batches with a one-thread engine (see BatchDataset);
+    measured against one engine of `cores` streams in this process fed by decoding workers in
+    BENCHMARKS.md. On a GPU the model runs in this process."""
+    return workers > 0 and device_type == "cpu"
 
 
 def default_workers(device_type: str = "cpu") -> int:
@@ -91,6 +112,7 @@ def _worker_init(_: int, parent: int | None = None) -> None:
     # One thread per worker: the workers share the cores between them, and a process forked after
     # the parent used OpenMP hangs if it starts an OpenMP team of its own.
     torch.set_num_threads(1)
+    keep_freed_memory()  # inherited from the parent when forked; spawned workers need their own
     if parent is not None:
         _die_with_parent(parent)
 

@@ -22,6 +22,8 @@ import numpy as np
 from indexer.backbone import Backbone, Preprocess
 from indexer.decode import Decoded, DecodedBatch, PhotoTask, decode_batch
 from indexer.embed import EmbeddedBatch, embed_batch
+from indexer.engines import choose_engine, make_engine
+from indexer.report import IndexReport
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +89,7 @@ def _facts(text: str) -> dict:
 class Embedder:
     """Ray Data actor: builds the backbone once, then embeds decoded batches (or decodes them too)."""
 
-    def __init__(self, backbone: dict, identity: dict, root: str | None, threads: int) -> None:
+    def __init__(self, backbone: dict, identity: dict, root: str | None, threads: int, engine: str = "auto") -> None:
         import torch
 
         torch.set_num_threads(threads)
@@ -95,13 +97,14 @@ class Embedder:
         if self.backbone.identity() != identity:
             raise RayUnavailable(f"a worker's backbone {self.backbone.identity()} differs from the driver's "
                                  f"{identity}: give workers the same weights file at the same path")
-        self.backbone.model  # noqa: B018 (load the weights now, not in the first batch)
+        self.engine = make_engine(self.backbone, engine, threads=threads)
+        self.engine.prepare()  # load the weights (or the converted model) now, not in the first batch
         self.root = root
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.root is not None:  # fused: decode here as well
             batch = decode_columns(batch, self.root, self.backbone.preprocess)
-        embedded = embed_batch(self.backbone, from_columns(batch))
+        embedded = embed_batch(self.engine, from_columns(batch), self.backbone.dim)
         vectors = np.zeros((len(batch["ok"]), self.backbone.dim), dtype=np.float32)
         vectors[batch["ok"].astype(bool)] = embedded.vectors
         out = {k: batch[k] for k in ("image_id", "ok", "error", "facts", "decode_seconds")}
@@ -143,9 +146,13 @@ class RayRunner:
 
     def __call__(
         self, root: Path, tasks: Sequence[PhotoTask], backbone: Backbone, *, batch_size: int = 32,
-        workers: int | None = None,
+        workers: int | None = None, engine: str = "auto", embed_in_workers: bool | None = None,
+        report: IndexReport | None = None,
     ) -> Iterator[EmbeddedBatch]:
         self._connect()
+        if report is not None:  # what the workers run: the engine auto picks on their CPUs
+            choice = choose_engine(engine, backbone.device.type, backbone.precision)
+            report.engine = f"{choice.name} {backbone.precision} on ray"
         ray = self.ray
         resources = ray.cluster_resources()
         gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
@@ -162,13 +169,13 @@ class RayRunner:
                                 batch_size=batch_size, batch_format="numpy", num_cpus=1)
             ds = ds.map_batches(
                 Embedder, fn_constructor_kwargs={"backbone": spec, "identity": backbone.identity(), "root": None,
-                                                 "threads": 1},
+                                                 "threads": 1, "engine": engine},
                 batch_size=batch_size, batch_format="numpy", num_gpus=1,
                 compute=ray.data.ActorPoolStrategy(size=workers or gpus))
         else:
             ds = ds.map_batches(
                 Embedder, fn_constructor_kwargs={"backbone": spec, "identity": backbone.identity(),
-                                                 "root": str(root), "threads": 1},
+                                                 "root": str(root), "threads": 1, "engine": engine},
                 batch_size=batch_size, batch_format="numpy", num_cpus=1,
                 compute=ray.data.ActorPoolStrategy(size=min(workers or cpus, cpus)))
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):

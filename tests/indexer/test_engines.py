@@ -1,0 +1,153 @@
+"""Inference engines: PyTorch and OpenVINO give the same vectors on real photos; the choice, the
+cache of converted models, the fallback without OpenVINO and the CLI option."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from indexer.backbone import Backbone
+from indexer.engines import EngineError, OpenVinoEngine, TorchEngine, choose_engine, describe, make_engine
+from indexer.imageio import load_image
+from indexer.library import Library
+from indexer.pipeline import index_folder
+from lookalike.cli import main
+from tests.conftest import REPO, SAMPLES
+
+# Python that runs the CLI with OpenVINO made unimportable, as on a machine without it.
+WITHOUT_OPENVINO = "import sys; sys.modules['openvino'] = None; from lookalike.cli import main; main()"
+
+
+@pytest.fixture(scope="module")
+def fp32_backbone() -> Backbone:
+    b = Backbone("efficientnet_lite0", device="cpu", precision="fp32")
+    assert b.model is not None
+    return b
+
+
+def sample_crops(backbone: Backbone, per_class: int = 3) -> torch.Tensor:
+    files = [f for folder in sorted(SAMPLES.iterdir()) if folder.is_dir()
+             for f in sorted(folder.glob("*.jpg"))[:per_class]]
+    assert len(files) >= 20
+    crops = []
+    for f in files:
+        img, _ = load_image(f.read_bytes(), min_side=backbone.preprocess.resize)
+        crops.append(backbone.preprocess.crop_uint8(img))
+    return torch.stack(crops)
+
+
+def test_openvino_and_torch_give_the_same_vectors_on_real_photos(fp32_backbone):
+    crops = sample_crops(fp32_backbone)
+    reference = TorchEngine(fp32_backbone).embed_uint8(crops)
+    for threads in (1, 2):  # one stream, and a batch split over two streams
+        vectors = OpenVinoEngine(fp32_backbone, threads=threads).embed_uint8(crops)
+        assert vectors.shape == reference.shape and vectors.dtype == np.float32
+        assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+        cosine = (vectors * reference).sum(axis=1)
+        assert cosine.min() >= 0.999, cosine.min()
+    # Different photos stay different: the agreement is not a constant output.
+    assert (reference @ reference.T)[np.triu_indices(len(reference), 1)].min() < 0.9
+
+
+def test_converted_model_is_cached_by_backbone_weights_version_and_precision(fp32_backbone, engine_cache):
+    engine = OpenVinoEngine(fp32_backbone)
+    engine.prepare()
+    path = engine.model_path
+    assert path.is_file() and path.with_suffix(".bin").is_file()
+    assert path.is_relative_to(engine_cache)  # LOOKALIKE_CACHE is honoured
+    stamp = path.stat().st_mtime_ns
+    again = OpenVinoEngine(fp32_backbone)
+    again.prepare()
+    assert again.model_path == path and path.stat().st_mtime_ns == stamp  # read, not converted again
+    assert not list(path.parent.glob(".convert-*"))  # no half-written conversion left behind
+    bf16 = Backbone("efficientnet_lite0", device="cpu", precision="bf16")
+    assert OpenVinoEngine(bf16).model_path != path
+    assert fp32_backbone.weights_identity.split(":")[-1] not in path.name  # the key is hashed...
+    assert engine.version in path.name and "fp32" in path.name  # ...readably labelled
+
+
+def test_choice_follows_device_precision_and_what_is_installed():
+    assert choose_engine("auto", "cpu", "fp32").name == "openvino"
+    assert choose_engine("auto", "cuda", "bf16").name == "torch"
+    assert choose_engine("torch", "cpu", "fp32").name == "torch"
+    fp16 = choose_engine("auto", "cpu", "fp16")
+    assert fp16.name == "torch" and "fp16" in fp16.note
+    with pytest.raises(EngineError, match="runs on the CPU"):
+        choose_engine("openvino", "cuda", "bf16")
+    with pytest.raises(EngineError, match="unknown engine"):
+        choose_engine("tensorrt", "cpu", "fp32")
+
+
+def test_describe_names_engine_and_precision(fp32_backbone):
+    assert describe(make_engine(fp32_backbone, "openvino")) == "openvino fp32"
+    assert describe(make_engine(fp32_backbone, "torch")) == "torch fp32"
+
+
+def test_both_cpu_layouts_and_both_engines_index_alike(tmp_path, fp32_backbone):
+    photos = tmp_path / "photos"
+    shutil.copytree(SAMPLES / "hat", photos / "hat")
+    stored = {}
+    for engine, in_workers in (("torch", True), ("openvino", True), ("openvino", False)):
+        with Library(tmp_path / f"lib-{engine}-{in_workers}", create=True) as library:
+            report = index_folder(photos, library, fp32_backbone, workers=2, batch_size=4,
+                                  engine=engine, embed_in_workers=in_workers)
+            assert report.indexed == 12 and report.engine == f"{engine} fp32"
+            ids, vectors = library.stored_vectors()
+            with library.Session() as s:
+                from indexer.schema import Image
+
+                paths = {i.id: i.path for i in s.query(Image)}
+            stored[(engine, in_workers)] = {paths[int(i)]: v for i, v in zip(ids, vectors, strict=True)}
+    reference = stored[("torch", True)]
+    for key, got in stored.items():
+        assert got.keys() == reference.keys()
+        cosine = [float(got[p] @ reference[p]) for p in reference]
+        assert min(cosine) >= 0.999, (key, min(cosine))
+
+
+def test_cli_engine_option_summary_and_status(tmp_path):
+    photos = tmp_path / "photos"
+    shutil.copytree(SAMPLES / "shorts", photos / "shorts")
+    runner = CliRunner()
+    for engine in ("openvino", "torch"):
+        library = tmp_path / engine
+        result = runner.invoke(main, ["index", str(photos), "--library", str(library), "--quiet",
+                                      "--engine", engine, "--precision", "fp32", "--workers", "1"])
+        assert result.exit_code == 0, result.output
+        assert f"img/s, {engine} fp32) -> " in result.output
+        status = json.loads(runner.invoke(main, ["status", "--library", str(library), "--json"]).output)
+        assert status["engine"] == f"{engine} fp32"
+
+
+def test_bad_engine_value_is_a_one_line_error(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(main, ["index", str(SAMPLES), "--library", str(tmp_path / "l"), "--engine", "fast"])
+    assert result.exit_code == 2 and "'fast' is not one of" in result.output and "Traceback" not in result.output
+    result = runner.invoke(main, ["index", str(SAMPLES), "--library", str(tmp_path / "l")],
+                           env={"LOOKALIKE_ENGINE": "fast"})
+    assert result.exit_code == 2 and "'fast' is not one of" in result.output
+
+
+def run_without_openvino(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", WITHOUT_OPENVINO, *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=600)
+
+
+def test_machine_without_openvino_falls_back_and_says_so(tmp_path):
+    photos = tmp_path / "photos"
+    shutil.copytree(SAMPLES / "hat", photos / "hat")
+    done = run_without_openvino("index", str(photos), "--library", str(tmp_path / "lib"), "--quiet",
+                                "--precision", "fp32", "--workers", "1")
+    assert done.returncode == 0, done.stderr
+    assert "indexed 12," in done.stdout and "img/s, torch fp32 (openvino not installed)) -> " in done.stdout
+    asked = run_without_openvino("index", str(photos), "--library", str(tmp_path / "lib2"), "--engine", "openvino")
+    assert asked.returncode == 1
+    assert "Error: the openvino engine is not installed: `pip install openvino`, or --engine torch" in asked.stderr
+    assert "Traceback" not in asked.stderr

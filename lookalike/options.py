@@ -75,17 +75,13 @@ def run_index(settings: Settings, photos: Path, *, reembed: bool = False, progre
     from indexer.library import DB_FILE, Library, LibraryError
     from indexer.scan import has_images
 
-    if (Path(settings.library) / DB_FILE).exists():
+    exists = (Path(settings.library) / DB_FILE).exists()
+    if exists:
         try:
             with Library(settings.library) as library, library.writer_lock():
                 pass
         except LibraryError as e:
             raise click.ClickException(str(e)) from None
-    elif not has_images(photos):
-        raise click.ClickException(
-            f"no photos found under {photos} (looked for .jpg, .png, .heic, .webp and other image "
-            f"files): nothing to index, no library created"
-        )
     from indexer.backbone import Backbone, BackboneError
     from indexer.engines import EngineError
     from indexer.pipeline import index_folder
@@ -96,6 +92,11 @@ def run_index(settings: Settings, photos: Path, *, reembed: bool = False, progre
         runner = get_runner(settings.runner, ray_address=settings.ray_address)
         backbone = Backbone(settings.backbone, weights=settings.weights, device=settings.device,
                             precision=settings.precision)
+        if not exists and not has_images(photos):
+            raise click.ClickException(
+                f"no photos found under {photos} (looked for .jpg, .png, .heic, .webp and other image "
+                f"files): nothing to index, no library created"
+            )
         with open_library(settings, create=True) as library:
             report = index_folder(photos, library, backbone, batch_size=settings.batch_size,
                                   workers=settings.workers, reembed=reembed, progress=progress,

@@ -54,8 +54,16 @@ def main(argv: list[str] | None = None) -> int:
         files = photo_files(args.corpus, None)[:: max(1, len(photo_files(args.corpus, None)) // args.photos)]
         photos = copy_tree(files[: args.photos], args.corpus, work / "photos")
         started = time.perf_counter()
-        ray.init(num_cpus=args.workers, include_dashboard=False, _node_ip_address="127.0.0.1",
-                 log_to_driver=False)
+        for attempt in range(3):  # Ray gives its raylet 30 s to start: not always enough on a busy machine
+            try:
+                ray.init(num_cpus=args.workers, include_dashboard=False, _node_ip_address="127.0.0.1",
+                         log_to_driver=False, object_store_memory=512 << 20)
+                break
+            except Exception as e:
+                say(f"ray.init failed ({e}); retrying")
+                ray.shutdown()
+                if attempt == 2:
+                    raise
         startup = time.perf_counter() - started
         rates: dict[str, list[float]] = {"local": [], "ray": []}
         index_once(photos, work, backbone, "ray", args.workers, args.batch_size)  # warm: actors, imports

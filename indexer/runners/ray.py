@@ -141,8 +141,9 @@ class RayRunner:
                 ray.init(address=self.address, **quiet)
             else:
                 ray.init(include_dashboard=False, **quiet)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise RayUnavailable(f"cannot reach the Ray cluster at {self.address}: {e}") from None
+        except Exception as e:  # Ray raises bare Exception when its own processes start too slowly
+            where = f"the Ray cluster at {self.address}" if self.address else "a local Ray"
+            raise RayUnavailable(f"cannot start or reach {where}: {e}") from None
 
     def __call__(
         self, root: Path, tasks: Sequence[PhotoTask], backbone: Backbone, *, batch_size: int = 32,

@@ -83,7 +83,7 @@ def save_head(path, head: Head, fingerprint: dict) -> str:
     if head.projection is not None:
         arrays["projection"] = head.projection
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
+    np.savez(tmp, **arrays)  # type: ignore[arg-type]
     os.replace(tmp, path)
     return token
 
@@ -226,7 +226,8 @@ class LearningLabeller(Labeller):
             s.execute(delete(SuggestedLabel))
             for start in range(0, len(rows), 20_000):
                 s.execute(insert(SuggestedLabel), rows[start : start + 20_000])
-        log.info("suggestions of %d images from %s", len(rows), self.head().method if self.head() else KNN)
+        head = self.head()
+        log.info("suggestions of %d images from %s", len(rows), head.method if head else KNN)
 
     # -- predictions ------------------------------------------------------------------------------
 
@@ -329,7 +330,7 @@ class LearningLabeller(Labeller):
         ids = np.array([r[0] for r in rows], dtype=np.int64)
         order = queue_order(
             ids,
-            np.array([code.get(r[1], -1) for r in rows], dtype=np.int64),
+            np.array([code.get(r[1], -1) if r[1] is not None else -1 for r in rows], dtype=np.int64),
             np.array([r[2] for r in rows], dtype=np.float64),
             labelled,
             self.clusters(),

@@ -195,3 +195,19 @@ def test_commands_refuse_a_missing_library(run, tmp_path):
         result = run(command, "--library", tmp_path / "nope")
         assert result.exit_code != 0 and "Traceback" not in result.output
         assert result.output.strip().count("\n") == 0
+
+
+def test_eval_reports_the_methods_side_by_side_and_with_few_labels(run, labelled_samples):
+    result = run("eval", "--library", labelled_samples.path, "--labels-per-class", 3, "--json")
+    assert result.exit_code == 0, result.output
+    facts = json.loads(result.output)
+    for key in ("top1", "top5", "precision_at_10", "mean_ap", "k", "temperature", "images", "classes"):
+        assert key in facts  # the keys eval always had
+    assert set(facts["methods"]) == set(METHODS) and facts["chosen"] in METHODS
+    assert facts["methods"][facts["chosen"]] == max(facts["methods"].values())
+    few = facts["labels_per_class"]
+    assert few["n"] == 3 and few["draws"] == 5
+    assert set(few["accuracy"]) == {*METHODS, "chosen"}
+    assert all(0 < a <= 1 for a in few["accuracy"].values())
+    text = run("eval", "--library", labelled_samples.path).output
+    assert "cross-validated" in text and "the labeller would use" in text

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from indexer.schema import FAILED, Image, Label, SuggestedLabel
 from lookalike.cli import main
 from search.head import KNN, METHODS
-from search.labels import import_folders, set_label
+from search.labels import set_label
 from search.learning import HEAD_FILE, LearningLabeller, load_head
 from search.queue_order import Clusters, queue_order
 from search.retraining import Debouncer
@@ -164,7 +164,9 @@ def test_learn_suggest_and_queue_commands(run, sample_library):
     queue = json.loads(result.output)
     assert len(queue) == 5 and all(set(q) == {"id", "path"} for q in queue)
 
-    assert import_folders(sample_library) == 120  # labels import still works; the head goes stale
+    result = run("labels", "import", "--folders", "--library", lib)  # still works; the head goes stale
+    assert result.exit_code == 0 and "set 120 labels" in result.output and "retrains" in result.output
+    assert LearningLabeller(Searcher(sample_library)).is_stale()
     with sample_library.Session.begin() as s:
         for i in s.scalars(select(Image.id).where(Image.id % 3 == 0)).all():
             s.delete(s.get(Label, i))

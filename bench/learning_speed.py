@@ -19,7 +19,7 @@ from sqlalchemy import insert
 
 from bench.label_simulation import DEFAULT_LIBRARY, DEFAULT_PHOTOS, load_corpus
 from indexer.library import Library
-from indexer.schema import INDEXED, Embedding, Image, Label, Meta, Neighbour, utcnow
+from indexer.schema import INDEXED, Embedding, Image, Label, Meta, utcnow
 from search.head import BLEND, KNN, PROBE, PROJECTION, Head, torch_threads, train_head, train_probe, train_projection
 from search.knn import DEFAULT_K, DEFAULT_TEMPERATURE, NEIGHBOURS_STATE
 from search.learning import HEAD_FILE, LearningLabeller, save_head
@@ -67,14 +67,19 @@ def make_big_library(path: Path, vectors, truth, classes, n: int, labelled: int)
             s.execute(insert(Image), [dict(id=i + 1, path=f"p/{i:07d}.jpg", folder="p", size=1, mtime=0.0,
                                            status=INDEXED, added_at=now, indexed_at=now) for i in range(start, stop)])
             s.execute(insert(Embedding), [dict(image_id=i + 1, vector=v[i].tobytes()) for i in range(start, stop)])
-            nb = rng.integers(1, n + 1, size=(stop - start, DEFAULT_K))
-            sc = np.sort(rng.uniform(0.5, 0.95, size=(stop - start, DEFAULT_K)), axis=1)[:, ::-1]
-            s.execute(insert(Neighbour), [dict(image_id=start + r + 1, rank=j, neighbour_id=int(nb[r, j]),
-                                                score=float(sc[r, j]))
-                                           for r in range(stop - start) for j in range(DEFAULT_K)])
             if start < labelled:
                 s.execute(insert(Label), [dict(image_id=i + 1, label=classes[t[i]], source="imported", set_at=now)
                                           for i in range(start, min(stop, labelled))])
+    for start in range(0, n, 20_000):  # every image exists now: neighbour rows may point anywhere
+        stop = min(n, start + 20_000)
+        nb = rng.integers(1, n + 1, size=(stop - start, DEFAULT_K))
+        sc = np.sort(rng.uniform(0.5, 0.95, size=(stop - start, DEFAULT_K)), axis=1)[:, ::-1]
+        with lib.Session.begin() as s:
+            s.connection().exec_driver_sql(
+                "INSERT INTO neighbours (image_id, rank, neighbour_id, score) VALUES (?, ?, ?, ?)",
+                [(start + r + 1, j, int(nb[r, j]), float(sc[r, j]))
+                 for r in range(stop - start) for j in range(DEFAULT_K)],
+            )
     lib.save_vectors(lib.build_vectors(), clean=True)
     with lib.Session.begin() as s:
         s.merge(Meta(key=NEIGHBOURS_STATE, value=json.dumps({"k": DEFAULT_K, "vectors": lib.vectors_fingerprint()})))
@@ -103,10 +108,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--labelled", type=int, default=10_000)
     parser.add_argument("--photos", type=int, default=100_000)
+    parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--library-dir", type=Path, default=Path("/tmp/lookalike-bench/learning-speed"))
     args = parser.parse_args(argv)
     vectors, truth, classes = load_corpus(DEFAULT_LIBRARY, DEFAULT_PHOTOS)
-    out = {"training": training(vectors, truth, classes, args.labelled)}
+    out = {} if args.skip_training else {"training": training(vectors, truth, classes, args.labelled)}
     print(json.dumps(out), flush=True)
     path = args.library_dir / f"library-{args.photos}"
     if not (path / "library.db").exists():

@@ -130,6 +130,8 @@ def labels_import(csv_file, folders, overwrite, library):
     except LabelFileError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"set {n} labels from {'folder names' if folders else csv_file}")
+    if n:  # the stored head's labels fingerprint no longer matches: the next suggest, queue or web request retrains
+        click.echo("the labeller retrains on its next use (`lookalike learn` trains now)")
 
 
 @labels.command("export")

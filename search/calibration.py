@@ -34,10 +34,10 @@ def fit_temperature(p: npt.NDArray[np.float64], truth: npt.NDArray[np.int64]) ->
     if rows.sum() < 2:
         return 1.0
     p, truth = p[rows], np.asarray(truth)[rows]
-    best, best_loss = 1.0, np.inf
+    best, best_loss = 1.0, float("inf")
     for t in _GRID:
         q = with_temperature(p, t)
-        loss = -np.mean(np.log(np.maximum(q[np.arange(len(truth)), truth], 1e-6)))
+        loss = -float(np.mean(np.log(np.maximum(q[np.arange(len(truth)), truth], 1e-6))))
         if loss < best_loss - 1e-12:
             best, best_loss = float(t), loss
     return round(best, 4)

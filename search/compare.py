@@ -95,7 +95,7 @@ def few_labels(
     rng = np.random.default_rng(seed)
     scores: dict[str, list[float]] = {}
     for d in range(draws):
-        picked = []
+        picked: list[int] = []
         for c in range(len(classes)):
             members = rng.permutation(np.flatnonzero(codes == c))
             picked.extend(members[: min(per_class, max(len(members) - 1, 1))])

@@ -23,7 +23,7 @@ from indexer.schema import INDEXED, Image, Label, Neighbour, SuggestedLabel
 from search.calibration import with_temperature
 from search.head import KNN, PROBE, PROJECTION, Head, Probe, projected_knn, train_head
 from search.head import blend as blend_probabilities
-from search.knn import DEFAULT_K, DEFAULT_TEMPERATURE, Labeller, Suggestion
+from search.knn import DEFAULT_K, DEFAULT_TEMPERATURE, NEIGHBOURS_STATE, SUGGESTIONS_STATE, Labeller, Suggestion
 from search.labels import labels_fingerprint
 from search.queue_order import Clusters, kmeans, queue_order
 from search.retraining import Debouncer
@@ -83,7 +83,7 @@ def save_head(path, head: Head, fingerprint: dict) -> str:
     if head.projection is not None:
         arrays["projection"] = head.projection
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
+    np.savez(tmp, **arrays)  # type: ignore[arg-type]
     os.replace(tmp, path)
     return token
 
@@ -174,8 +174,17 @@ class LearningLabeller(Labeller):
                 fingerprint = self.fingerprint()  # before reading: a change while training makes it stale
                 data = labelled_set(self.library)
                 head = train_head(data.vectors, data.labels, self.k, self.temperature)
-                save_head(self.head_path, head, fingerprint)
-            self.refresh()
+                # Predict outside the lock (the slow part: requests keep reading the old suggestions),
+                # then swap the head and its suggestions in together.
+                self.searcher.reload()
+                ready = self._neighbours_current(self._state(NEIGHBOURS_STATE))
+                rows = self._rows(head) if ready else None
+                with self._lock:
+                    save_head(self.head_path, head, fingerprint)
+                    if rows is not None:
+                        self._write(rows)
+                        self._save_state(SUGGESTIONS_STATE, self._suggestions_state())
+            self.refresh()  # nothing to do unless the neighbour lists were stale
             return self.head()  # type: ignore[return-value]
 
     def facts(self) -> dict | None:
@@ -217,22 +226,29 @@ class LearningLabeller(Labeller):
         if image_ids is not None:  # a label click: its dependants by k-NN now, the head later
             super()._revote(image_ids)
             return
-        ids, labels, confidence, margin = self.predict_all()
-        rows = [
+        self._write(self._rows(self.head()))
+
+    def _rows(self, head: Head | None) -> list[dict]:
+        ids, labels, confidence, margin = self.predict_all(head)
+        log.info("suggestions of %d images from %s", len(ids), head.method if head else KNN)
+        return [
             {"image_id": int(i), "label": lab, "confidence": float(c), "margin": float(m)}
             for i, lab, c, m in zip(ids, labels, confidence, margin, strict=True)
         ]
+
+    def _write(self, rows: list[dict]) -> None:
         with self.library.Session.begin() as s:
             s.execute(delete(SuggestedLabel))
             for start in range(0, len(rows), 20_000):
                 s.execute(insert(SuggestedLabel), rows[start : start + 20_000])
-        log.info("suggestions of %d images from %s", len(rows), self.head().method if self.head() else KNN)
 
     # -- predictions ------------------------------------------------------------------------------
 
-    def predict_all(self) -> tuple[npt.NDArray[np.int64], list[str | None], npt.NDArray, npt.NDArray]:
-        """(ids, label, calibrated confidence, margin) of every indexed photo, by the stored head."""
-        head = self.head()
+    def predict_all(
+        self, head: Head | None = None
+    ) -> tuple[npt.NDArray[np.int64], list[str | None], npt.NDArray, npt.NDArray]:
+        """(ids, label, calibrated confidence, margin) of every indexed photo, by `head` (the stored one)."""
+        head = head or self.head()
         with self.library.Session() as s:
             labels = dict(s.execute(select(Label.image_id, Label.label)).all())
             targets = np.fromiter(
@@ -305,7 +321,7 @@ class LearningLabeller(Labeller):
     def queue_ids(self) -> npt.NDArray[np.int64]:
         """Every unlabelled indexed photo's id, best to label first (cached per state of the suggestions)."""
         self.refresh()
-        key = (json.dumps(self._state("knn_suggestions"), sort_keys=True), json.dumps(self.fingerprint()))
+        key = (json.dumps(self._state(SUGGESTIONS_STATE), sort_keys=True), json.dumps(self.fingerprint()))
         if self._order is not None and self._order[0] == key:
             return self._order[1]
         with self.library.Session() as s:
@@ -329,7 +345,7 @@ class LearningLabeller(Labeller):
         ids = np.array([r[0] for r in rows], dtype=np.int64)
         order = queue_order(
             ids,
-            np.array([code.get(r[1], -1) for r in rows], dtype=np.int64),
+            np.array([code.get(r[1], -1) if r[1] is not None else -1 for r in rows], dtype=np.int64),
             np.array([r[2] for r in rows], dtype=np.float64),
             labelled,
             self.clusters(),

@@ -117,7 +117,7 @@ def queue_order(
         members = rest[labels[rest] == code]
         queues.append(members[np.lexsort((candidates[members], margins[members]))])
     queues.sort(key=lambda q: (margins[q[0]], candidates[q[0]]))
-    turns = []
+    turns: list[int] = []
     longest = max((len(q) for q in queues), default=0)
     for r in range(longest):
         turns.extend(int(q[r]) for q in queues if r < len(q))

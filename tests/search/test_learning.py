@@ -12,7 +12,7 @@ from sqlalchemy import select
 from indexer.schema import FAILED, Image, Label, SuggestedLabel
 from lookalike.cli import main
 from search.head import KNN, METHODS
-from search.labels import import_folders, set_label
+from search.labels import set_label
 from search.learning import HEAD_FILE, LearningLabeller, load_head
 from search.queue_order import Clusters, queue_order
 from search.retraining import Debouncer
@@ -164,7 +164,9 @@ def test_learn_suggest_and_queue_commands(run, sample_library):
     queue = json.loads(result.output)
     assert len(queue) == 5 and all(set(q) == {"id", "path"} for q in queue)
 
-    assert import_folders(sample_library) == 120  # labels import still works; the head goes stale
+    result = run("labels", "import", "--folders", "--library", lib)  # still works; the head goes stale
+    assert result.exit_code == 0 and "set 120 labels" in result.output and "retrains" in result.output
+    assert LearningLabeller(Searcher(sample_library)).is_stale()
     with sample_library.Session.begin() as s:
         for i in s.scalars(select(Image.id).where(Image.id % 3 == 0)).all():
             s.delete(s.get(Label, i))
@@ -195,3 +197,19 @@ def test_commands_refuse_a_missing_library(run, tmp_path):
         result = run(command, "--library", tmp_path / "nope")
         assert result.exit_code != 0 and "Traceback" not in result.output
         assert result.output.strip().count("\n") == 0
+
+
+def test_eval_reports_the_methods_side_by_side_and_with_few_labels(run, labelled_samples):
+    result = run("eval", "--library", labelled_samples.path, "--labels-per-class", 3, "--json")
+    assert result.exit_code == 0, result.output
+    facts = json.loads(result.output)
+    for key in ("top1", "top5", "precision_at_10", "mean_ap", "k", "temperature", "images", "classes"):
+        assert key in facts  # the keys eval always had
+    assert set(facts["methods"]) == set(METHODS) and facts["chosen"] in METHODS
+    assert facts["methods"][facts["chosen"]] == max(facts["methods"].values())
+    few = facts["labels_per_class"]
+    assert few["n"] == 3 and few["draws"] == 5
+    assert set(few["accuracy"]) == {*METHODS, "chosen"}
+    assert all(0 < a <= 1 for a in few["accuracy"].values())
+    text = run("eval", "--library", labelled_samples.path).output
+    assert "cross-validated" in text and "the labeller would use" in text

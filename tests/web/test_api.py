@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import io
+import json
 from datetime import datetime
 
 import pytest
+from click.testing import CliRunner
 from PIL import Image as PILImage
 from sqlalchemy import select, update
 
 from indexer.schema import INDEXED, Image, Label
+from lookalike.cli import main
 from tests.conftest import SAMPLES, TEST_DATA
 from tests.web.library_setup import jpeg_bytes, make_app, near_duplicate_of, stored_label
 
@@ -254,11 +257,25 @@ def test_a_label_updates_the_suggestions_that_depend_on_it(client, library):
     assert after["label"] == "zebra" and after["confidence"] == 1.0
 
 
-def test_queue_is_unlabelled_and_least_certain_first(client, library):
+def test_queue_is_unlabelled_and_in_the_order_of_lookalike_queue(client, library):
+    labeller = client.application.extensions["lookalike"].labeller
+    labeller.retrain()  # what the background thread does after a label change; now, so both read one head
     body = client.get("/api/queue?limit=15").get_json()
     assert body["unlabelled"] == 60 and len(body["items"]) == 15
-    margins = [item["suggestion"]["margin"] for item in body["items"]]
-    assert margins == sorted(margins)
+    ids = [item["image"]["id"] for item in body["items"]]
+    cli = CliRunner().invoke(main, ["queue", "--library", str(library.path), "-n", "15", "--json"])
+    assert cli.exit_code == 0, cli.output
+    assert [q["id"] for q in json.loads(cli.output)] == ids  # one order, web and command line
+    # After the typical photos of unlabelled clusters, each suggested class's photos come least certain first.
+    clusters = labeller.clusters()
+    with library.Session() as s:
+        labelled = set(s.scalars(select(Label.image_id)))
+    covered = {c for i, c in zip(clusters.ids, clusters.cluster, strict=True) if int(i) in labelled}
+    typical = len(set(clusters.cluster.tolist()) - covered)
+    by_class: dict[str, list[float]] = {}
+    for item in body["items"][typical:]:
+        by_class.setdefault(item["suggestion"]["label"], []).append(item["suggestion"]["margin"])
+    assert all(m == sorted(m) for m in by_class.values()) and len(by_class) > 1
     assert all(item["image"]["label"] is None for item in body["items"])
     assert "hat" in body["labels"]
     rest = client.get("/api/queue?limit=1000&offset=15").get_json()

@@ -175,8 +175,8 @@ def update_map(
                 method = known if known in layout.available_methods() else layout.default_method()
             return _refit(library, method, sample, updated_to, started)
         assert state is not None  # a stored fit comes with its state
-        if len(stale_ids):
-            ids, vectors = library.stored_vectors(stale_ids)
+        for start in range(0, len(stale_ids), _CHUNK):  # bounded memory however many are new
+            ids, vectors = library.stored_vectors(stale_ids[start : start + _CHUNK])
             xy = layout.place(fit, fit.projection.reduce(vectors))
             _write_points(library, ids, xy, replace_all=False)
         total = _count_points(library)

@@ -102,3 +102,18 @@ def test_lookalike_map_errors_are_one_line(tmp_path):
     assert "Traceback" not in missing.output
     bad = runner.invoke(main, ["map", "--library", str(tmp_path), "--method", "tsne"])
     assert bad.exit_code == 2 and "'tsne' is not one of 'umap', 'graph'" in bad.output
+
+
+def test_large_maps_are_downsampled_and_say_so(app, client, monkeypatch):
+    from web import map_view
+
+    client.get("/api/map")
+    finish_background_work(app)
+    monkeypatch.setattr(map_view, "MAX_POINTS", 50)
+    app.extensions["lookalike"].memo.clear()
+    body = client.get("/api/map").get_json()
+    assert (body["count"], body["shown"], body["downsampled"]) == (120, 50, True)
+    ids = body["points"]["id"]
+    assert len(ids) == len(set(ids)) == 50 and ids == sorted(ids)
+    assert all(len(body["points"][c]) == 50 for c in COLUMNS)
+    assert client.get("/api/map").get_json()["points"]["id"] == ids  # the same sample every time

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -174,7 +175,7 @@ class BatchDataset(Dataset):
         return Batch(items, pixels, vectors, t1 - t0, time.perf_counter() - t1)
 
 
-def _identity(batch: Batch) -> Batch:
+def _identity(batch: Any) -> Any:  # DataLoader's collate_fn: with batch_size=None, one Batch
     return batch
 
 

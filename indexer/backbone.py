@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -68,6 +69,14 @@ class Preprocess:
 
     def _transform_one(self, img: Image.Image) -> torch.Tensor:
         return self.normalize(self.crop_uint8(img).unsqueeze(0))[0]
+
+
+class TimmModel(Protocol):
+    """What a timm classifier adds to a Module: its pooled features without the classifier."""
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor: ...
 
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -127,7 +136,9 @@ def _build_lite0(weights: Path | None) -> torch.nn.Module:
     sd = _load_state_dict(path)
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     if any(k.startswith("_blocks.") for k in sd):
-        sd = lite0_state_dict_to_timm(sd, [len(stage) for stage in model.blocks])
+        blocks = model.get_submodule("blocks")
+        assert isinstance(blocks, torch.nn.Sequential)  # timm's EfficientNet: a Sequential of stages
+        sd = lite0_state_dict_to_timm(sd, [len(list(stage.children())) for stage in blocks])
     try:
         model.load_state_dict(sd, strict=True)
     except RuntimeError as e:
@@ -296,8 +307,8 @@ class Backbone:
 
     @cached_property
     def model(self) -> torch.nn.Module:
-        model = self.spec.build(self.weights)
-        return model.eval().to(self.device, memory_format=torch.channels_last)
+        model = self.spec.build(self.weights).eval().to(self.device)
+        return model.to(memory_format=torch.channels_last)
 
     def _autocast_dtype(self, precision: str) -> torch.dtype | None:
         if precision == "fp32":
@@ -337,8 +348,9 @@ class Backbone:
         batch = batch.to(self.device, non_blocking=True, memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
                             enabled=self.autocast_dtype is not None):
-            if hasattr(self.model, "forward_head"):  # timm
-                x = self.model.forward_head(self.model.forward_features(batch), pre_logits=True)
+            if hasattr(self.model, "forward_head"):
+                timm_model = cast(TimmModel, self.model)
+                x = timm_model.forward_head(timm_model.forward_features(batch), pre_logits=True)
             else:
                 x = self.model(batch)
         return x.float()

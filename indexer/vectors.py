@@ -26,6 +26,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import faiss
 import numpy as np
@@ -245,25 +246,29 @@ class VectorIndex:
         return facts
 
     def params(self) -> str:
-        inner = self._inner()
         if self.kind == HNSW:
-            return f"HNSW{inner.hnsw.nb_neighbors(1)},Flat efSearch={inner.hnsw.efSearch}"
+            hnsw = _swig(self._hnsw().hnsw)
+            return f"HNSW{hnsw.nb_neighbors(1)},Flat efSearch={hnsw.efSearch}"
         if self.kind == IVF_SQ8:
-            return f"IVF{inner.nlist},SQ8 nprobe={inner.nprobe}"
+            ivf = self._ivf()
+            return f"IVF{ivf.nlist},SQ8 nprobe={ivf.nprobe}"
         if self.kind == IVF_PQ:
-            return f"IVF{inner.nlist},PQ{inner.pq.M}x{inner.pq.nbits} nprobe={inner.nprobe}"
+            ivf = self._ivf()
+            assert isinstance(ivf, faiss.IndexIVFPQ)
+            return f"IVF{ivf.nlist},PQ{ivf.pq.M}x{ivf.pq.nbits} nprobe={ivf.nprobe}"
         return "Flat"
 
     def memory_bytes(self) -> int:
         """Bytes the index holds in RAM (codes, links, ids, centroids), computed, not serialised."""
         n = self.ntotal
-        inner = self._inner()
         if self.kind == FLAT:
             return n * (4 * self.dim + 8)
         if self.kind == HNSW:
-            links = inner.hnsw.neighbors.size() * 4 + inner.hnsw.offsets.size() * 8
+            hnsw = _swig(self._hnsw().hnsw)
+            links = hnsw.neighbors.size() * 4 + hnsw.offsets.size() * 8
             return n * (4 * self.dim + 4 + 8) + links
-        return n * (inner.code_size + 8) + inner.nlist * self.dim * 4
+        ivf = self._ivf()
+        return n * (ivf.code_size + 8) + ivf.nlist * self.dim * 4
 
     @property
     def ntotal(self) -> int:
@@ -271,7 +276,8 @@ class VectorIndex:
 
     def ids(self) -> npt.NDArray[np.int64]:
         if self.kind in (IVF_SQ8, IVF_PQ):
-            invlists = faiss.extract_index_ivf(self.index).invlists
+            invlists = self._ivf().invlists
+            assert invlists is not None  # an IVF index always has its lists
             parts = [
                 faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).copy()
                 for i in range(invlists.nlist)
@@ -280,7 +286,7 @@ class VectorIndex:
             return (
                 np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
             )
-        return np.sort(faiss.vector_to_array(self.index.id_map).astype(np.int64))
+        return np.sort(faiss.vector_to_array(self._id_map().id_map).astype(np.int64))
 
     # -- changes ----------------------------------------------------------------------------------
 
@@ -296,12 +302,14 @@ class VectorIndex:
             return 0
         if self.kind == HNSW:
             self._hnsw_to_flat()
-        return int(self.index.remove_ids(ids))
+        return int(self.index.remove_ids(faiss.IDSelectorBatch(len(ids), faiss.swig_ptr(ids))))
 
     def _hnsw_to_flat(self) -> None:
         # The graph's flat storage holds the exact vectors in insertion order, beside id_map.
-        ids = faiss.vector_to_array(self.index.id_map).astype(np.int64)
-        vectors = self._inner().storage.reconstruct_n(0, self.ntotal) if len(ids) else None
+        ids = faiss.vector_to_array(self._id_map().id_map).astype(np.int64)
+        storage = self._hnsw().storage
+        assert storage is not None  # IndexHNSWFlat keeps its vectors
+        vectors = storage.reconstruct_n(0, self.ntotal) if len(ids) else None
         self.index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
         self.kind = FLAT
         self.stats = BuildStats(recall_at_10=1.0)
@@ -334,18 +342,20 @@ class VectorIndex:
         `exact` holds each query's true top-10 ids. Stops early when a step gains nothing
         (quantised codes, not the search, then limit recall).
         """
-        inner = self._inner()
+        steps: tuple[int, ...]
         if self.kind == HNSW:
+            hnsw = self._hnsw().hnsw
             name, steps = "efSearch", EF_SEARCH_STEPS
         else:
+            ivf = self._ivf()
             name = "nprobe"
-            steps = tuple(p for p in NPROBE_STEPS if p < inner.nlist) + (inner.nlist,)
+            steps = tuple(p for p in NPROBE_STEPS if p < ivf.nlist) + (ivf.nlist,)
 
         def measure(value: int) -> float:
             if self.kind == HNSW:
-                inner.hnsw.efSearch = value
+                hnsw.efSearch = value
             else:
-                inner.nprobe = value
+                ivf.nprobe = value
             _, found = self.index.search(queries, 10)
             return recall_at(exact, found)
 
@@ -377,10 +387,26 @@ class VectorIndex:
     def load(cls, path: Path, dim: int) -> VectorIndex:
         return cls(dim, faiss.read_index(str(path)))
 
-    def _inner(self) -> faiss.Index:
-        if self.kind in (IVF_SQ8, IVF_PQ):
-            return faiss.downcast_index(faiss.extract_index_ivf(self.index))
-        return faiss.downcast_index(self.index.index)
+    def _id_map(self) -> faiss.IndexIDMap2:
+        """The id map around a flat or HNSW index (IVF indexes keep their ids in their lists)."""
+        assert isinstance(self.index, faiss.IndexIDMap2), self.kind
+        return self.index
+
+    def _hnsw(self) -> faiss.IndexHNSW:
+        inner = faiss.downcast_index(self._id_map().index)
+        assert isinstance(inner, faiss.IndexHNSW), self.kind
+        return inner
+
+    def _ivf(self) -> faiss.IndexIVF:
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(self.index))  # IVFPQ or IVFScalarQuantizer
+        assert isinstance(ivf, faiss.IndexIVF), self.kind
+        return ivf
+
+
+def _swig(obj: object) -> Any:
+    """A faiss object whose attributes its bundled stubs leave out (HNSW's neighbors, offsets and
+    nb_neighbors): checked at run time by SWIG, not by mypy."""
+    return obj
 
 
 def recall_at(exact: npt.NDArray[np.int64], found: npt.NDArray[np.int64], k: int = 10) -> float:
@@ -408,6 +434,7 @@ def _new_faiss_index(plan: IndexPlan, dim: int) -> faiss.Index:
         hnsw.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
         return faiss.IndexIDMap2(hnsw)
     quantizer = faiss.IndexFlatIP(dim)
+    index: faiss.IndexIVF
     if plan.kind == IVF_SQ8:
         index = faiss.IndexIVFScalarQuantizer(
             quantizer, dim, plan.nlist, faiss.ScalarQuantizer.QT_8bit, ip
@@ -415,9 +442,9 @@ def _new_faiss_index(plan: IndexPlan, dim: int) -> faiss.Index:
     else:
         index = faiss.IndexIVFPQ(quantizer, dim, plan.nlist, plan.pq_m, 8, ip)
     index.own_fields = True  # the quantizer lives as long as the index, not the Python name
-    quantizer.this.disown()
+    cast(Any, quantizer).this.disown()  # SWIG's handle on the C++ object: not in faiss's stubs
     index.cp.niter = 10  # enough for coarse centroids; training dominates build time otherwise
-    if plan.kind == IVF_PQ:
+    if isinstance(index, faiss.IndexIVFPQ):
         index.pq.cp.niter = 15
         index.pq.cp.max_points_per_centroid = 64  # 16k points per sub-quantiser train well enough
     return index

@@ -69,10 +69,11 @@ class EvalReport:
         thresholds = {}
         for p in REPORTED_PRECISIONS:
             t = self.threshold_for(p)
+            reached = None if t is None else self.precision_at(t)  # not None: t is a confidence seen
             thresholds[str(p)] = {
                 "threshold": None if t is None else round(t, 4),
                 "coverage": None if t is None else round(self.coverage_at(t), 4),
-                "precision": None if t is None else round(self.precision_at(t), 4),
+                "precision": None if reached is None else round(reached, 4),
             }
         return {
             "images": self.images,
@@ -116,7 +117,7 @@ def evaluate(
         with library.Session() as s:
             labels = dict(s.execute(select(Label.image_id, Label.label)).all())
     ids, vectors = (
-        library.stored_vectors(sorted(labels)) if labels else (np.zeros(0, np.int64), None)
+        library.stored_vectors(sorted(labels)) if labels else (np.zeros(0, np.int64), np.zeros((0, 0), np.float32))
     )
     if len(ids) < 2:
         raise EvalError(f"{len(ids)} labelled images have vectors: label at least two to evaluate")

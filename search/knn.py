@@ -72,7 +72,7 @@ def vote(
     weights = np.exp((kept - kept.max()) / temperature)
     totals: dict[str, float] = defaultdict(float)
     first: dict[str, int] = {}
-    voters = [label for label, kept_it in zip(labels, keep, strict=False) if kept_it]
+    voters = [label for label, kept_it in zip(labels, keep, strict=False) if kept_it and label is not None]
     for rank, (label, weight) in enumerate(zip(voters, weights, strict=False)):
         totals[label] += float(weight)
         first.setdefault(label, rank)

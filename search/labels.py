@@ -25,7 +25,7 @@ class LabelFileError(ValueError):
 def clean_label(label: str) -> str:
     """The label stripped of surrounding space; ValueError unless 1..100 printable characters."""
     if not isinstance(label, str):
-        raise ValueError("a label is text")  # noqa: TRY004 - callers map ValueError to a 400
+        raise ValueError("a label is text")  # not TypeError: callers map ValueError to a 400
     label = label.strip()
     if not label:
         raise ValueError("a label cannot be empty")

@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
+from typing import Any
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, selectinload
@@ -63,7 +64,7 @@ class Filters:
             per_page=int_arg(args, "per_page", PER_PAGE, lo=1, hi=MAX_PER_PAGE),
         )
 
-    def to_args(self, **changes: object) -> dict[str, str]:
+    def to_args(self, **changes: Any) -> dict[str, str]:
         """The query string of these filters (with changes), without defaults: for links."""
         f = replace(self, **changes)
         out = {

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify, render_template, request
-from werkzeug.exceptions import HTTPException, InternalServerError
+from flask import Flask, Response, jsonify, make_response, render_template, request
+from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed
 
 log = logging.getLogger(__name__)
 
@@ -14,16 +14,17 @@ def wants_json() -> bool:
     return request.path.startswith("/api/") or request.path == "/api"
 
 
-def error_response(status: int, message: str):
+def error_response(status: int, message: str) -> Response:
     if wants_json():
         response = jsonify(error={"status": status, "message": message})
-        response.status_code = status
     else:
         try:
-            response = render_template("error.html", status=status, message=message), status
+            response = make_response(render_template("error.html", status=status, message=message))
         except Exception:
-            # No page can be built, e.g. for a refused Host (no URL adapter): plain text then.
-            response = f"{status}: {message}\n", status, {"Content-Type": "text/plain; charset=utf-8"}
+            # No page can be built (no URL adapter, a broken template): plain text then.
+            response = make_response(f"{status}: {message}\n")
+            response.content_type = "text/plain; charset=utf-8"
+    response.status_code = status
     return response
 
 
@@ -31,7 +32,7 @@ def handle_http_error(e: HTTPException):
     response = error_response(e.code or 500, e.description or e.name)
     if e.code == 401 and wants_json():
         response.headers["WWW-Authenticate"] = 'Bearer realm="lookalike"'
-    if e.code == 405 and e.valid_methods:
+    if isinstance(e, MethodNotAllowed) and e.valid_methods:
         response.headers["Allow"] = ", ".join(e.valid_methods)
     return response
 

@@ -36,7 +36,7 @@ def _url_patterns() -> dict[str, str]:
 def image_urls(row: Image) -> dict[str, str | None]:
     version = quote(version_of(row), safe="")
     shown = row.status != "failed"
-    urls = {key: url.replace(str(_ID), str(row.id)) for key, url in _url_patterns().items()}
+    urls: dict[str, str | None] = {key: url.replace(str(_ID), str(row.id)) for key, url in _url_patterns().items()}
     for key in ("thumb_url", "large_url"):
         urls[key] = f"{urls[key]}?v={version}" if shown else None
     return urls

@@ -90,11 +90,10 @@ def test_evaluate_on_the_labelled_sample_photos(labelled_samples):
     assert 0.3 < d["precision_at_10"] <= 1 and 0 < d["mean_ap"] <= 1
     assert sum(sum(row.values()) for row in d["confusion"].values()) == 120
     assert {c["support"] for c in d["per_class"].values()} == {12}
+    # Confident suggestions on these photos are right far more often than the 73% average.
     t = r.threshold_for(0.9)
-    assert t is None or r.precision_at(t) >= 0.9
-    assert d["confidence_thresholds"]["0.95"]["threshold"] == (
-        None if r.threshold_for(0.95) is None else round(r.threshold_for(0.95), 4)
-    )
+    assert t is not None and 0 < r.coverage_at(t) < 1
+    assert d["confidence_thresholds"]["0.9"]["precision"] >= 0.9
 
 
 def test_evaluate_with_labels_given_ignores_the_library_labels(labelled_samples):
@@ -108,3 +107,4 @@ def test_evaluate_with_labels_given_ignores_the_library_labels(labelled_samples)
     r = evaluate(labelled_samples, labels=fake)
     assert r.class_names == ["even", "odd"]
     assert 0.3 < r.top1 < 0.7  # parity says nothing about photos
+

@@ -46,7 +46,11 @@ def test_suggestions_follow_the_labelled_neighbours(library):
     assert 2 not in [e.image_id for e in s.evidence]  # the query is not its own neighbour
     assert [e.score for e in s.evidence] == sorted((e.score for e in s.evidence), reverse=True)
     assert {e.label for e in s.evidence} <= {"a", None}
-    assert labeller.suggest(13).label is None or labeller.suggest(13).confidence < 1.0
+    # Image 13's five nearest are the rest of its own, unlabelled cluster: nobody votes.
+    far = labeller.suggest(13)
+    assert (far.label, far.confidence, far.margin) == (None, 0.0, 0.0)
+    assert {e.image_id for e in far.evidence} == {14, 15, 16, 17, 18}
+    assert all(e.label is None for e in far.evidence)
     assert labeller.suggest(999) is None
 
 

@@ -23,7 +23,7 @@ from indexer.schema import INDEXED, Image, Label, Neighbour, SuggestedLabel
 from search.calibration import with_temperature
 from search.head import KNN, PROBE, PROJECTION, Head, Probe, projected_knn, train_head
 from search.head import blend as blend_probabilities
-from search.knn import DEFAULT_K, DEFAULT_TEMPERATURE, NEIGHBOURS_STATE, SUGGESTIONS_STATE, Labeller, Suggestion
+from search.knn import DEFAULT_K, DEFAULT_TEMPERATURE, SUGGESTIONS_STATE, Labeller, Suggestion
 from search.labels import labels_fingerprint
 from search.queue_order import Clusters, kmeans, queue_order
 from search.retraining import Debouncer
@@ -177,7 +177,7 @@ class LearningLabeller(Labeller):
                 # Predict outside the lock (the slow part: requests keep reading the old suggestions),
                 # then swap the head and its suggestions in together.
                 self.searcher.reload()
-                ready = self._neighbours_current(self._state(NEIGHBOURS_STATE))
+                ready = self.neighbours.current(self.k)
                 rows = self._rows(head) if ready else None
                 with self._lock:
                     save_head(self.head_path, head, fingerprint)
@@ -212,8 +212,8 @@ class LearningLabeller(Labeller):
         if self.trainer is not None:
             self.trainer.request()
 
-    def refresh(self, *, force: bool = False) -> bool:
-        changed = super().refresh(force=force)
+    def refresh(self, *, force: bool = False, progress: bool = False) -> bool:
+        changed = super().refresh(force=force, progress=progress)
         if self.trainer is not None and self.is_stale():
             self.trainer.request()
         return changed

@@ -37,7 +37,7 @@ class RayUnavailable(RuntimeError):
 def _import_ray() -> Any:
     try:
         import ray
-        import ray.data  # noqa: F401 (the data extra: pyarrow, pandas)
+        import ray.data
     except ImportError:
         raise RayUnavailable(INSTALL_HINT) from None
     return ray

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 DB_FILE = "library.db"
 VECTORS_FILE = "vectors.faiss"
 LOCK_FILE = "index.lock"
+DERIVED_LOCK_FILE = "derived.lock"
 
 # The facts that must match for vectors to be comparable.
 IDENTITY_KEYS = ("backbone", "weights", "preprocessing", "dim")
@@ -108,6 +109,17 @@ class Library:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise LibraryError(f"another `lookalike index` is writing {self.path}") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    @contextmanager
+    def derived_lock(self) -> Iterator[None]:
+        """One process at a time rewrites what is derived from the vectors (neighbour lists, votes):
+        the web server and an indexer finishing its run may both want to. Waits for the other."""
+        with open(self.path / DERIVED_LOCK_FILE, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
             try:
                 yield
             finally:

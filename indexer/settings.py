@@ -39,7 +39,8 @@ class Settings:
     device: str = _setting("auto", "auto, cpu, cuda, cuda:N or mps")
     precision: str = _setting("auto", "auto (bf16 where native), fp32, bf16 or fp16",
                               choices=("auto", "fp32", "bf16", "fp16"))
-    engine: str = _setting("auto", "auto (OpenVINO on a CPU when installed), torch or openvino", choices=ENGINES)
+    engine: str = _setting("auto", "auto (OpenVINO on a CPU when installed), torch, openvino; or ray: the Ray "
+                                   "runner, its workers on the engine auto picks", choices=(*ENGINES, "ray"))
     batch_size: int = _setting(32, "images per model batch", lo=1, hi=4096)
     workers: int | None = _setting(
         None, "worker processes (default: cores on a CPU, cores - 1 with a GPU; at most 8)", lo=0, hi=64

@@ -62,7 +62,8 @@ def backbone_options(f):
         click.option("--precision", default=None, type=setting_type("precision"),
                      help="auto: bf16 on GPUs and on CPUs with native bf16, else fp32."),
         click.option("--engine", default=None, type=setting_type("engine"),
-                     help="auto: OpenVINO on a CPU when installed, else PyTorch [default auto]."),
+                     help="auto: OpenVINO on a CPU when installed, else PyTorch; ray: index on Ray "
+                          "(same as --runner ray) [default auto]."),
     ]):
         f = option(f)
     return f
@@ -89,7 +90,10 @@ def run_index(settings: Settings, photos: Path, *, reembed: bool = False, progre
     from indexer.runners.ray import RayUnavailable
 
     try:
-        runner = get_runner(settings.runner, ray_address=settings.ray_address)
+        runner_name, engine = settings.runner, settings.engine
+        if engine == "ray":  # `--engine ray` (issue 12's contract) is `--runner ray` on the engine auto picks
+            runner_name, engine = "ray", "auto"
+        runner = get_runner(runner_name, ray_address=settings.ray_address)
         backbone = Backbone(settings.backbone, weights=settings.weights, device=settings.device,
                             precision=settings.precision)
         if not exists and not has_images(photos):
@@ -100,7 +104,7 @@ def run_index(settings: Settings, photos: Path, *, reembed: bool = False, progre
         with open_library(settings, create=True) as library:
             report = index_folder(photos, library, backbone, batch_size=settings.batch_size,
                                   workers=settings.workers, reembed=reembed, progress=progress,
-                                  memory_budget=settings.memory_budget, runner=runner, engine=settings.engine)
+                                  memory_budget=settings.memory_budget, runner=runner, engine=engine)
             if report.engine:
                 with library.Session.begin() as s:
                     library.set_meta(s, engine=report.engine)

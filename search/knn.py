@@ -188,7 +188,7 @@ class Labeller:
         Lists follow the loaded index (by difference after an indexer run); votes are redone for the
         images whose lists changed when they were current before, else for every image.
         """
-        with self._lock:
+        with self._lock, self.library.derived_lock():  # threads here, processes (web, indexer) there
             self.searcher.reload()
             lists = self.neighbours.update(force=force, progress=progress)
             rebuilt = lists.mode in ("full", "incremental")

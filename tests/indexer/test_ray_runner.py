@@ -99,9 +99,11 @@ def test_a_killed_ray_run_resumes_to_the_local_result(photos, tmp_path):
     proc.stdout.close()
     assert 0 < indexed(tmp_path / "killed") < len(rows_of(photos))
 
-    resumed = subprocess.run([*command, str(tmp_path / "killed")], capture_output=True, text=True, check=False,
-                             timeout=600)
+    # Resumed with the spelling of the option: `--engine ray` is the Ray runner too.
+    resumed_command = [*command[:-3], "--engine", "ray", "--library", str(tmp_path / "killed")]
+    resumed = subprocess.run(resumed_command, capture_output=True, text=True, check=False, timeout=600)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert " on ray) -> " in resumed.stdout
     clean = subprocess.run([*command[:-3], "--library", str(tmp_path / "clean")], capture_output=True,
                            text=True, check=False, timeout=600)
     assert clean.returncode == 0, clean.stderr
@@ -115,11 +117,12 @@ def rows_of(photos):
     return [p for p in photos.rglob("*") if p.is_file()]
 
 
-def test_without_ray_the_option_says_how_to_install_it(monkeypatch, photos, tmp_path):
+@pytest.mark.parametrize("option", [["--runner", "ray"], ["--engine", "ray"]])
+def test_without_ray_the_option_says_how_to_install_it(monkeypatch, photos, tmp_path, option):
     from lookalike.cli import main
 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
-    result = CliRunner().invoke(main, ["index", str(photos), "--runner", "ray", "--library", str(tmp_path / "lib")])
+    result = CliRunner().invoke(main, ["index", str(photos), *option, "--library", str(tmp_path / "lib")])
     assert result.exit_code == 1
     assert result.output.strip() == "Error: the ray runner needs Ray: pip install 'lookalike[ray]'"
     assert not (tmp_path / "lib").exists()

@@ -19,6 +19,7 @@ from pathlib import Path
 from bench import indexing, rescan, search_http
 from bench.machine import describe
 from bench.report import Report
+from bench.sections import write_section
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "corpora" / "clothing_small"
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     report.seconds = time.perf_counter() - started
     text = report.markdown()
     print(report.table())
-    args.out.write_text(text)
+    write_section(args.out, "bench", text)  # the other benchmarks' sections stay
     say(f"wrote {args.out} ({report.seconds:.0f}s)")
     return 0
 

@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 
 from bench.index_types import synthetic
+from bench.sections import write_section
 
 REPO = Path(__file__).resolve().parents[1]
 CHUNK = 50_000
-BEGIN, END = "<!-- map -->", "<!-- /map -->"
 
 
 def peak_rss_mb() -> float:
@@ -278,7 +278,7 @@ def run_page(url: str, reps: int, say) -> dict:
 
 
 def markdown(facts: dict) -> str:
-    lines = [BEGIN, "## Collection map", "",
+    lines = ["## Collection map", "",
              f"Written by `python -m bench.map` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
              f"CPU: {facts['cpu']} ({facts['flags']}), {facts['cores']} cores shared with other jobs "
              f"(load average {facts['load']} at start), Chromium {facts.get('chromium', '?')} headless with "
@@ -324,18 +324,8 @@ def markdown(facts: dict) -> str:
         ]
     lines += ["", "Reproduce: `python -m bench.map --clothing-library DIR` (DIR: clothing_small indexed with the "
               "default backbone). Layouts: `graph` is the default (numpy, no numba); `umap` needs "
-              "`pip install 'lookalike[umap]'`. 1M points: the page gets a random 250,000 (said on the page).",
-              END]
+              "`pip install 'lookalike[umap]'`. 1M points: the page gets a random 250,000 (said on the page)."]
     return "\n".join(lines) + "\n"
-
-
-def write_section(path: Path, text: str) -> None:
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    if BEGIN in old and END in old:
-        new = old[: old.index(BEGIN)] + text + old[old.index(END) + len(END) + 1 :]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    path.write_text(new)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -395,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     print(json.dumps({k: v for k, v in facts.items() if k != "page"}, default=str), file=sys.stderr)
     if not args.no_write:
-        write_section(args.out, text)
+        write_section(args.out, "map", text)
         say(f"wrote the map section of {args.out}")
     return 0
 

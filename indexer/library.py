@@ -11,7 +11,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,25 @@ DERIVED_LOCK_FILE = "derived.lock"
 
 # The facts that must match for vectors to be comparable.
 IDENTITY_KEYS = ("backbone", "weights", "preprocessing", "dim")
+
+
+@contextmanager
+def file_lock(path: Path, *, busy: Exception | None = None) -> Iterator[None]:
+    """An exclusive lock on `path` (flock: released when the process dies) while the block runs.
+
+    Waits for another holder, or with `busy` raises it at once instead.
+    """
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (fcntl.LOCK_NB if busy is not None else 0))
+        except BlockingIOError:
+            if busy is None:
+                raise
+            raise busy from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class LibraryError(Exception):
@@ -101,29 +120,14 @@ class Library:
 
     # -- writer lock ------------------------------------------------------------------------------
 
-    @contextmanager
-    def writer_lock(self) -> Iterator[None]:
+    def writer_lock(self) -> AbstractContextManager[None]:
         """Only one indexer may write a library at a time."""
-        with open(self.path / LOCK_FILE, "w") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise LibraryError(f"another `lookalike index` is writing {self.path}") from None
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        return file_lock(self.path / LOCK_FILE, busy=LibraryError(f"another `lookalike index` is writing {self.path}"))
 
-    @contextmanager
-    def derived_lock(self) -> Iterator[None]:
+    def derived_lock(self) -> AbstractContextManager[None]:
         """One process at a time rewrites what is derived from the vectors (neighbour lists, votes):
         the web server and an indexer finishing its run may both want to. Waits for the other."""
-        with open(self.path / DERIVED_LOCK_FILE, "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        return file_lock(self.path / DERIVED_LOCK_FILE)
 
     # -- vectors ----------------------------------------------------------------------------------
 

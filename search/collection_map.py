@@ -7,13 +7,12 @@ photos are placed by the stored fit and nothing else moves.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy import ColumnElement, delete, func, insert, or_, select
 
-from indexer.library import Library
+from indexer.library import Library, file_lock
 from indexer.schema import INDEXED, Embedding, Image, Label, MapPoint, Meta, SuggestedLabel, utcnow
 from search import layout
 
@@ -139,18 +138,10 @@ def _needs_refit(library: Library, state: MapState | None, stale: int, method: s
 # -- computing --------------------------------------------------------------------------------------
 
 
-@contextmanager
-def map_lock(library: Library) -> Iterator[None]:
+def map_lock(library: Library) -> AbstractContextManager[None]:
     """One map computation per library at a time (the CLI and the web may both try)."""
-    with open(library.path / LOCK_FILE, "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise MapBusy(f"the map of {library.path} is being computed by another process") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    return file_lock(library.path / LOCK_FILE,
+                     busy=MapBusy(f"the map of {library.path} is being computed by another process"))
 
 
 def update_map(

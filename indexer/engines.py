@@ -193,6 +193,9 @@ class OpenVinoEngine:
         self.threads = threads
         self._compiled: Any = None
         self._lock = threading.Lock()
+        # An infer request runs one inference at a time: the web's threads (a request, the warm-up)
+        # take turns on this engine's requests; one call still spreads its batch over every stream.
+        self._infer_lock = threading.Lock()
 
     @property
     def precision(self) -> str:
@@ -271,12 +274,13 @@ class OpenVinoEngine:
             return np.zeros((0, self.backbone.dim), np.float32)
         parts = [p for p in np.array_split(x, min(self._streams, len(x))) if len(p)]
         requests = self._requests[: len(parts)]
-        for request, part in zip(requests, parts, strict=True):
-            request.start_async([part])
         out = []
-        for request in requests:
-            request.wait()
-            out.append(np.array(request.get_output_tensor(0).data, dtype=np.float32))
+        with self._infer_lock:
+            for request, part in zip(requests, parts, strict=True):
+                request.start_async([part])
+            for request in requests:
+                request.wait()
+                out.append(np.array(request.get_output_tensor(0).data, dtype=np.float32))
         return np.concatenate(out)
 
 

@@ -56,6 +56,19 @@ def test_openvino_and_torch_give_the_same_vectors_on_real_photos(fp32_backbone):
     assert (reference @ reference.T)[np.triu_indices(len(reference), 1)].min() < 0.9
 
 
+def test_openvino_engine_serves_many_threads_at_once(fp32_backbone):
+    """The web embeds uploads on several threads (and warms up on another) with one engine."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    crops = sample_crops(fp32_backbone)
+    engine = OpenVinoEngine(fp32_backbone, threads=2)
+    alone = engine.embed_uint8(crops)
+    with ThreadPoolExecutor(6) as pool:
+        together = list(pool.map(lambda i: engine.embed_uint8(crops[i % len(crops):][:3]), range(24)))
+    for i, vectors in enumerate(together):
+        assert np.allclose(vectors, alone[i % len(crops):][:3], atol=1e-5)
+
+
 def test_converted_model_is_cached_by_backbone_weights_version_and_precision(fp32_backbone, engine_cache):
     engine = OpenVinoEngine(fp32_backbone)
     engine.prepare()

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import urllib.request
 from collections import Counter
 
@@ -33,6 +34,9 @@ def start(args: list[str]) -> tuple[subprocess.Popen, str]:
     for line in proc.stdout:  # ends when the process does
         output.append(line)
         if line.startswith("serving "):
+            # Keep reading what it prints (converting a model logs a lot): a full pipe would block it.
+            threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True).start()
+            proc.output = output  # type: ignore[attr-defined]  # for a test that fails to show
             return proc, line.split(" on ", 1)[1].split()[0]
     proc.wait()
     pytest.fail("the server did not start:\n" + "".join(output))

@@ -80,7 +80,7 @@ def server(sample_library_dir, tmp_path):
     try:
         # One ordinary search first: the model is loaded and one photo decoded before measuring.
         status, body = post(url, min((SAMPLES / "hat").glob("*.jpg")).read_bytes())
-        assert status == 200, body
+        assert status == 200, (body, "".join(proc.output))
         yield proc, url
     finally:
         stop(proc)

@@ -299,19 +299,3 @@ def _insert(library: Library, rows: list[tuple[int, int, int, float]]) -> None:
 
 def _chunks(items: list, size: int = IN_CHUNK) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def close_pairs(library: Library, threshold: float) -> list[tuple[int, int, float]]:
-    """Pairs with cosine >= `threshold` among the stored lists, each once (a < b), most similar first.
-
-    One pass over the table instead of a range search with every vector: what duplicate finding
-    uses in large libraries. A group larger than K + 1 may be missing some of its pairs.
-    """
-    seen: dict[tuple[int, int], float] = {}
-    with library.engine.connect() as conn:
-        rows = conn.exec_driver_sql(
-            "SELECT image_id, neighbour_id, score FROM neighbours WHERE score >= ?", (float(threshold),))
-        for a, b, score in rows:
-            key = (a, b) if a < b else (b, a)
-            seen[key] = max(score, seen.get(key, score))
-    return sorted(((a, b, s) for (a, b), s in seen.items()), key=lambda p: (-p[2], p[0], p[1]))

@@ -180,8 +180,9 @@ class Library:
         dim = self.dim or 0
         sql = (
             "SELECT e.image_id, e.vector FROM embeddings e JOIN images i ON i.id = e.image_id "
-            "WHERE i.status = ? AND e.image_id > ? ORDER BY e.image_id LIMIT ?"
-        )
+            "WHERE i.status = ? AND i.id > ? ORDER BY i.id LIMIT ?"
+        )  # by i.id, which ix_images_status yields in order: ORDER BY e.image_id sorted every row
+        # left in a temporary B-tree for each chunk (117 s instead of 1 s for 200k vectors)
         last = after
         while True:
             with self.engine.connect() as conn:

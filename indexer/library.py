@@ -10,6 +10,7 @@ import fcntl
 import json
 import logging
 import os
+import sqlite3
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 DB_FILE = "library.db"
 VECTORS_FILE = "vectors.faiss"
+BULK_CACHE_KIB = 512 << 10  # SQLite page cache of a bulk load
 LOCK_FILE = "index.lock"
 DERIVED_LOCK_FILE = "derived.lock"
 
@@ -128,6 +130,29 @@ class Library:
         """One process at a time rewrites what is derived from the vectors (neighbour lists, votes):
         the web server and an indexer finishing its run may both want to. Waits for the other."""
         return file_lock(self.path / DERIVED_LOCK_FILE)
+
+    @contextmanager
+    def bulk_transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, on a connection of its own, for loading millions of derived rows.
+
+        Foreign keys are not checked row by row (each check looks up an image at random: half the
+        time of 20M neighbour rows), so the caller must write only ids that exist while this
+        transaction holds the write lock; the page cache is large. Commits, or rolls back on error.
+        """
+        conn = sqlite3.connect(self.path / DB_FILE, isolation_level=None, timeout=30)
+        try:
+            conn.execute("PRAGMA foreign_keys=OFF")
+            conn.execute(f"PRAGMA cache_size=-{BULK_CACHE_KIB}")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
 
     # -- vectors ----------------------------------------------------------------------------------
 

@@ -288,6 +288,21 @@ class VectorIndex:
             )
         return np.sort(faiss.vector_to_array(self._id_map().id_map).astype(np.int64))
 
+    def cells(self) -> tuple[npt.NDArray[np.float32], list[npt.NDArray[np.int64]]]:
+        """An IVF index's coarse centroids [nlist, dim] and the ids each inverted list holds."""
+        if self.kind not in (IVF_SQ8, IVF_PQ):
+            raise ValueError(f"a {self.kind} index has no cells")
+        ivf = self._ivf()
+        invlists = ivf.invlists
+        assert invlists is not None and ivf.quantizer is not None  # an IVF index always has both
+        centroids = ivf.quantizer.reconstruct_n(0, ivf.nlist)
+        ids = [
+            faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).astype(np.int64)
+            if invlists.list_size(i) else np.zeros(0, np.int64)
+            for i in range(ivf.nlist)
+        ]
+        return centroids, ids
+
     # -- changes ----------------------------------------------------------------------------------
 
     def add(self, ids: npt.ArrayLike, vectors: npt.NDArray[np.float32]) -> None:

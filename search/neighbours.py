@@ -26,10 +26,12 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
+from sqlalchemy.schema import CreateIndex
 
 from indexer.library import Library
 from indexer.schema import INDEXED, Image, Meta, Neighbour, NeighbourSource
-from indexer.vectors import FLAT, VectorIndex
+from indexer.vectors import FLAT, IVF_PQ, IVF_SQ8, VectorIndex
+from search import cell_lists
 from search.searcher import Searcher
 
 log = logging.getLogger(__name__)
@@ -79,15 +81,28 @@ class TopK:
                         self.score.tolist(), strict=True))
 
 
+def without_self(
+    ids: npt.NDArray[np.int64], found: npt.NDArray[np.int64], scores: npt.NDArray[np.float32], k: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """Search results [m, >= k] as lists [m, k]: each query itself and padding dropped, rank order
+    kept, rows short of k padded with id -1 and score -inf."""
+    keep = (found >= 0) & (found != ids[:, None]) & (scores > _PADDING)
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # kept entries first, in rank order
+    kept = np.take_along_axis(keep, order, 1)
+    out_found = np.where(kept, np.take_along_axis(found, order, 1), -1)
+    out_scores = np.where(kept, np.take_along_axis(scores, order, 1), -np.inf).astype(np.float32)
+    if out_found.shape[1] < k:
+        pad = ((0, 0), (0, k - out_found.shape[1]))
+        out_found = np.pad(out_found, pad, constant_values=-1)
+        out_scores = np.pad(out_scores, pad, constant_values=-np.inf)
+    return out_found, out_scores
+
+
 def top_k(index: VectorIndex, ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32], k: int) -> TopK:
     """Each vector's k nearest ids in the index, itself and padding dropped, as flat numpy columns."""
     scores, found = index.search(vectors, k + 1)
-    keep = (found >= 0) & (found != ids[:, None]) & (scores > _PADDING)
-    order = np.argsort(~keep, axis=1, kind="stable")  # kept entries first, in rank order
-    found = np.take_along_axis(found, order, 1)[:, :k]
-    scores = np.take_along_axis(scores, order, 1)[:, :k]
-    keep = np.take_along_axis(keep, order, 1)[:, :k]
-    rows, cols = np.nonzero(keep)
+    found, scores = without_self(ids, found, scores, k)
+    rows, cols = np.nonzero(found >= 0)
     return TopK(ids[rows], cols.astype(np.int64), found[rows, cols], scores[rows, cols])
 
 
@@ -145,17 +160,14 @@ class NeighbourLists:
         if self.library.vectors_fingerprint() != source:  # a new indexer run began since the load
             return ListsUpdate("waiting", (), previous)
         n = self.searcher.index.ntotal
-        if force or state.get("k") != self.k or not state:
-            touched = None
-            mode = "full"
-            self.rebuild(progress=progress)
+        full = force or state.get("k") != self.k or not state
+        delta = None if full else self.delta()
+        if delta is None or n <= 4 * self.k or delta.size > max(100, INCREMENTAL_SHARE * n):
+            touched, mode = None, "full"
+            if not self.rebuild(source, progress=progress):
+                return ListsUpdate("waiting", (), previous)
         else:
-            delta = self.delta()
-            if n <= 4 * self.k or delta.size > max(100, INCREMENTAL_SHARE * n):
-                touched, mode = None, "full"
-                self.rebuild(progress=progress)
-            else:
-                touched, mode = tuple(sorted(self.apply(delta))), "incremental"
+            touched, mode = tuple(sorted(self.apply(delta))), "incremental"
         self._save_state(source)
         seconds = time.perf_counter() - started
         log.info("%s update of the %d-NN lists of %d images in %.1fs", mode, self.k, n, seconds)
@@ -163,30 +175,84 @@ class NeighbourLists:
 
     # -- the full build -----------------------------------------------------------------------------
 
-    def rebuild(self, *, progress: bool = False) -> None:
-        """Every indexed image's list from scratch, CHUNK queries at a time; memory stays bounded."""
-        index = self.searcher.index
-        total = index.ntotal
-        with self.library.Session.begin() as s:
-            s.execute(delete(Meta).where(Meta.key == NEIGHBOURS_STATE))  # untrusted until finished
-            s.execute(delete(Neighbour))
-            s.execute(delete(NeighbourSource))
-            s.execute(text(
-                "INSERT INTO neighbour_sources (image_id, indexed_at) "
-                "SELECT id, indexed_at FROM images WHERE status = :status"), {"status": INDEXED})
+    def rebuild(self, source: list[str], *, progress: bool = False) -> bool:
+        """Every indexed image's list from scratch; False if the vectors changed meanwhile.
+
+        The lists are computed first (numpy, k per image) and then replace the old ones in one
+        transaction: readers see the old lists until it commits, and a run killed midway leaves
+        them whole. The rows go in image order, without per-row foreign key checks, and with the
+        neighbour_id index dropped and built again at the end (at 1M photos, 20M rows inserted
+        into that index at random took longer than the search).
+        """
+        ids, found, scores = self._compute_all(progress)
+        started = time.perf_counter()
+        try:
+            with self.library.bulk_transaction() as conn:  # holds the write lock from here
+                if self.library.vectors_fingerprint() != source:  # an indexer run committed meanwhile
+                    raise _Moved
+                conn.execute("DELETE FROM meta WHERE key = ?", (NEIGHBOURS_STATE,))
+                conn.execute("DELETE FROM neighbours")
+                conn.execute("DELETE FROM neighbour_sources")
+                conn.execute("INSERT INTO neighbour_sources (image_id, indexed_at) "
+                             "SELECT id, indexed_at FROM images WHERE status = ?", (INDEXED,))
+                indexes = list(Neighbour.__table__.indexes)  # type: ignore[attr-defined]
+                for ix in indexes:
+                    conn.execute(f"DROP INDEX {ix.name}")
+                for start in range(0, len(ids), CHUNK):
+                    part = slice(start, start + CHUNK)
+                    conn.executemany(_INSERT, _rows(ids[part], found[part], scores[part]))
+                for ix in indexes:
+                    conn.execute(str(CreateIndex(ix).compile(self.library.engine)))
+        except _Moved:
+            return False
+        log.info("neighbour lists: %d images written in %.1fs", len(ids), time.perf_counter() - started)
+        return True
+
+    def _compute_all(self, progress: bool) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64],
+                                                    npt.NDArray[np.float32]]:
+        """(ids [n], neighbour ids [n, k], scores [n, k]) of every indexed image, in id order.
+
+        Searched in the index CHUNK queries at a time or, for an IVF index (a large library), cell
+        by cell with matrix products over the stored vectors (`search.cell_lists`).
+        """
         from tqdm import tqdm
 
-        bar = tqdm(total=total, unit="img", disable=not progress, desc="neighbour lists", smoothing=0.1)
-        done, logged = 0, time.perf_counter()
-        for ids, vectors in self.library.iter_vectors(chunk=CHUNK):
-            result = top_k(index, ids, vectors, self.k)
-            _insert(self.library, result.rows())
-            done += len(ids)
-            bar.update(len(ids))
+        index = self.searcher.index
+        n, k = index.ntotal, self.k
+        ids = np.zeros(0, dtype=np.int64)
+        found = np.full((n, k), -1, dtype=np.int64)
+        scores = np.full((n, k), -np.inf, dtype=np.float32)
+        bar = tqdm(total=n, unit="img", disable=not progress, desc="neighbour lists", smoothing=0.1)
+        logged = time.perf_counter()
+
+        def done(count: int) -> None:
+            nonlocal logged
+            bar.update(count)
             if time.perf_counter() - logged > 30:  # the web has no progress bar: say it in the log
-                log.info("neighbour lists: %d / %d images", done, total)
+                log.info("neighbour lists: %d / %d images", bar.n, n)
                 logged = time.perf_counter()
+
+        if index.kind in (IVF_SQ8, IVF_PQ):
+            cells = cell_lists.layout(index, self.library.iter_vectors(chunk=CHUNK))
+            probe, recall = cell_lists.choose_probe(cells, k)
+            log.info("neighbour lists by cell: the %d nearest of %d cells, recall@%d %.3f on a sample",
+                     probe, cells.nlist, k, recall)
+            ids = np.sort(cells.ids)
+            for cell_ids, cell_found, cell_scores in cell_lists.top_k_by_cell(cells, k + 1, probe):
+                rows = np.searchsorted(ids, cell_ids)
+                found[rows], scores[rows] = without_self(cell_ids, cell_found, cell_scores, k)
+                done(len(cell_ids))
+        else:
+            at = 0
+            for chunk_ids, vectors in self.library.iter_vectors(chunk=CHUNK):
+                chunk_scores, chunk_found = index.search(vectors, k + 1)
+                span = slice(at, at + len(chunk_ids))
+                found[span], scores[span] = without_self(chunk_ids, chunk_found, chunk_scores, k)
+                ids = np.concatenate([ids, chunk_ids])
+                at += len(chunk_ids)
+                done(len(chunk_ids))
         bar.close()
+        return ids, found[: len(ids)], scores[: len(ids)]
 
     # -- by difference ---------------------------------------------------------------------------------
 
@@ -289,6 +355,16 @@ class NeighbourLists:
     def _save_state(self, source: list[str]) -> None:
         with self.library.Session.begin() as s:
             s.merge(Meta(key=NEIGHBOURS_STATE, value=json.dumps({"k": self.k, "vectors": source})))
+
+
+class _Moved(Exception):
+    """The vectors changed while the lists were computed: they are not stored."""
+
+
+def _rows(ids: npt.NDArray[np.int64], found: npt.NDArray[np.int64],
+          scores: npt.NDArray[np.float32]) -> list[tuple[int, int, int, float]]:
+    rows, cols = np.nonzero(found >= 0)
+    return TopK(ids[rows], cols.astype(np.int64), found[rows, cols], scores[rows, cols]).rows()
 
 
 def _insert(library: Library, rows: list[tuple[int, int, int, float]]) -> None:

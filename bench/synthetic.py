@@ -171,11 +171,11 @@ def build_derived(lib: Library, *, lists: bool = True, memory_budget: int | None
     say(f"{index.describe()['index_type']} index in {out['index_s']:.0f}s (peak RSS {peak_rss_mb():,.0f} MB)")
     del index
     if lists:
-        from search.knn import Labeller
+        from search.learning import LearningLabeller
         from search.searcher import Searcher
 
         started = time.perf_counter()
-        Labeller(Searcher(lib), k=20).refresh(progress=True)
+        LearningLabeller(Searcher(lib), k=20).refresh(progress=True)  # what `lookalike index` runs
         out["lists_s"] = time.perf_counter() - started
         say(f"neighbour lists and votes in {out['lists_s']:.0f}s")
     out["peak_rss_mb"] = peak_rss_mb()

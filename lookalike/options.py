@@ -115,15 +115,13 @@ def run_index(settings: Settings, photos: Path, *, reembed: bool = False, progre
 
 
 def update_suggestions(settings: Settings, library, backbone, *, progress: bool) -> None:
-    """Once a library has neighbour lists, bring them and the votes up to date after a run (by
-    difference): the new photos' suggestions are there at once, and the web has nothing to redo."""
-    from search.knn import Labeller
-    from search.neighbours import NEIGHBOURS_STATE
+    """Bring the neighbour lists and suggestions up to date after a run (by difference once they
+    exist): the new photos' suggestions are there at once, and the web has nothing to redo. The
+    web's labeller, so that what is stored is what the web would store."""
+    from search.learning import LearningLabeller
     from search.searcher import Searcher
 
-    if NEIGHBOURS_STATE not in library.meta():
-        return  # never built (a first index): the web builds them on first use
-    Labeller(Searcher(library, backbone), k=settings.k, temperature=settings.temperature).refresh(
+    LearningLabeller(Searcher(library, backbone), k=settings.k, temperature=settings.temperature).refresh(
         progress=progress)
 
 

@@ -27,6 +27,7 @@ import numpy.typing as npt
 
 from indexer.library import Library
 from indexer.signals import HASH_BYTES
+from search.neighbours import stored_pairs
 
 if TYPE_CHECKING:
     from search.verify import Match
@@ -62,6 +63,7 @@ VERIFY_VERSION = 1  # bump when verification changes: stored verdicts are then r
 HASH_FLAT_MAX = 20_000  # exact binary search up to here; above, buckets on the steadiest bits
 HASH_BUCKET_BITS = 16
 _CHUNK = 1024
+LIST_PAIRS = 20  # the similar tier's pairs per photo when the stored neighbour lists give them
 
 
 @dataclass(frozen=True)
@@ -100,9 +102,14 @@ def find_pairs(library: Library, threshold: float) -> list[tuple[int, int, float
     """Every pair of indexed images with cosine above `threshold`, each once, most similar first.
 
     Uses the library's index: exact while it is flat, approximate (missing some pairs) beyond.
+    Once the stored neighbour lists are current, they answer instead (each photo's LIST_PAIRS
+    nearest: a crowd of look-alikes still joins one group through them).
     """
     if not -1.0 <= threshold <= 1.0:
         raise ValueError("threshold is a cosine similarity between -1 and 1")
+    stored = stored_pairs(library, threshold, LIST_PAIRS)
+    if stored is not None:
+        return sorted(((a, b, score) for (a, b), score in stored.items()), key=lambda p: (-p[2], p[0], p[1]))
     index = library.load_vectors()
     ids, vectors = library.stored_vectors()
     pairs: list[tuple[int, int, float]] = []
@@ -224,7 +231,10 @@ def hash_pairs(hashes: Hashes, radius: int) -> dict[tuple[int, int], int]:
 def embedding_pairs(library: Library, min_cosine: float, k: int) -> dict[tuple[int, int], float]:
     """{(a, b): cosine} for each photo's k nearest neighbours above `min_cosine` (a FAISS search of
     the library's index: a range search bounded to k per photo, so a crowd of look-alikes costs
-    at most k verifications per photo)."""
+    at most k verifications per photo). The stored neighbour lists answer once they are current."""
+    stored = stored_pairs(library, min_cosine, k)
+    if stored is not None:
+        return stored
     index = library.load_vectors()
     ids, vectors = library.stored_vectors()
     out: dict[tuple[int, int], float] = {}

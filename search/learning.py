@@ -25,7 +25,7 @@ from search.head import KNN, PROBE, PROJECTION, Head, Probe, projected_knn, trai
 from search.head import blend as blend_probabilities
 from search.knn import DEFAULT_K, DEFAULT_TEMPERATURE, SUGGESTIONS_STATE, Labeller, Suggestion
 from search.labels import labels_fingerprint
-from search.queue_order import Clusters, kmeans, queue_order
+from search.queue_order import Clusters, assign, cluster_count, fit_centres, queue_order, sample_positions
 from search.retraining import Debouncer
 from search.searcher import Searcher
 
@@ -33,7 +33,29 @@ log = logging.getLogger(__name__)
 
 HEAD_FILE = "head.npz"  # beside the library's SQLite file
 HEAD_FORMAT = 1
+PREDICT_CHUNK = 20_000  # photos predicted (lists and vectors read) at a time
 RETRAIN_DELAY = 0.5  # seconds of quiet after the last label change before the web retrains
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Every indexed photo's suggestion as columns: class code (-1: none), confidence, margin."""
+
+    ids: npt.NDArray[np.int64]
+    winner: npt.NDArray[np.int64]
+    confidence: npt.NDArray[np.float64]
+    margin: npt.NDArray[np.float64]
+    classes: list[str]
+
+    def label(self, i: int) -> str | None:
+        return self.classes[self.winner[i]] if self.winner[i] >= 0 else None
+
+    def rows(self, start: int, stop: int) -> list[dict]:
+        return [
+            {"image_id": int(self.ids[i]), "label": self.label(i), "confidence": float(self.confidence[i]),
+             "margin": float(self.margin[i])}
+            for i in range(start, min(stop, len(self.ids)))
+        ]
 
 
 @dataclass(frozen=True)
@@ -178,11 +200,11 @@ class LearningLabeller(Labeller):
                 # then swap the head and its suggestions in together.
                 self.searcher.reload()
                 ready = self.neighbours.current(self.k)
-                rows = self._rows(head) if ready else None
+                predictions = self.predict_all(head) if ready else None
                 with self._lock:
                     save_head(self.head_path, head, fingerprint)
-                    if rows is not None:
-                        self._write(rows)
+                    if predictions is not None:
+                        self._write(predictions)
                         self._save_state(SUGGESTIONS_STATE, self._suggestions_state())
             self.refresh()  # nothing to do unless the neighbour lists were stale
             return self.head()  # type: ignore[return-value]
@@ -226,76 +248,82 @@ class LearningLabeller(Labeller):
         if image_ids is not None:  # a label click: its dependants by k-NN now, the head later
             super()._revote(image_ids)
             return
-        self._write(self._rows(self.head()))
+        self._write(self.predict_all(self.head()))
 
-    def _rows(self, head: Head | None) -> list[dict]:
-        ids, labels, confidence, margin = self.predict_all(head)
-        log.info("suggestions of %d images from %s", len(ids), head.method if head else KNN)
-        return [
-            {"image_id": int(i), "label": lab, "confidence": float(c), "margin": float(m)}
-            for i, lab, c, m in zip(ids, labels, confidence, margin, strict=True)
-        ]
-
-    def _write(self, rows: list[dict]) -> None:
+    def _write(self, predictions: Predictions) -> None:
         with self.library.Session.begin() as s:
             s.execute(delete(SuggestedLabel))
-            for start in range(0, len(rows), 20_000):
-                s.execute(insert(SuggestedLabel), rows[start : start + 20_000])
+            for start in range(0, len(predictions.ids), PREDICT_CHUNK):
+                s.execute(insert(SuggestedLabel), predictions.rows(start, start + PREDICT_CHUNK))
 
     # -- predictions ------------------------------------------------------------------------------
 
-    def predict_all(
-        self, head: Head | None = None
-    ) -> tuple[npt.NDArray[np.int64], list[str | None], npt.NDArray, npt.NDArray]:
-        """(ids, label, calibrated confidence, margin) of every indexed photo, by `head` (the stored one)."""
+    def predict_all(self, head: Head | None = None) -> Predictions:
+        """Every indexed photo's label, calibrated confidence and margin by `head` (the stored one).
+
+        PREDICT_CHUNK photos at a time: their stored lists (and, for a learned head, their vectors)
+        are read per chunk, so memory stays bounded at a million photos.
+        """
         head = head or self.head()
         with self.library.Session() as s:
             labels = dict(s.execute(select(Label.image_id, Label.label)).all())
-            targets = np.fromiter(
-                s.scalars(select(Image.id).where(Image.status == INDEXED).order_by(Image.id)), dtype=np.int64
-            )
-            raw = s.connection().exec_driver_sql(
-                "SELECT image_id, neighbour_id, score FROM neighbours WHERE rank < ?", (self.k,)
-            ).fetchall()
+            top = int(s.scalar(select(func.max(Image.id))) or 0) + 1
         classes = sorted(set(labels.values()) | set(head.classes if head else ()))
         code = {c: i for i, c in enumerate(classes)}
-        tally = self._tally(targets, raw, labels, code)
-        if head is None or head.method == KNN:
-            p = tally
-        else:
-            _, vectors = self.library.stored_vectors()  # ordered by id, as targets
-            into = np.array([code[c] for c in head.classes])
-            if head.method == PROJECTION:
-                lab_ids = np.array(sorted(i for i in labels if labels[i] in code), dtype=np.int64)
-                pos = np.searchsorted(targets, lab_ids)
-                ok = (pos < len(targets)) & (targets[np.minimum(pos, len(targets) - 1)] == lab_ids)
-                lab_codes = np.array([code[labels[int(i)]] for i in lab_ids[ok]], dtype=np.int64)
-                p = projected_knn(
-                    vectors, vectors[pos[ok]], lab_codes, head.projection, len(classes), head.k, head.knn_temperature
-                )
+        code_of = np.full(max(top, max(labels, default=0) + 1), -1, dtype=np.int64)  # image id -> class
+        for image_id, label in labels.items():
+            code_of[image_id] = code[label]
+        method = head.method if head else KNN
+        lab_ids, lab_vectors = (self.library.stored_vectors(sorted(labels)) if method == PROJECTION
+                                else (np.zeros(0, np.int64), None))
+        parts = []
+        for ids, vectors in self._targets(with_vectors=method != KNN):
+            tally = self._tally(ids, code_of, len(classes))
+            if head is None or method == KNN:
+                p = tally
+            elif method == PROJECTION:
+                p = projected_knn(vectors, lab_vectors, code_of[lab_ids], head.projection, len(classes),
+                                  head.k, head.knn_temperature)
             else:
-                p = np.zeros((len(targets), len(classes)))
-                p[:, into] = head.probe.probabilities(vectors)  # type: ignore[union-attr]
-                if head.method != PROBE:
+                p = np.zeros((len(ids), len(classes)))
+                p[:, [code[c] for c in head.classes]] = head.probe.probabilities(vectors)  # type: ignore[union-attr]
+                if method != PROBE:
                     p = blend_probabilities(p, tally, head.blend_weight)
-        p = with_temperature(p, head.temperature if head else 1.0)
-        return (targets, *summarise(p, classes))
+            parts.append((ids, *summarise(with_temperature(p, head.temperature if head else 1.0))))
+        log.info("suggestions of %d images from %s", sum(len(part[0]) for part in parts), method)
+        if not parts:
+            return Predictions(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0), classes)
+        ids, winner, confidence, margin = (np.concatenate([part[i] for part in parts]) for i in range(4))
+        return Predictions(ids, winner, confidence, margin, classes)
 
-    def _tally(self, targets, raw, labels: dict[int, str], code: dict[str, int]) -> npt.NDArray[np.float64]:
-        """Each target's k-NN vote shares [N, C] from the stored neighbour lists."""
-        tally = np.zeros((len(targets), len(code)))
-        if not raw or not labels or not len(targets):
+    def _targets(self, *, with_vectors: bool):
+        """(ids, vectors or None) of the indexed photos in id order, PREDICT_CHUNK at a time."""
+        if with_vectors:
+            yield from self.library.iter_vectors(chunk=PREDICT_CHUNK)
+            return
+        ids = self.library.indexed_ids()
+        for start in range(0, len(ids), PREDICT_CHUNK):
+            yield ids[start : start + PREDICT_CHUNK], None
+
+    def _tally(self, targets: npt.NDArray[np.int64], code_of: npt.NDArray[np.int64],
+               n_classes: int) -> npt.NDArray[np.float64]:
+        """k-NN vote shares [len(targets), C] from the stored lists of `targets` (ids in order)."""
+        tally = np.zeros((len(targets), n_classes))
+        if not len(targets) or not n_classes:
+            return tally
+        with self.library.engine.connect() as conn:
+            raw = conn.exec_driver_sql(
+                "SELECT image_id, neighbour_id, score FROM neighbours "
+                "WHERE image_id BETWEEN ? AND ? AND rank < ?", (int(targets[0]), int(targets[-1]), self.k)
+            ).fetchall()
+        if not raw:
             return tally
         arr = np.array(raw, dtype=np.float64)
         img, nb, score = arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64), arr[:, 2]
-        top = int(max(img.max(), nb.max(), targets.max(), max(labels))) + 1
-        code_of = np.full(top, -1, dtype=np.int64)
-        for image_id, label in labels.items():
-            code_of[image_id] = code[label]
-        row_of = np.full(top, -1, dtype=np.int64)
-        row_of[targets] = np.arange(len(targets))
-        c, row = code_of[nb], row_of[img]
-        keep = (c >= 0) & (row >= 0)
+        c = np.where(nb < len(code_of), code_of[np.minimum(nb, len(code_of) - 1)], -1)
+        row = np.searchsorted(targets, img)
+        keep = (c >= 0) & (row < len(targets))
+        keep[keep] &= targets[row[keep]] == img[keep]
         c, row, score = c[keep], row[keep], score[keep]
         best = np.full(len(targets), -np.inf)
         np.maximum.at(best, row, score)
@@ -357,20 +385,22 @@ class LearningLabeller(Labeller):
     def clusters(self) -> Clusters:
         fingerprint = self.library.vectors_fingerprint()
         if self._clusters is None or self._clusters[0] != fingerprint:
-            ids, vectors = self.library.stored_vectors()
-            self._clusters = (fingerprint, kmeans(ids, vectors))
+            # Fitted on a sample, then every vector assigned chunk by chunk: never all in memory.
+            ids = self.library.indexed_ids()
+            positions = sample_positions(len(ids))
+            _, sample = self.library.stored_vectors(ids[positions] if positions is not None else ids)
+            centres = fit_centres(sample, cluster_count(len(ids)))
+            self._clusters = (fingerprint, assign(centres, self.library.iter_vectors()))
         return self._clusters[1]
 
 
-def summarise(p: npt.NDArray[np.float64], classes: list[str]) -> tuple[list[str | None], npt.NDArray, npt.NDArray]:
-    """Each row's winning class (None for a row of zeros), its probability, and its margin over the next."""
+def summarise(p: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.int64], npt.NDArray, npt.NDArray]:
+    """Each row's winning class code (-1 for a row of zeros), its probability, and its margin over the next."""
     if p.shape[1] == 0:
         n = len(p)
-        return [None] * n, np.zeros(n), np.zeros(n)
+        return np.full(n, -1, dtype=np.int64), np.zeros(n), np.zeros(n)
     top2 = -np.sort(-p, axis=1)[:, :2]
     best = top2[:, 0]
     second = top2[:, 1] if p.shape[1] > 1 else np.zeros(len(p))
-    winner = p.argmax(axis=1)
-    labels = [classes[w] if b > 0 else None for w, b in zip(winner, best, strict=True)]
-    return labels, best, best - second
-
+    winner = np.where(best > 0, p.argmax(axis=1), -1)
+    return winner, best, best - second

@@ -357,6 +357,25 @@ class NeighbourLists:
             s.merge(Meta(key=NEIGHBOURS_STATE, value=json.dumps({"k": self.k, "vectors": source})))
 
 
+def stored_pairs(library: Library, min_score: float, k: int) -> dict[tuple[int, int], float] | None:
+    """{(a, b): cosine}, a < b, of every stored list entry within rank k at `min_score` or above;
+    None when the stored lists are shorter than k or older than the library's vectors.
+
+    A pass over the neighbours table: what a search of every stored vector would find, without
+    loading the vectors (duplicates at a million photos).
+    """
+    with library.Session() as s:
+        row = s.get(Meta, NEIGHBOURS_STATE)
+    state = json.loads(row.value) if row else {}
+    if state.get("k", 0) < k or state.get("vectors") != library.vectors_fingerprint():
+        return None
+    with library.engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT image_id, neighbour_id, score FROM neighbours WHERE rank < ? AND score >= ?",
+            (int(k), float(min_score)))
+        return {(a, b) if a < b else (b, a): score for a, b, score in rows}
+
+
 class _Moved(Exception):
     """The vectors changed while the lists were computed: they are not stored."""
 

@@ -10,6 +10,7 @@ Pure arrays in, ids out, so the web queue, `lookalike queue` and the label simul
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,12 +39,23 @@ def cluster_count(n: int) -> int:
 
 def kmeans(ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32], seed: int = 0) -> Clusters:
     """Spherical k-means (cosine) with k-means++ seeding, deterministic for a seed."""
-    n = len(ids)
-    if n == 0:
-        return Clusters(ids, np.zeros(0, np.int64), np.zeros(0, np.float32))
+    positions = sample_positions(len(ids), seed)
+    centres = fit_centres(vectors[positions] if positions is not None else vectors, cluster_count(len(ids)), seed)
+    return assign(centres, [(ids, vectors)])
+
+
+def sample_positions(n: int, seed: int = 0) -> npt.NDArray[np.int64] | None:
+    """The rows k-means fits on (sorted), or None for all of them."""
+    if n <= KMEANS_SAMPLE:
+        return None
+    return np.sort(np.random.default_rng(seed).permutation(n)[:KMEANS_SAMPLE])
+
+
+def fit_centres(sample: npt.NDArray[np.float32], k: int, seed: int = 0) -> npt.NDArray[np.float32]:
+    """k unit centres fitted on `sample`: k-means++ seeding, then KMEANS_ITERATIONS rounds."""
+    if not len(sample):
+        return np.zeros((0, sample.shape[1]), dtype=np.float32)
     rng = np.random.default_rng(seed)
-    k = cluster_count(n)
-    sample = vectors[np.sort(rng.permutation(n)[:KMEANS_SAMPLE])] if n > KMEANS_SAMPLE else vectors
     centres = [sample[rng.integers(len(sample))]]
     nearest = 1 - sample @ centres[0]
     for _ in range(1, k):
@@ -53,19 +65,29 @@ def kmeans(ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32], seed: i
         nearest = np.minimum(nearest, 1 - sample @ sample[pick])
     c = np.array(centres, dtype=np.float32)
     for _ in range(KMEANS_ITERATIONS):
-        assign = np.argmax(sample @ c.T, axis=1)
+        chosen = np.argmax(sample @ c.T, axis=1)
         for j in range(k):
-            members = sample[assign == j]
+            members = sample[chosen == j]
             if len(members):
                 m = members.sum(axis=0)
                 c[j] = m / max(float(np.linalg.norm(m)), 1e-12)
-    cluster = np.empty(n, dtype=np.int64)
-    closeness = np.empty(n, dtype=np.float32)
-    for start in range(0, n, 8192):
-        sims = vectors[start : start + 8192] @ c.T
-        cluster[start : start + 8192] = sims.argmax(axis=1)
-        closeness[start : start + 8192] = sims.max(axis=1)
-    return Clusters(ids, cluster, closeness)
+    return c
+
+
+def assign(centres: npt.NDArray[np.float32],
+           chunks: Iterable[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]]) -> Clusters:
+    """Each vector's nearest centre and its cosine to it, from (ids, vectors) chunks in id order."""
+    ids, cluster, closeness = [], [], []
+    for chunk_ids, vectors in chunks:
+        for start in range(0, len(chunk_ids), 8192):
+            sims = vectors[start : start + 8192] @ centres.T
+            ids.append(chunk_ids[start : start + 8192])
+            cluster.append(sims.argmax(axis=1) if sims.shape[1] else np.zeros(len(sims), np.int64))
+            closeness.append(sims.max(axis=1) if sims.shape[1] else np.zeros(len(sims), np.float32))
+    if not ids:
+        return Clusters(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+    return Clusters(np.concatenate(ids).astype(np.int64), np.concatenate(cluster).astype(np.int64),
+                    np.concatenate(closeness).astype(np.float32))
 
 
 def queue_order(

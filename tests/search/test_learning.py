@@ -213,3 +213,52 @@ def test_eval_reports_the_methods_side_by_side_and_with_few_labels(run, labelled
     assert all(0 < a <= 1 for a in few["accuracy"].values())
     text = run("eval", "--library", labelled_samples.path).output
     assert "cross-validated" in text and "the labeller would use" in text
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_predictions_read_in_chunks_equal_one_pass(sample_library, monkeypatch, method):
+    """Issue 12: suggestions are predicted PREDICT_CHUNK photos at a time (lists and vectors read per
+    chunk), so a million photos never sit in memory as Python rows; chunking changes no result."""
+    from dataclasses import replace
+
+    from search import learning
+    from search.head import train_head, train_probe, train_projection
+    from search.learning import labelled_set
+
+    label_some(sample_library, 4)
+    labeller = LearningLabeller(Searcher(sample_library))
+    labeller.refresh()
+    data = labelled_set(sample_library)
+    trained = train_head(data.vectors, data.labels, labeller.k, labeller.temperature)
+    codes = np.array([trained.classes.index(lab) for lab in data.labels])
+    head = replace(trained, method=method, probe=train_probe(data.vectors, codes, len(trained.classes)),
+                   projection=train_projection(data.vectors, codes, 0))
+    whole = labeller.predict_all(head)
+    monkeypatch.setattr(learning, "PREDICT_CHUNK", 7)
+    chunked = labeller.predict_all(head)
+    assert len(whole.ids) == 120 and whole.ids.tolist() == chunked.ids.tolist()
+    assert whole.winner.tolist() == chunked.winner.tolist()
+    np.testing.assert_allclose(chunked.confidence, whole.confidence, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(chunked.margin, whole.margin, atol=1e-6)  # batch shapes round differently
+    truth = folders(sample_library)
+    assert np.mean([whole.label(i) == truth[int(x)] for i, x in enumerate(whole.ids)]) >= 0.5  # chance: 0.1
+
+
+def test_queue_clusters_fit_on_a_sample_and_assign_every_photo(sample_library, monkeypatch):
+    """The queue's k-means reads the vectors in chunks; with the whole library as its sample it is
+    the in-memory k-means, and with a smaller sample every photo still gets a cluster."""
+    from search import queue_order
+    from search.queue_order import kmeans
+
+    labeller = LearningLabeller(Searcher(sample_library))
+    ids, vectors = sample_library.stored_vectors()
+    streamed, in_memory = labeller.clusters(), kmeans(ids, vectors)
+    assert streamed.ids.tolist() == in_memory.ids.tolist() == ids.tolist()
+    assert streamed.cluster.tolist() == in_memory.cluster.tolist()
+    np.testing.assert_allclose(streamed.closeness, in_memory.closeness, atol=1e-6)
+
+    monkeypatch.setattr(queue_order, "KMEANS_SAMPLE", 40)
+    labeller._clusters = None
+    sampled = labeller.clusters()
+    assert sampled.ids.tolist() == ids.tolist()
+    assert set(sampled.cluster.tolist()) <= set(range(16)) and len(set(sampled.cluster.tolist())) >= 10

@@ -4,7 +4,8 @@
     python -m bench.million --library L --photos P
 
 Prints the index run's wall time less its embedding time (the suggestions of the new photos are
-updated in the same command), then search by id through `lookalike serve`: p50, p99, server RSS.
+updated in the same command, and counted here), each web page's first and second response time,
+then search by id through `lookalike serve`: p50, p99, server RSS.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def add_photos(library: Path, photos: Path, count: int) -> dict:
     started = time.perf_counter()
     code = (
         "import json, sys, logging\n"
+        "logging.basicConfig(level=logging.INFO, format='%(relativeCreated)8.0f ms %(name)s %(message)s')\n"
         "from indexer.settings import Settings\n"
         "from lookalike.options import run_index\n"
         f"r = run_index(Settings.from_env(library={str(library)!r}), __import__('pathlib').Path({str(photos)!r}), "
@@ -42,9 +44,56 @@ def add_photos(library: Path, photos: Path, count: int) -> dict:
     import json
 
     facts = json.loads(out.stdout.strip().splitlines()[-1])
+    print(out.stderr[-4000:], flush=True)  # the run's log: where the time went
     # Embedding ran in worker processes (summed over them): count it as the wall time it took.
-    facts.update(wall_s=wall)
+    facts.update(wall_s=wall, folder=added.name)
     return facts
+
+
+PAGES = ("/", "/?folder=000/00", "/images/{id}", "/queue", "/about", "/duplicates", "/map", "/api/map",
+         "/api/status")
+
+
+def page_times(library: Path, image_id: int) -> tuple[dict[str, tuple[float, float, int]], tuple[float, float]]:
+    """Each page's (first, second) response time in seconds and status, on a fresh server; its RSS."""
+    import http.client
+
+    from bench.search_http import Server
+
+    server = Server(library)
+    out = {}
+    try:
+        for page in PAGES:
+            url = page.format(id=image_id)
+            times, status = [], 0
+            for _ in range(2):
+                conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=3600)
+                started = time.perf_counter()
+                conn.request("GET", url)
+                response = conn.getresponse()
+                response.read()
+                times.append(time.perf_counter() - started)
+                status = response.status
+                conn.close()
+            out[url] = (times[0], times[1], status)
+            print(f"  {url}: first {times[0]:.2f}s, then {times[1]:.3f}s ({status})", flush=True)
+        rss = server.rss_mb()
+    finally:
+        server.stop()
+    return out, rss
+
+
+def new_suggestions(library: Path, folder: str) -> tuple[int, int]:
+    """(photos under `folder`, how many of them have a stored suggestion)."""
+    from sqlalchemy import func, select
+
+    from indexer.library import Library
+    from indexer.schema import Image, SuggestedLabel
+
+    with Library(library) as lib, lib.Session() as s:
+        ids = s.scalars(select(Image.id).where(Image.folder == folder)).all()
+        have = s.scalar(select(func.count()).select_from(SuggestedLabel).where(SuggestedLabel.image_id.in_(ids)))
+    return len(ids), int(have or 0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,8 +103,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--add", type=int, default=100)
     parser.add_argument("--clients", type=int, default=4)
     args = parser.parse_args(argv)
+    from bench.machine import describe
+
+    print(" ".join(f"{k}={v}" for k, v in describe().items()), flush=True)
     facts = add_photos(args.library, args.photos, args.add)
-    print(f"add {args.add}: {facts}", flush=True)
+    print(f"add {args.add}: {facts}; beyond embedding {facts['wall_s'] - facts['embed_s']:.1f}s", flush=True)
+    count, suggested = new_suggestions(args.library, facts["folder"])
+    print(f"the new photos' suggestions: {suggested} of {count} stored when the command returned", flush=True)
+    _, (rss, peak) = page_times(args.library, image_id=1)
+    print(f"pages served with RSS {rss:.0f} MB (peak {peak:.0f} MB)", flush=True)
     uploads = [p.read_bytes() for p in sorted(CORPUS.rglob("*.jpg"))[:20]]
     from indexer.library import Library
 

@@ -22,19 +22,45 @@ from bench.machine import describe
 from indexer.backbone import Backbone
 from indexer.library import Library
 from indexer.pipeline import index_folder
+from indexer.runners import get_runner
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "clothing_small"
 
 
-def index_once(photos: Path, work: Path, backbone: Backbone, runner: str, workers: int, batch_size: int) -> float:
-    """Photos per second of one full run into a fresh library."""
+class Timed:
+    """A runner wrapped to note when its first batch and its last batch reached the writer."""
+
+    def __init__(self, runner) -> None:
+        self.runner = runner
+        self.first: float | None = None
+        self.last: float | None = None
+        self.photos_after_first = 0
+
+    def __call__(self, *args, **kwargs):
+        for batch in self.runner(*args, **kwargs):
+            now = time.perf_counter()
+            if self.first is None:
+                self.first = now
+            else:
+                self.photos_after_first += len(batch.items)
+            self.last = now
+            yield batch
+
+
+def index_once(photos: Path, work: Path, backbone: Backbone, runner: str, workers: int,
+               batch_size: int) -> tuple[float, float, float]:
+    """One full run into a fresh library: photos/s over the whole run, photos/s once the first
+    batch is in (the steady state, without the start of workers and models), seconds to the first batch."""
     path = work / f"library-{runner}"
     shutil.rmtree(path, ignore_errors=True)
+    timed = Timed(get_runner(runner))
     with Library(path, create=True) as library:
         started = time.perf_counter()
-        report = index_folder(photos, library, backbone, batch_size=batch_size, workers=workers, runner=runner)
+        report = index_folder(photos, library, backbone, batch_size=batch_size, workers=workers, runner=timed)
         seconds = time.perf_counter() - started
-    return (report.indexed + sum(report.failed.values())) / seconds
+    assert timed.first is not None and timed.last is not None
+    steady = timed.photos_after_first / max(timed.last - timed.first, 1e-9)
+    return (report.indexed + sum(report.failed.values())) / seconds, steady, timed.first - started
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,19 +91,28 @@ def main(argv: list[str] | None = None) -> int:
                 if attempt == 2:
                     raise
         startup = time.perf_counter() - started
-        rates: dict[str, list[float]] = {"local": [], "ray": []}
-        index_once(photos, work, backbone, "ray", args.workers, args.batch_size)  # warm: actors, imports
+        runs: dict[str, list[tuple[float, float, float]]] = {"local": [], "ray": []}
+        index_once(photos, work, backbone, "ray", args.workers, args.batch_size)  # warm: imports, caches
         for rep in range(args.reps):
             for runner in ("local", "ray"):
-                rates[runner].append(index_once(photos, work, backbone, runner, args.workers, args.batch_size))
-                say(f"rep {rep + 1} {runner}: {rates[runner][-1]:.1f} photos/s")
+                runs[runner].append(index_once(photos, work, backbone, runner, args.workers, args.batch_size))
+                whole, steady, first = runs[runner][-1]
+                say(f"rep {rep + 1} {runner}: {whole:.1f} photos/s, {steady:.1f} once the first batch was in "
+                    f"({first:.1f}s)")
         ray.shutdown()
-    local, remote = statistics.median(rates["local"]), statistics.median(rates["ray"])
+
+    def median(runner: str, i: int) -> float:
+        return statistics.median(r[i] for r in runs[runner])
+
     machine = describe()
     print(f"{args.photos} photos, {args.workers} workers / Ray CPUs, batch {args.batch_size}, {args.reps} reps; "
-          f"{machine}")
-    print(f"local {local:.1f} photos/s, ray {remote:.1f} photos/s, ratio {remote / local:.2f}; "
-          f"Ray start-up {startup:.1f}s (not counted); runs local {rates['local']} ray {rates['ray']}")
+          + " ".join(f"{k}={v}" for k, v in machine.items()))
+    print(f"whole run: local {median('local', 0):.1f} photos/s, ray {median('ray', 0):.1f}, "
+          f"ratio {median('ray', 0) / median('local', 0):.2f}")
+    print(f"after the first batch: local {median('local', 1):.1f} photos/s, ray {median('ray', 1):.1f}, "
+          f"ratio {median('ray', 1) / median('local', 1):.2f}")
+    print(f"first batch after: local {median('local', 2):.1f}s, ray {median('ray', 2):.1f}s; "
+          f"Ray start-up {startup:.1f}s (not counted)")
     return 0
 
 

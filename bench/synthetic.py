@@ -27,6 +27,7 @@ from sqlalchemy import insert
 from indexer.backbone import Backbone
 from indexer.library import Library
 from indexer.schema import INDEXED, Embedding, Image, utcnow
+from indexer.signals import HASH_BYTES, ImageSignals, write_signals
 
 CHUNK = 20_000
 PER_FOLDER = 1000
@@ -77,7 +78,18 @@ def fill_library(
                 insert(Embedding),
                 [dict(image_id=start + i + 1, vector=v.tobytes()) for i, v in enumerate(vecs)],
             )
+            write_signals(s, synthetic_signals(start + 1, len(part)))
     return library
+
+
+def synthetic_signals(first_id: int, count: int, seed: int = 7) -> list[tuple[int, ImageSignals]]:
+    """Duplicate signals as synthetic as the vectors: random 256-bit hashes (any two ~128 bits
+    apart, so no copies among them), as a real collection has few. Without them `lookalike index`
+    would compute every row's signals from its file on its first run (indexed before they existed)."""
+    rng = np.random.default_rng(seed + first_id)
+    codes = rng.integers(0, 256, size=(count, 2, HASH_BYTES), dtype=np.uint8)
+    return [(first_id + i, ImageSignals(codes[i, 0].tobytes(), codes[i, 1].tobytes(), 100))
+            for i in range(count)]
 
 
 def make_templates(root: Path, count: int = 48) -> list[dict]:

@@ -220,9 +220,10 @@ class Library:
             last = int(ids[-1])
 
     def indexed_ids(self) -> npt.NDArray[np.int64]:
-        with self.Session() as s:
-            ids = s.scalars(select(Image.id).where(Image.status == INDEXED).order_by(Image.id))
-            return np.fromiter(ids, dtype=np.int64)
+        with self.engine.connect() as conn:  # the driver's rows: ORM scalars took 5 s at a million
+            cursor = conn.connection.driver_connection.execute(  # type: ignore[union-attr]
+                "SELECT id FROM images WHERE status = ? ORDER BY id", (INDEXED,))
+            return np.array(cursor.fetchall(), dtype=np.int64).reshape(-1)
 
     @property
     def memory_budget(self) -> int:

@@ -92,6 +92,7 @@ def _warm_up(searcher, labeller) -> None:
     try:
         labeller.refresh()
         searcher.warm_up()  # loads (and compiles) the query model
+        labeller.queue_ids()  # the labelling queue's order: seconds at a million photos
     except Exception as e:  # the first request that needs them reports it properly
         log.warning("could not prepare the model and suggestions in advance: %s", e)
     else:

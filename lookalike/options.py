@@ -121,8 +121,9 @@ def update_suggestions(settings: Settings, library, backbone, *, progress: bool)
     from search.learning import LearningLabeller
     from search.searcher import Searcher
 
-    LearningLabeller(Searcher(library, backbone), k=settings.k, temperature=settings.temperature).refresh(
-        progress=progress)
+    labeller = LearningLabeller(Searcher(library, backbone), k=settings.k, temperature=settings.temperature)
+    labeller.refresh(progress=progress)
+    labeller.clusters()  # the labelling queue's clusters, by difference: the web's first queue is quick
 
 
 def memory_budget_option(f):

@@ -63,6 +63,7 @@ VERIFY_VERSION = 1  # bump when verification changes: stored verdicts are then r
 HASH_FLAT_MAX = 20_000  # exact binary search up to here; above, buckets on the steadiest bits
 HASH_BUCKET_BITS = 16
 _CHUNK = 1024
+PROGRESS_EVERY = 64  # candidate pairs between progress reports
 LIST_PAIRS = 20  # the similar tier's pairs per photo when the stored neighbour lists give them
 
 
@@ -351,11 +352,15 @@ def file_verifier(library: Library) -> FileVerifier:
     return FileVerifier(library)
 
 
-def copy_pairs(cand: Candidates, verify: Verifier | None) -> list[Pair]:
+def copy_pairs(cand: Candidates, verify: Verifier | None,
+               progress: Callable[[int, int], None] | None = None) -> list[Pair]:
     """The candidate pairs that are copies: sure by hash, or verified. Without a verifier only the
-    hash decides."""
+    hash decides. `progress(done, total)` hears how far it is, every PROGRESS_EVERY pairs."""
     out = []
-    for key in sorted(set(cand.cosine) | set(cand.hash_distance)):
+    keys = sorted(set(cand.cosine) | set(cand.hash_distance))
+    for done, key in enumerate(keys):
+        if progress is not None and done % PROGRESS_EVERY == 0:
+            progress(done, len(keys))
         a, b = key
         score = cand.cosine.get(key, math.nan)
         d = cand.hash_distance.get(key)
@@ -418,13 +423,15 @@ class Tiers:
         return self.copies if kind == COPIES else self.similar
 
 
-def find_tiers(library: Library, *, similar_threshold: float = SIMILAR_THRESHOLD, verify: bool = True) -> Tiers:
-    """Copy pairs and similar-shot pairs of the whole library (verification reads photo files)."""
+def find_tiers(library: Library, *, similar_threshold: float = SIMILAR_THRESHOLD, verify: bool = True,
+               progress: Callable[[int, int], None] | None = None) -> Tiers:
+    """Copy pairs and similar-shot pairs of the whole library (verification reads photo files);
+    `progress(done, total)` follows the candidate pairs."""
     if not -1.0 <= similar_threshold <= 1.0:
         raise ValueError("threshold is a cosine similarity between -1 and 1")
     cand = candidates(library)
     verifier = FileVerifier(library) if verify else None
-    copies = copy_pairs(cand, verifier)
+    copies = copy_pairs(cand, verifier, progress)
     if verifier is not None:
         verifier.save()
     similar = [

@@ -112,13 +112,13 @@ def queue_order(
         if near_labelled is not None
         else np.zeros(len(candidates), bool)
     )
-    position = {int(i): j for j, i in enumerate(clusters.ids)}
-    where = np.array([position.get(int(i), -1) for i in candidates])
+    where = _positions(clusters.ids, candidates)
     cluster = np.where(where >= 0, clusters.cluster[np.maximum(where, 0)], -1)
     closeness = np.where(where >= 0, clusters.closeness[np.maximum(where, 0)], -np.inf)
 
     # 1. A typical photo of each cluster no label reaches yet, biggest cluster first.
-    lab_pos = [position[int(i)] for i in labelled if int(i) in position]
+    lab_pos = _positions(clusters.ids, np.asarray(labelled, dtype=np.int64))
+    lab_pos = lab_pos[lab_pos >= 0]
     covered = set(clusters.cluster[lab_pos].tolist())
     sizes = np.bincount(clusters.cluster, minlength=int(clusters.cluster.max(initial=0)) + 1)
     first: list[int] = []
@@ -148,3 +148,12 @@ def queue_order(
     dups = np.flatnonzero(dup)
     dups = dups[np.lexsort((candidates[dups], margins[dups]))]
     return candidates[np.array(first + turns + dups.tolist(), dtype=np.int64)]
+
+
+def _positions(ids: npt.NDArray[np.int64], wanted: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Each wanted id's index in `ids`, -1 where it is not there (a binary search, not a dict of a million)."""
+    if not len(ids):
+        return np.full(len(wanted), -1, dtype=np.int64)
+    order = np.argsort(ids, kind="stable")
+    at = np.minimum(np.searchsorted(ids[order], wanted), len(ids) - 1)
+    return np.where(ids[order][at] == wanted, order[at], -1)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
@@ -26,6 +28,14 @@ class Debouncer:
         self._running = False
         self.runs = 0  # finished runs, for tests and logs
         self.last_error: BaseException | None = None
+        _live.add(self)
+
+    def close(self, timeout: float) -> bool:
+        """Drop a run not yet started and wait up to `timeout` seconds for one in progress."""
+        with self._cond:
+            self._due = None
+            self._cond.notify_all()
+        return self.wait_idle(timeout)
 
     def request(self) -> None:
         with self._cond:
@@ -68,3 +78,14 @@ class Debouncer:
                     self._running = False
                     self.runs += 1
                     self._cond.notify_all()
+
+
+_live: weakref.WeakSet[Debouncer] = weakref.WeakSet()
+
+
+@atexit.register
+def _finish_at_exit() -> None:
+    """A daemon thread still inside torch when the interpreter finalises aborts the process
+    ("terminate called without an active exception", exit status 134): let work in progress end."""
+    for debouncer in list(_live):
+        debouncer.close(timeout=120)

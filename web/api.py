@@ -203,7 +203,8 @@ def search_upload():
 @bp.get("/duplicates")
 def duplicates():
     """?kind=copies|similar (copies), ?threshold= (the similar tier's cosine)."""
-    return jsonify(review.duplicate_groups(review.kind_arg(request.args), review.threshold_arg(request.args)))
+    found = review.duplicate_groups(review.kind_arg(request.args), review.threshold_arg(request.args))
+    return jsonify(found), 202 if "pending" in found else 200  # 202: still computing, ask again
 
 
 @bp.post("/duplicates/dismiss")

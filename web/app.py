@@ -14,6 +14,7 @@ from search.learning import LearningLabeller
 from search.searcher import Searcher
 from web.context import EXTENSION, Services, close_session
 from web.ids import IdConverter
+from web.review import DUPLICATES_WAIT
 from web.thumbs import Thumbnails
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ def create_app(settings: Settings | None = None, *, searcher: Searcher | None = 
         MAX_CONTENT_LENGTH=int(settings.max_upload_mb * 1024 * 1024),
         SESSION_COOKIE_SAMESITE="Strict",
         SESSION_COOKIE_HTTPONLY=True,
+        DUPLICATES_WAIT=DUPLICATES_WAIT,  # seconds a request waits for the duplicates before "pending"
     )
     app.json = WrittenOrderJSON(app)
     # Every <int:...> in a route is an id: bounded to SQLite's 64 bits (set before any route).

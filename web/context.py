@@ -5,6 +5,7 @@ A leaf module (as flaskr's db.py): blueprints import it, never the app factory.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,8 @@ from search.searcher import Searcher
 from web.thumbs import Thumbnails
 
 EXTENSION = "lookalike"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -35,6 +38,7 @@ class Services:
     # Results that are slow to compute and change only with the labels or the index.
     memo: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     memo_lock: threading.Lock = field(default_factory=threading.Lock)
+    jobs: dict[str, Job] = field(default_factory=dict)  # `in_background`'s, by name
 
     def memoized(self, name: str, key: Any, compute):
         """compute() once per distinct key (the last key only); concurrent callers wait."""
@@ -45,6 +49,45 @@ class Services:
             value = compute()
             self.memo[name] = (key, value)
             return value
+
+
+@dataclass
+class Job:
+    """A slow result computed in a thread for one key: done/total as it goes, then value or error."""
+
+    key: Any
+    done: int = 0
+    total: int = 0
+    value: Any = None
+    error: BaseException | None = None
+    finished: threading.Event = field(default_factory=threading.Event)
+
+    def progress(self, done: int, total: int) -> None:
+        self.done, self.total = done, total
+
+
+def in_background(svc: Services, name: str, key: Any, compute, wait: float) -> Job:
+    """The job computing `compute(job.progress)` for `key`, started in a thread if none is, after
+    waiting up to `wait` seconds for it to finish. One job per name runs at a time: a request with a
+    new key gets the running job back (its key differs) and starts its own once that one ends."""
+    with svc.memo_lock:
+        job = svc.jobs.get(name)
+        if job is None or (job.key != key and job.finished.is_set()):
+            job = Job(key)
+            svc.jobs[name] = job
+
+            def run(job: Job = job) -> None:
+                try:
+                    job.value = compute(job.progress)
+                except Exception as e:  # shown to the next request, as the synchronous call would raise
+                    log.exception("background %s failed", name)
+                    job.error = e
+                finally:
+                    job.finished.set()
+
+            threading.Thread(target=run, name=f"lookalike-{name}", daemon=True).start()
+    job.finished.wait(wait)
+    return job
 
 
 def services() -> Services:

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from flask import abort
+from flask import abort, current_app
 
 from search import review
 from search.duplicates import COPIES, KINDS, SIMILAR_THRESHOLD, Pair, Tiers, find_tiers, groups_of
-from web.context import get_session, services
+from web.context import get_session, in_background, services
 from web.media import get_image
 from web.payloads import image_payload
 
 MAX_GROUPS = 500
+DUPLICATES_WAIT = 5.0  # seconds a request waits for the tiers; then the page shows progress
 
 
 def kind_arg(args: Mapping[str, str]) -> str:
@@ -49,11 +50,28 @@ def _signals_key() -> tuple:
     ).one())
 
 
+class Pending(Exception):
+    """The tiers are still being computed: `done` of `total` candidate pairs checked so far."""
+
+    def __init__(self, done: int, total: int) -> None:
+        super().__init__(f"finding duplicates: {done} of {total} candidate pairs checked")
+        self.done, self.total = done, total
+
+
 def tiers(threshold: float) -> Tiers:
-    """Both tiers' pairs, computed once per state of the vectors and signals (verification is slow)."""
+    """Both tiers' pairs, computed once per state of the vectors and signals, in a background thread
+    (verification reads photo files: minutes on a large library). :raise Pending: not ready after
+    the app's DUPLICATES_WAIT seconds."""
     svc = services()
     key = (threshold, tuple(svc.library.vectors_fingerprint()), _signals_key())
-    return svc.memoized("duplicate-tiers", key, lambda: find_tiers(svc.library, similar_threshold=threshold))
+    job = in_background(svc, "duplicate-tiers", key,
+                        lambda progress: find_tiers(svc.library, similar_threshold=threshold, progress=progress),
+                        wait=current_app.config["DUPLICATES_WAIT"])
+    if job.key != key or not job.finished.is_set():
+        raise Pending(job.done if job.key == key else 0, job.total if job.key == key else 0)
+    if job.error is not None:
+        raise job.error
+    return job.value
 
 
 def _pair(p: Pair) -> dict:
@@ -64,8 +82,13 @@ def _pair(p: Pair) -> dict:
 
 
 def duplicate_groups(kind: str, threshold: float) -> dict:
-    """One tier's groups, largest first, each with its members, pair evidence and keep suggestion."""
-    found = tiers(threshold)
+    """One tier's groups, largest first, each with its members, pair evidence and keep suggestion;
+    while they are being computed, {"pending": {"done", "total"}} and no groups."""
+    try:
+        found = tiers(threshold)
+    except Pending as p:
+        return {"kind": kind, "threshold": threshold, "missing_signals": None, "groups": [],
+                "pending": {"done": p.done, "total": p.total}}
     session = get_session()
     groups = groups_of(found, kind, review.dismissed_pairs(session, kind))[:MAX_GROUPS]
     reviewed, rows = review.review(session, groups)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, redirect, render_template, request, session, url_for
+from flask import Blueprint, Response, abort, redirect, render_template, request, session, url_for
 
 from web import labelling, library_facts, review
 from web.browse import Filters, facets, int_arg, known_labels
@@ -95,8 +95,12 @@ def duplicates():
 def duplicates_csv():
     """The review's removal plan: the paths to remove, as a CSV download."""
     kind, threshold = review.kind_arg(request.args), review.threshold_arg(request.args)
+    try:
+        plan = review.removal_csv(kind, threshold)
+    except review.Pending as p:
+        abort(503, description=f"{p}: try again in a moment")
     return Response(
-        review.removal_csv(kind, threshold), mimetype="text/csv",
+        plan, mimetype="text/csv",
         headers={"Content-Disposition": f"attachment; filename=lookalike-remove-{kind}.csv"},
     )
 

@@ -142,6 +142,27 @@ def test_debouncer_runs_once_after_a_burst():
     assert calls == [1] and d.runs == 1
 
 
+def test_debouncer_close_lets_a_run_finish_and_drops_one_not_started():
+    """At exit every debouncer is closed (atexit): a retrain in progress ends before the
+    interpreter finalises (a daemon thread inside torch then aborts the process, status 134)."""
+    import threading
+
+    started, release, calls = threading.Event(), threading.Event(), []
+
+    def work():
+        started.set()
+        release.wait(10)
+        calls.append(1)
+
+    d = Debouncer(work, delay=0)
+    d.request()
+    assert started.wait(10)
+    d.request()  # due after the run in progress: close() drops it
+    threading.Timer(0.05, release.set).start()
+    assert d.close(timeout=10)
+    assert calls == [1] and d.runs == 1
+
+
 # -- the commands -------------------------------------------------------------------------------------
 
 
@@ -262,3 +283,26 @@ def test_queue_clusters_fit_on_a_sample_and_assign_every_photo(sample_library, m
     sampled = labeller.clusters()
     assert sampled.ids.tolist() == ids.tolist()
     assert set(sampled.cluster.tolist()) <= set(range(16)) and len(set(sampled.cluster.tolist())) >= 10
+
+
+def test_queue_clusters_are_kept_beside_the_library_and_follow_adds_and_removals(sample_library):
+    """Issue 12: the queue's k-means is fitted once (30 s at a million photos) and stored; after an
+    index run the photos added are assigned to the stored centres and removed ones dropped."""
+    from search.learning import CLUSTERS_FILE, load_clusters
+    from tests.search.test_neighbours import index_run
+
+    first = LearningLabeller(Searcher(sample_library)).clusters()
+    fingerprint, centres, stored = load_clusters(sample_library.path / CLUSTERS_FILE)
+    assert fingerprint == sample_library.vectors_fingerprint()
+    assert stored.ids.tolist() == first.ids.tolist() and stored.cluster.tolist() == first.cluster.tolist()
+
+    _, vectors = sample_library.stored_vectors([1])
+    index_run(sample_library, add=[(10_000, vectors[0])], remove=(2,))
+    again = LearningLabeller(Searcher(sample_library)).clusters()  # another process: reads the file
+    where = {int(i): (int(c), float(x)) for i, c, x in zip(again.ids, again.cluster, again.closeness, strict=True)}
+    assert 2 not in where and where[10_000][0] == where[1][0]  # the copy joins its original's cluster
+    assert again.ids.tolist() == sorted(where)
+    before = {int(i): int(c) for i, c in zip(first.ids, first.cluster, strict=True)}
+    assert all(where[i][0] == c for i, c in before.items() if i != 2)  # nobody else moved
+    _, centres_after, _ = load_clusters(sample_library.path / CLUSTERS_FILE)
+    np.testing.assert_array_equal(centres_after, centres)  # assigned, not refitted

@@ -38,6 +38,7 @@ def make_app(library, backbone, **settings):
     settings = Settings(library=library.path, **settings)
     app = create_app(settings, searcher=Searcher(library, backbone=backbone))
     app.config["TESTING"] = True
+    app.config["DUPLICATES_WAIT"] = 600  # the duplicates answer at once, as on any small library
     return app
 
 

@@ -412,3 +412,39 @@ def test_the_removal_csv_download(small_library, backbone):
 
 def test_status_for_health_checks(client):
     assert client.get("/api/status").get_json() == {"status": "ok", "images": 120, "indexed": 120}
+
+
+def test_duplicates_are_found_in_the_background_and_pages_say_how_far(app, client, monkeypatch):
+    """Finding duplicates reads photo files (hours at a million photos): a request waits
+    DUPLICATES_WAIT seconds, then the page says how far it is and reloads itself, the API answers
+    202 with the same, the CSV 503; once the thread is done, the groups come as before."""
+    import threading
+
+    from web import review
+    from web.context import EXTENSION
+
+    release = threading.Event()
+    real = review.find_tiers
+
+    def slow(library, **kwargs):
+        kwargs["progress"](3, 40)
+        assert release.wait(60)
+        return real(library, **kwargs)
+
+    monkeypatch.setattr(review, "find_tiers", slow)
+    app.config["DUPLICATES_WAIT"] = 0
+    page = client.get("/duplicates").get_data(as_text=True)
+    assert 'id="duplicates-pending"' in page and "3 of 40 candidate pairs checked" in page
+    assert 'http-equiv="refresh"' in page and "No copies found" not in page
+    pending = client.get("/api/duplicates")
+    assert pending.status_code == 202
+    assert pending.get_json()["pending"] == {"done": 3, "total": 40} and pending.get_json()["groups"] == []
+    assert client.get("/duplicates/remove.csv").status_code == 503
+
+    release.set()
+    job = app.extensions[EXTENSION].jobs["duplicate-tiers"]
+    assert job.finished.wait(120) and job.error is None
+    done = client.get("/api/duplicates")
+    assert done.status_code == 200 and "pending" not in done.get_json()
+    assert 'id="duplicates-pending"' not in client.get("/duplicates").get_data(as_text=True)
+    assert client.get("/duplicates/remove.csv").status_code == 200

@@ -180,19 +180,17 @@ class Library:
                 filled += m
             return out_ids[:filled], out[:filled]
         dim = self.dim or 0
-        stmt = (
-            select(Embedding.image_id, Embedding.vector)
-            .join(Image)
-            .where(Image.status == INDEXED)
-            .order_by(Embedding.image_id)
-        )
         found: list[int] = []
         chunks: list[bytes] = []
-        with self.Session() as s:
-            wanted = [int(i) for i in np.asarray(ids).ravel()]
+        wanted = sorted({int(i) for i in np.asarray(ids).ravel()})
+        with self.engine.connect() as conn:  # plain SQL: search by id calls this once per request
             for start in range(0, len(wanted), 500):
                 part = wanted[start : start + 500]
-                for image_id, blob in s.execute(stmt.where(Embedding.image_id.in_(part))):
+                rows = conn.exec_driver_sql(
+                    "SELECT e.image_id, e.vector FROM embeddings e JOIN images i ON i.id = e.image_id "
+                    f"WHERE i.status = ? AND e.image_id IN ({','.join('?' * len(part))}) ORDER BY e.image_id",
+                    (INDEXED, *part))
+                for image_id, blob in rows:
                     found.append(image_id)
                     chunks.append(blob)
         vectors = np.frombuffer(b"".join(chunks), dtype=np.float32).reshape(len(found), dim)

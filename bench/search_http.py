@@ -76,7 +76,7 @@ class Server:
     def __init__(self, library: Path) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", SERVE, "serve", "--library", str(library), "--port", "0"],
+            [sys.executable, "-c", SERVE, "-v", "serve", "--library", str(library), "--port", "0"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
         )
         self.lines: list[str] = []
@@ -93,6 +93,15 @@ class Server:
                 self.stop()
                 raise RuntimeError("lookalike serve did not start:\n" + "".join(self.lines))
         threading.Thread(target=self._drain, daemon=True).start()
+
+    def wait_warm(self, timeout: float = 900) -> bool:
+        """Wait for `serve`'s warm-up (model, suggestions, queue order) to end: measured after it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any("warm-up done" in line or "could not prepare" in line for line in self.lines):
+                return True
+            time.sleep(0.2)
+        return False
 
     def _drain(self) -> None:
         for line in self.proc.stdout:
@@ -158,6 +167,7 @@ def measure(library: Path, n: int, uploads: list[bytes], *, quick: bool, clients
                                    for _ in range(count)]
     server = Server(library)
     try:
+        server.wait_warm()
         load(server.port, by_id(20) + by_upload(3), 1)  # warm-up: model, caches
         res = {
             "id_1": load(server.port, by_id(150 if quick else 400), 1),

@@ -122,7 +122,10 @@ def update_suggestions(settings: Settings, library, backbone, *, progress: bool)
     from search.searcher import Searcher
 
     labeller = LearningLabeller(Searcher(library, backbone), k=settings.k, temperature=settings.temperature)
-    labeller.refresh(progress=progress)
+    if labeller.is_stale():  # labels changed since the head was trained (or it never was): retrain
+        labeller.retrain()  # here, or the web would at its start (predicting every photo again)
+    else:
+        labeller.refresh(progress=progress)
     labeller.clusters()  # the labelling queue's clusters, by difference: the web's first queue is quick
 
 

@@ -66,6 +66,10 @@ def page_times(library: Path, image_id: int) -> tuple[dict[str, tuple[float, flo
     server = Server(library)
     out = {}
     try:
+        started = time.perf_counter()
+        server.wait_warm()
+        print(f"  serve's warm-up (model, suggestions, queue order): {time.perf_counter() - started:.1f}s",
+              flush=True)
         for page in PAGES:
             url = page.format(id=image_id)
             times, status = [], 0

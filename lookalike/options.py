@@ -122,9 +122,9 @@ def update_suggestions(settings: Settings, library, backbone, *, progress: bool)
     from search.searcher import Searcher
 
     labeller = LearningLabeller(Searcher(library, backbone), k=settings.k, temperature=settings.temperature)
-    if labeller.is_stale():  # labels changed since the head was trained (or it never was): retrain
-        labeller.retrain()  # here, or the web would at its start (predicting every photo again)
-    else:
+    if labeller.labels_changed():  # or no head yet: train it here rather than at the web's start
+        labeller.retrain()
+    else:  # new photos get k-NN votes now; the web retrains on the new vectors in the background
         labeller.refresh(progress=progress)
     labeller.clusters()  # the labelling queue's clusters, by difference: the web's first queue is quick
 

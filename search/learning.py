@@ -187,6 +187,11 @@ class LearningLabeller(Labeller):
         stored = self.stored()
         return stored[0] if stored else None
 
+    def labels_changed(self) -> bool:
+        """Whether the labels changed since the stored head was trained (or none was)."""
+        stored = self.stored()
+        return stored is None or stored[1]["fingerprint"]["labels"] != labels_fingerprint(self.library)
+
     def is_stale(self) -> bool:
         stored = self.stored()
         return stored is None or stored[1]["fingerprint"] != self.fingerprint()

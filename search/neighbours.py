@@ -243,14 +243,17 @@ class NeighbourLists:
                 found[rows], scores[rows] = without_self(cell_ids, cell_found, cell_scores, k)
                 done(len(cell_ids))
         else:
-            at = 0
+            parts, at = [], 0
             for chunk_ids, vectors in self.library.iter_vectors(chunk=CHUNK):
+                # Rows indexed since the index was loaded: the fingerprint check refuses these lists.
+                chunk_ids, vectors = chunk_ids[: n - at], vectors[: n - at]
                 chunk_scores, chunk_found = index.search(vectors, k + 1)
                 span = slice(at, at + len(chunk_ids))
                 found[span], scores[span] = without_self(chunk_ids, chunk_found, chunk_scores, k)
-                ids = np.concatenate([ids, chunk_ids])
+                parts.append(chunk_ids)
                 at += len(chunk_ids)
                 done(len(chunk_ids))
+            ids = np.concatenate(parts) if parts else ids
         bar.close()
         return ids, found[: len(ids)], scores[: len(ids)]
 

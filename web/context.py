@@ -72,7 +72,7 @@ def in_background(svc: Services, name: str, key: Any, compute, wait: float) -> J
     new key gets the running job back (its key differs) and starts its own once that one ends."""
     with svc.memo_lock:
         job = svc.jobs.get(name)
-        if job is None or (job.key != key and job.finished.is_set()):
+        if job is None or (job.finished.is_set() and (job.key != key or job.error is not None)):  # a failure: retried
             job = Job(key)
             svc.jobs[name] = job
 

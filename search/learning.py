@@ -106,7 +106,7 @@ def save_head(path, head: Head, fingerprint: dict) -> str:
         arrays.update(probe_mean=head.probe.mean, probe_weight=head.probe.weight, probe_bias=head.probe.bias)
     if head.projection is not None:
         arrays["projection"] = head.projection
-    tmp = path.with_name(path.name + ".tmp.npz")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp.npz")  # writers: the index, the web
     np.savez(tmp, **arrays)  # type: ignore[arg-type]
     os.replace(tmp, path)
     return token
@@ -156,6 +156,7 @@ class LearningLabeller(Labeller):
         self._head_stamp: tuple | None = None
         self._head: tuple[Head, dict] | None = None
         self._clusters: tuple[list[str], Clusters] | None = None
+        self._clusters_lock = threading.Lock()  # one fit at a time; requests wait for it
         self._order: tuple[object, npt.NDArray[np.int64]] | None = None
         self._train_lock = threading.Lock()  # one training at a time
         self.trainer = Debouncer(self.retrain, retrain_delay) if background else None
@@ -388,6 +389,10 @@ class LearningLabeller(Labeller):
         (CLUSTERS_FILE) and brought up to date by difference: photos added since are assigned to the
         stored centres, removed ones dropped; refitted when the cluster count the size asks for
         changes or most photos are new. A million photos: 30 s to fit, then milliseconds."""
+        with self._clusters_lock:
+            return self._current_clusters()
+
+    def _current_clusters(self) -> Clusters:
         fingerprint = self.library.vectors_fingerprint()
         if self._clusters is not None and self._clusters[0] == fingerprint:
             return self._clusters[1]

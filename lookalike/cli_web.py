@@ -70,17 +70,18 @@ def run_server(settings, *, open_browser: bool = False) -> None:
         interrupted = True
     finally:
         server.close()
-    if interrupted and warm_up.is_alive():
+    if interrupted:
         _exit_now()
 
 
 def _exit_now() -> NoReturn:
-    """Leave at once, skipping the interpreter's finalisation (Ctrl+C during the warm-up).
+    """Leave at once on Ctrl+C, skipping the interpreter's finalisation.
 
     At exit Python 3.11 ends daemon threads with pthread_exit(); one that is inside torch's C++ code
-    (building the model) unwinds through a noexcept frame and the process aborts ("terminate called
-    without an active exception", SIGABRT). Waiting for the warm-up instead held Ctrl+C up to a
-    minute on a busy machine. Nothing is left to save: the server is closed, SQLite commits as it goes.
+    (the warm-up building the model, a background retrain, the duplicates search) unwinds through a
+    noexcept frame and the process aborts ("terminate called without an active exception",
+    SIGABRT). Waiting for them instead held Ctrl+C up to a minute on a busy machine. Nothing is left
+    to save: the server is closed, SQLite commits as it goes, a retrain resumes on the next start.
     """
     logging.shutdown()
     sys.stdout.flush()

@@ -20,7 +20,8 @@ from sqlalchemy import insert
 from bench.label_simulation import DEFAULT_LIBRARY, DEFAULT_PHOTOS, load_corpus
 from indexer.library import Library
 from indexer.schema import INDEXED, Embedding, Image, Label, Meta, utcnow
-from search.head import BLEND, KNN, PROBE, PROJECTION, Head, torch_threads, train_head, train_probe, train_projection
+from indexer.torch_threads import torch_threads
+from search.head import BLEND, KNN, PROBE, PROJECTION, Head, train_head, train_probe, train_projection
 from search.knn import DEFAULT_K, DEFAULT_TEMPERATURE, NEIGHBOURS_STATE
 from search.learning import HEAD_FILE, LearningLabeller, save_head
 from search.searcher import Searcher

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from indexer.torch_threads import TORCH_LOCK
+
 if TYPE_CHECKING:  # torch is imported only by the code that runs it
     from indexer.backbone import Backbone
 
@@ -130,7 +132,8 @@ class TorchEngine:
 
         if isinstance(batch, np.ndarray):
             batch = torch.from_numpy(batch)
-        return self.backbone.embed_uint8(batch)
+        with TORCH_LOCK:  # never beside another thread's change of torch's thread count
+            return self.backbone.embed_uint8(batch)
 
 
 # -- OpenVINO: the CPU path ------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from indexer.torch_threads import torch_threads
 from search.head import (
     BLEND,
     KNN,
@@ -18,7 +19,6 @@ from search.head import (
     knn_tally,
     predicted,
     projected_knn,
-    torch_threads,
     train_head,
     train_probe,
     train_projection,

@@ -9,13 +9,12 @@ suggestions never pays torch's start-up.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
+from indexer.torch_threads import torch_threads
 from search.calibration import fit_temperature, threshold_for, with_temperature
 
 log = logging.getLogger(__name__)
@@ -35,20 +34,6 @@ PROJECTION_TEMPERATURE = 0.07  # the same scale as the k-NN vote's exp(sim / T)
 BLEND_WEIGHTS = (0.25, 0.5, 0.75)  # probe's share of the blend; the best one by cross-validation
 
 FloatArray = npt.NDArray[np.float32]
-
-
-@contextmanager
-def torch_threads(n: int = 1) -> Iterator[None]:
-    """Train on one thread: these problems are small, and on a busy machine more threads only spin
-    (a 300 x 1280 PCA took 4.4 s with the default team on 2 loaded cores, 0.13 s on one)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # -- k-NN votes as a matrix -------------------------------------------------------------------------

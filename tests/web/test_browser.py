@@ -18,6 +18,7 @@ from indexer.library import Library
 from indexer.schema import INDEXED, DuplicateChoice, Image, Label, SuggestedLabel
 from search.review import dismissed_pairs
 from tests.web.library_setup import ARTIFACTS, label_every_other, make_app, near_duplicate_of
+from web.context import EXTENSION
 
 playwright = pytest.importorskip("playwright.sync_api")
 from playwright.sync_api import expect  # noqa: E402
@@ -49,6 +50,8 @@ def live_server(live_library, backbone):
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
     thread.join(timeout=10)
+    trainer = app.extensions[EXTENSION].labeller.trainer
+    assert trainer.close(timeout=120), "the background retraining did not finish"  # before the library closes
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import threading
 import webbrowser
@@ -59,7 +60,14 @@ def run_server(settings, *, open_browser: bool = False) -> None:
     # Load the model and the stored neighbour lists while the first pages are browsed, so the
     # first upload and the first labelling queue are quick.
     warm_up = threading.Thread(target=_warm_up, args=(svc.searcher, svc.labeller), daemon=True)
-    interrupted = False
+    # waitress's run() catches the KeyboardInterrupt of Ctrl+C and returns: note the signal itself.
+    interrupted = threading.Event()
+
+    def on_ctrl_c(signum, frame):
+        interrupted.set()
+        signal.default_int_handler(signum, frame)  # raises KeyboardInterrupt, as without this handler
+
+    previous = signal.signal(signal.SIGINT, on_ctrl_c)
     try:
         warm_up.start()
         click.echo(f"serving {settings.library} on {url} (Ctrl+C to stop)")
@@ -67,10 +75,12 @@ def run_server(settings, *, open_browser: bool = False) -> None:
             threading.Timer(0.5, webbrowser.open, args=(url,)).start()
         server.run()
     except KeyboardInterrupt:
-        interrupted = True
+        pass  # Ctrl+C before waitress's loop began
     finally:
         server.close()
-    if interrupted:
+        signal.signal(signal.SIGINT, previous)
+    if interrupted.is_set():
+        click.echo("stopped (Ctrl+C)", err=True)
         _exit_now()
 
 

@@ -32,7 +32,7 @@ from indexer.library import Library
 from indexer.schema import INDEXED, Image, Meta, Neighbour, NeighbourSource
 from indexer.vectors import FLAT, IVF_PQ, IVF_SQ8, VectorIndex
 from search import cell_lists
-from search.searcher import Searcher
+from search.searcher import Searcher, SearchHit
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,28 @@ class NeighbourLists:
         state = self.state()
         source = self.searcher.source
         return source is not None and state.get("k", 0) >= min_k and state.get("vectors") == source
+
+    def read(self, image_id: int, k: int) -> list[SearchHit] | None:
+        """An image's k nearest neighbours from its stored list, best first, when the lists are current
+        and hold k entries (None otherwise: search the index instead).
+
+        The lists are what a search of the loaded index finds: exact on a flat index, at the index's
+        recall target on the others. One indexed read instead of a vector read and an index search.
+        """
+        source = self.searcher.source
+        if source is None:
+            return None
+        with self.library.engine.connect() as conn:  # one read transaction: state and list agree
+            state = conn.exec_driver_sql("SELECT value FROM meta WHERE key = ?", (NEIGHBOURS_STATE,)).scalar()
+            if state is None:
+                return None
+            built = json.loads(state)
+            if built.get("vectors") != source or built.get("k", 0) < k:
+                return None
+            rows = conn.exec_driver_sql(
+                "SELECT neighbour_id, score FROM neighbours WHERE image_id = ? AND rank < ? ORDER BY rank",
+                (int(image_id), int(k))).all()
+        return [SearchHit(int(i), float(score)) for i, score in rows] or None
 
     def delta(self) -> Delta:
         """What changed in the indexed vectors since the lists were built (by `indexed_at`)."""

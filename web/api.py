@@ -76,16 +76,18 @@ def get_one(image_id: int):
 
 @bp.get("/images/<int:image_id>/neighbours")
 def neighbours(image_id: int):
-    row = get_image(image_id)
-    if row.status != INDEXED:
-        abort(409, description=f"image {image_id} has no vector ({row.status}): nothing to compare")
     k = k_arg()
-    searcher = services().searcher
-    searcher.reload()  # one stat() unless the indexer rewrote the index
-    try:
-        hits = searcher.by_id(image_id, k=k)
-    except NotFound:
-        abort(409, description=f"image {image_id} is not in the search index yet")
+    svc = services()
+    svc.searcher.reload()  # one stat() unless the indexer rewrote the index
+    hits = svc.labeller.neighbours.read(image_id, k)  # the stored list, while it matches the index
+    if hits is None:
+        row = get_image(image_id)
+        if row.status != INDEXED:
+            abort(409, description=f"image {image_id} has no vector ({row.status}): nothing to compare")
+        try:
+            hits = svc.searcher.by_id(image_id, k=k)
+        except NotFound:
+            abort(409, description=f"image {image_id} is not in the search index yet")
     return jsonify(query=image_id, k=k, results=results(hits))
 
 

@@ -11,10 +11,12 @@ from click.testing import CliRunner
 from PIL import Image as PILImage
 from sqlalchemy import select, update
 
-from indexer.schema import INDEXED, Image, Label
+from indexer.schema import INDEXED, Image, Label, Meta, Neighbour
 from lookalike.cli import main
+from search.neighbours import NEIGHBOURS_STATE
 from tests.conftest import SAMPLES, TEST_DATA
 from tests.web.library_setup import jpeg_bytes, make_app, near_duplicate_of, stored_label
+from web.context import EXTENSION
 
 BAD = TEST_DATA / "bad"
 
@@ -170,6 +172,31 @@ def test_neighbours_rank_by_score_exclude_the_query_and_cap_k(client, library):
     assert sum(r["image"]["folder"] == "shoes" for r in body["results"]) >= 5  # real similarity
     capped = client.get(f"/api/images/{image_id}/neighbours?k=100000").get_json()
     assert capped["k"] == 200 and len(capped["results"]) == 119
+
+
+def test_neighbours_come_from_the_stored_list_while_it_matches_the_index(app, client, library):
+    labeller = app.extensions[EXTENSION].labeller
+    labeller.refresh()  # the lists, built from the loaded index
+    image_id = first_id(library, Image.folder == "hat")
+    searched = labeller.searcher.by_id(image_id, k=10)
+    body = client.get(f"/api/images/{image_id}/neighbours?k=10").get_json()
+    assert [r["image"]["id"] for r in body["results"]] == [h.image_id for h in searched]  # flat: exact
+
+    # A mark in the stored list shows through: the answer is read from it, not searched.
+    with library.Session.begin() as s:
+        s.execute(update(Neighbour).where(Neighbour.image_id == image_id, Neighbour.rank == 0)
+                  .values(score=0.123))
+    body = client.get(f"/api/images/{image_id}/neighbours?k=10").get_json()
+    assert body["results"][0]["score"] == 0.123
+
+    # Lists built from other vectors than the loaded index's, or shorter than k: the index is searched.
+    longer = client.get(f"/api/images/{image_id}/neighbours?k=30").get_json()
+    assert longer["results"][0]["score"] == round(searched[0].score, 4)
+    with library.Session.begin() as s:
+        state = s.get(Meta, NEIGHBOURS_STATE)
+        state.value = json.dumps({**json.loads(state.value), "vectors": ["other"]})
+    body = client.get(f"/api/images/{image_id}/neighbours?k=10").get_json()
+    assert [r["score"] for r in body["results"]] == [round(h.score, 4) for h in searched]
 
 
 def test_suggestion_shows_the_votes(client, library):

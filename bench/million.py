@@ -1,7 +1,7 @@
 """A library of a million photos: add 100 real photos with `lookalike index`, then search it through HTTP.
 
     python -m bench.synthetic --size 1000000 --library L --photos P    # build it first (timed there)
-    python -m bench.million --library L --photos P
+    python -m bench.million --library L --photos P [--search-only]
 
 Prints the index run's wall time less its embedding time (the suggestions of the new photos are
 updated in the same command, and counted here), each web page's first and second response time,
@@ -115,16 +115,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photos", type=Path, required=True)
     parser.add_argument("--add", type=int, default=100)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--search-only", action="store_true", help="only the search by id and by upload")
     args = parser.parse_args(argv)
     from bench.machine import describe
 
     print(" ".join(f"{k}={v}" for k, v in describe().items()), flush=True)
-    facts = add_photos(args.library, args.photos, args.add)
-    print(f"add {args.add}: {facts}; beyond embedding {facts['wall_s'] - facts['embed_s']:.1f}s", flush=True)
-    count, suggested = new_suggestions(args.library, facts["folder"])
-    print(f"the new photos' suggestions: {suggested} of {count} stored when the command returned", flush=True)
-    _, (rss, peak) = page_times(args.library, image_id=1)
-    print(f"pages served with RSS {rss:.0f} MB (peak {peak:.0f} MB)", flush=True)
+    if not args.search_only:
+        facts = add_photos(args.library, args.photos, args.add)
+        print(f"add {args.add}: {facts}; beyond embedding {facts['wall_s'] - facts['embed_s']:.1f}s", flush=True)
+        count, suggested = new_suggestions(args.library, facts["folder"])
+        print(f"the new photos' suggestions: {suggested} of {count} stored when the command returned", flush=True)
+        _, (rss, peak) = page_times(args.library, image_id=1)
+        print(f"pages served with RSS {rss:.0f} MB (peak {peak:.0f} MB)", flush=True)
     uploads = [p.read_bytes() for p in sorted(CORPUS.rglob("*.jpg"))[:20]]
     from indexer.library import Library
 

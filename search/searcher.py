@@ -7,18 +7,17 @@ import os
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image as PILImage
-from sqlalchemy import select
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session
 
 from indexer.imageio import load_image, to_rgb
 from indexer.library import Library, LibraryError
-from indexer.schema import Image
 from indexer.settings import Settings
 from indexer.vectors import VectorIndex
 
@@ -221,8 +220,8 @@ class Searcher:
 
     # -- rows ---------------------------------------------------------------------------------------
 
-    def fetch(self, session: Session, hits: list[SearchHit]) -> list[tuple[Image, float]]:
-        """The hits' Image rows in rank order with their scores, in one query.
+    def fetch(self, session: Session, hits: list[SearchHit]) -> list[tuple[ImageRow, float]]:
+        """The hits' rows in rank order with their scores, in one query.
 
         Rows deleted since the search are left out.
         """
@@ -244,14 +243,55 @@ def hits_from_row(
     return hits
 
 
-def fetch_images(session: Session, hits: list[SearchHit]) -> list[tuple[Image, float]]:
+@dataclass(frozen=True, slots=True)
+class LabelRow:
+    label: str
+    source: str
+    set_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRow:
+    """An image's row as results show it, read without the ORM: a search shows 20 of them per
+    request, and 20 ORM objects (with their labels) took ~1 ms of a 5 ms answer at a million photos."""
+
+    id: int
+    path: str
+    folder: str
+    size: int
+    mtime: float
+    hash: str | None
+    width: int | None
+    height: int | None
+    format: str | None
+    taken_at: datetime | None
+    camera: str | None
+    added_at: datetime | None
+    status: str
+    error: str | None
+    label: LabelRow | None
+
+
+_ROWS_SQL = (
+    "SELECT i.id, i.path, i.folder, i.size, i.mtime, i.hash, i.width, i.height, i.format, i.taken_at, "
+    "i.camera, i.added_at, i.status, i.error, l.label, l.source, l.set_at "
+    "FROM images i LEFT JOIN labels l ON l.image_id = i.id WHERE i.id IN ({})"
+)
+
+
+def fetch_images(session: Session, hits: list[SearchHit]) -> list[tuple[ImageRow, float]]:
     if not hits:
         return []
-    # One IN query, put back in rank order here (a CASE over the ids cost ~1 ms to build per request).
-    rows = session.scalars(
-        select(Image)
-        .where(Image.id.in_([h.image_id for h in hits]))
-        .options(joinedload(Image.label))  # callers show labels: joined in, not one query per row
-    ).all()
-    by_id = {row.id: row for row in rows}
+    ids = tuple(h.image_id for h in hits)
+    rows = session.connection().exec_driver_sql(_ROWS_SQL.format(",".join("?" * len(ids))), ids)
+    by_id = {}
+    for r in rows:
+        label = LabelRow(r[14], r[15], _when(r[16])) if r[14] is not None else None
+        by_id[r[0]] = ImageRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], _when(r[9]), r[10],
+                               _when(r[11]), r[12], r[13], label)
     return [(by_id[h.image_id], h.score) for h in hits if h.image_id in by_id]
+
+
+def _when(value: str | None) -> datetime | None:
+    """A DateTime column as SQLAlchemy stores it in SQLite ('2026-11-24 10:00:00.000000')."""
+    return datetime.fromisoformat(value) if value else None

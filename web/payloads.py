@@ -10,6 +10,7 @@ from flask import g, url_for
 
 from indexer.schema import INDEXED, Image
 from search.knn import Suggestion
+from search.searcher import ImageRow
 from web.thumbs import version_of
 
 
@@ -33,7 +34,7 @@ def _url_patterns() -> dict[str, str]:
     return patterns
 
 
-def image_urls(row: Image) -> dict[str, str | None]:
+def image_urls(row: Image | ImageRow) -> dict[str, str | None]:
     version = quote(version_of(row), safe="")
     shown = row.status != "failed"
     urls: dict[str, str | None] = {key: url.replace(str(_ID), str(row.id)) for key, url in _url_patterns().items()}
@@ -42,7 +43,7 @@ def image_urls(row: Image) -> dict[str, str | None]:
     return urls
 
 
-def image_payload(row: Image) -> dict:
+def image_payload(row: Image | ImageRow) -> dict:
     label = row.label
     return {
         "id": row.id,
@@ -67,7 +68,7 @@ def image_payload(row: Image) -> dict:
     }
 
 
-def result_payload(row: Image, score: float) -> dict:
+def result_payload(row: Image | ImageRow, score: float) -> dict:
     return {"score": round(float(score), 4), "image": image_payload(row)}
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from indexer.imageio import ImageError, load_image
 from indexer.scan import OutsideRoot, open_inside
 from indexer.schema import Image
+from search.searcher import ImageRow
 
 # Longest side in pixels. "small" fills a grid cell on a 2x screen, "large" the photo page.
 SIZES = {"small": 360, "large": 1600}
@@ -31,7 +32,7 @@ def original_path(root: Path, rel: str) -> Path:
     return open_inside(root, path)
 
 
-def version_of(row: Image) -> str:
+def version_of(row: Image | ImageRow) -> str:
     """Changes whenever the file's content does: part of the cache file name and the ETag."""
     if row.hash:
         return row.hash[:16]

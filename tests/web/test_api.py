@@ -181,6 +181,10 @@ def test_neighbours_come_from_the_stored_list_while_it_matches_the_index(app, cl
     searched = labeller.searcher.by_id(image_id, k=10)
     body = client.get(f"/api/images/{image_id}/neighbours?k=10").get_json()
     assert [r["image"]["id"] for r in body["results"]] == [h.image_id for h in searched]  # flat: exact
+    # Results are read without the ORM: each shows exactly what the image's own answer shows.
+    assert any(r["image"]["label"] for r in body["results"])
+    for r in body["results"]:
+        assert r["image"] == client.get(f"/api/images/{r['image']['id']}").get_json()
 
     # A mark in the stored list shows through: the answer is read from it, not searched.
     with library.Session.begin() as s:

@@ -67,7 +67,11 @@ def run_server(settings, *, open_browser: bool = False) -> None:
         interrupted.set()
         signal.default_int_handler(signum, frame)  # raises KeyboardInterrupt, as without this handler
 
-    previous = signal.signal(signal.SIGINT, on_ctrl_c)
+    # Only over Python's own handler: a process started with Ctrl+C ignored (a script's background
+    # job) keeps ignoring it.
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.default_int_handler:
+        signal.signal(signal.SIGINT, on_ctrl_c)
     try:
         warm_up.start()
         click.echo(f"serving {settings.library} on {url} (Ctrl+C to stop)")
@@ -78,7 +82,8 @@ def run_server(settings, *, open_browser: bool = False) -> None:
         pass  # Ctrl+C before waitress's loop began
     finally:
         server.close()
-        signal.signal(signal.SIGINT, previous)
+        if previous is signal.default_int_handler:
+            signal.signal(signal.SIGINT, previous)
     if interrupted.is_set():
         click.echo("stopped (Ctrl+C)", err=True)
         _exit_now()

@@ -123,9 +123,7 @@ class NeighbourLists:
 
     def current(self, min_k: int) -> bool:
         """Whether the stored lists hold at least `min_k` entries and match the loaded index."""
-        state = self.state()
-        source = self.searcher.source
-        return source is not None and state.get("k", 0) >= min_k and state.get("vectors") == source
+        return _built_from(self.state(), self.searcher.source, min_k)
 
     def read(self, image_id: int, k: int) -> list[SearchHit] | None:
         """An image's k nearest neighbours from its stored list, best first, when the lists are current
@@ -134,15 +132,9 @@ class NeighbourLists:
         The lists are what a search of the loaded index finds: exact on a flat index, at the index's
         recall target on the others. One indexed read instead of a vector read and an index search.
         """
-        source = self.searcher.source
-        if source is None:
-            return None
         with self.library.engine.connect() as conn:  # one read transaction: state and list agree
             state = conn.exec_driver_sql("SELECT value FROM meta WHERE key = ?", (NEIGHBOURS_STATE,)).scalar()
-            if state is None:
-                return None
-            built = json.loads(state)
-            if built.get("vectors") != source or built.get("k", 0) < k:
+            if not _built_from(json.loads(state) if state else {}, self.searcher.source, k):
                 return None
             rows = conn.exec_driver_sql(
                 "SELECT neighbour_id, score FROM neighbours WHERE image_id = ? AND rank < ? ORDER BY rank",
@@ -399,6 +391,11 @@ def stored_pairs(library: Library, min_score: float, k: int) -> dict[tuple[int, 
             "SELECT image_id, neighbour_id, score FROM neighbours WHERE rank < ? AND score >= ?",
             (int(k), float(min_score)))
         return {(a, b) if a < b else (b, a): score for a, b, score in rows}
+
+
+def _built_from(state: dict, source: list[str] | None, min_k: int) -> bool:
+    """Whether lists with this stored state hold `min_k` entries built from the vectors `source`."""
+    return source is not None and state.get("k", 0) >= min_k and state.get("vectors") == source
 
 
 class _Moved(Exception):

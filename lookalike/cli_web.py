@@ -61,11 +61,15 @@ def run_server(settings, *, open_browser: bool = False) -> None:
     # first upload and the first labelling queue are quick.
     warm_up = threading.Thread(target=_warm_up, args=(svc.searcher, svc.labeller), daemon=True)
     # waitress's run() catches the KeyboardInterrupt of Ctrl+C and returns: note the signal itself.
-    interrupted = threading.Event()
+    # A plain flag, no lock: a second Ctrl+C runs this handler inside the first one. It changes
+    # nothing: the server is already on its way out.
+    interrupted = False
 
     def on_ctrl_c(signum, frame):
-        interrupted.set()
-        signal.default_int_handler(signum, frame)  # raises KeyboardInterrupt, as without this handler
+        nonlocal interrupted
+        if not interrupted:
+            interrupted = True
+            signal.default_int_handler(signum, frame)  # raises KeyboardInterrupt, as without this handler
 
     # Only over Python's own handler: a process started with Ctrl+C ignored (a script's background
     # job) keeps ignoring it.
@@ -84,7 +88,7 @@ def run_server(settings, *, open_browser: bool = False) -> None:
         server.close()
         if previous is signal.default_int_handler:
             signal.signal(signal.SIGINT, previous)
-    if interrupted.is_set():
+    if interrupted:
         click.echo("stopped (Ctrl+C)", err=True)
         _exit_now()
 

@@ -75,6 +75,24 @@ def test_serve_runs_waitress_on_loopback(sample_library_dir):
     assert "stopped (Ctrl+C)" in output
 
 
+def test_ctrl_c_twice_still_leaves_cleanly(sample_library_dir):
+    """A second Ctrl+C while the first is being handled (an impatient person, or `timeout` passing
+    the signal on) once deadlocked the handler: the server must still leave with status 0."""
+    proc, url = start(["serve", "--library", str(sample_library_dir), "--port", "0"])
+    get_json(url + "api/status")  # inside waitress's loop
+    proc.send_signal(2)
+    proc.send_signal(2)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    proc.reader.join(timeout=30)  # type: ignore[attr-defined]
+    output = "".join(proc.output)  # type: ignore[attr-defined]
+    assert proc.returncode == 0, output
+    assert "stopped (Ctrl+C)" in output and "Traceback" not in output
+
+
 def test_up_indexes_a_folder_then_serves_it(tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -124,7 +142,17 @@ def test_up_with_the_samples_labels_half_of_them(tmp_path, monkeypatch):
         lib.close()
 
 
-def test_serving_beyond_loopback_without_a_token_warns(sample_library_dir, monkeypatch):
+@pytest.fixture
+def no_warm_up(monkeypatch):
+    """In-process `serve` with a stand-in server: its warm-up thread would outlive the command in
+    pytest's process (loading the model while later tests import, which broke CPython 3.11.7's AST
+    state: "AST constructor recursion depth mismatch" at pytest's exit). Recorded, not run."""
+    started = []
+    monkeypatch.setattr(cli_web, "_warm_up", lambda searcher, labeller: started.append(searcher))
+    return started
+
+
+def test_serving_beyond_loopback_without_a_token_warns(sample_library_dir, monkeypatch, no_warm_up):
     made = {}
 
     class FakeServer:
@@ -145,6 +173,7 @@ def test_serving_beyond_loopback_without_a_token_warns(sample_library_dir, monke
     result = CliRunner().invoke(main, ["serve", "--library", str(sample_library_dir), "--host", "0.0.0.0"])
     assert result.exit_code == 0, result.output
     assert made["host"] == "0.0.0.0" and made["port"] == 5000 and made["ran"] and made["closed"]
+    assert len(no_warm_up) == 1  # the warm-up was started beside the server
     assert "without LOOKALIKE_TOKEN" in result.output
     assert "on http://127.0.0.1:8765/" in result.output
 
@@ -165,7 +194,7 @@ def test_ctrl_c_during_the_warm_up_stops_at_once(sample_library_dir, tmp_path):
     assert "terminate called" not in output and "Traceback" not in output
 
 
-def test_serve_warns_beyond_loopback_only(sample_library_dir, monkeypatch):
+def test_serve_warns_beyond_loopback_only(sample_library_dir, monkeypatch, no_warm_up):
     """One definition of loopback: no warning on any 127.x address, ::1 or localhost."""
     monkeypatch.setattr(waitress, "create_server", lambda app, **kw: _NoServer())
     monkeypatch.delenv("LOOKALIKE_TOKEN", raising=False)

@@ -74,8 +74,10 @@ class Probe:
     bias: FloatArray  # [C]
 
     def probabilities(self, vectors: FloatArray) -> npt.NDArray[np.float64]:
-        logits = ((vectors - self.mean) / self.scale) @ self.weight + self.bias
-        return softmax(logits.astype(np.float64))
+        # float64 products: BLAS sums a float32 product in an order that depends on the batch's
+        # shape, which moved confidences by ~1e-6 between a chunked and a whole pass.
+        x = (vectors.astype(np.float64) - self.mean) / self.scale
+        return softmax(x @ self.weight.astype(np.float64) + self.bias)
 
 
 def train_probe(vectors: FloatArray, codes: npt.NDArray[np.int64], n_classes: int) -> Probe:
@@ -141,10 +143,12 @@ def train_projection(vectors: FloatArray, codes: npt.NDArray[np.int64], seed: in
     return a.detach().numpy()
 
 
-def project(vectors: FloatArray, projection: FloatArray) -> FloatArray:
-    z = vectors @ projection
+def project(vectors: FloatArray, projection: FloatArray) -> npt.NDArray[np.float64]:
+    """Unit vectors in the learned projection, in float64 so a row's value does not depend on the
+    shape of the batch it came in (float32 BLAS sums in a shape-dependent order)."""
+    z = vectors.astype(np.float64) @ projection.astype(np.float64)
     norms = np.linalg.norm(z, axis=1, keepdims=True)
-    return (z / np.maximum(norms, 1e-12)).astype(np.float32)
+    return z / np.maximum(norms, 1e-12)
 
 
 def softmax(logits: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:

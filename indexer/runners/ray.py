@@ -152,14 +152,17 @@ class RayRunner:
         report: IndexReport | None = None,
     ) -> Iterator[EmbeddedBatch]:
         self._connect()
-        if report is not None:  # what the workers run: the engine auto picks on their CPUs
-            choice = choose_engine(engine, backbone.device.type, backbone.precision)
-            report.engine = f"{choice.name} {backbone.precision} on ray"
         ray = self.ray
         resources = ray.cluster_resources()
         gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
-        spec = {"name": backbone.name, "weights": backbone.weights, "device": "cuda" if gpus else "cpu",
-                "precision": "auto"}
+        device = "cuda" if gpus else "cpu"
+        # The actors run exactly the engine and precision the driver chose and the library records
+        # (the driver's resolved precision, never "auto": a worker's CPU may decide otherwise).
+        engine = choose_engine(engine, device, backbone.precision).name
+        if report is not None:
+            report.engine = f"{engine} {backbone.precision} on ray"
+        spec = {"name": backbone.name, "weights": backbone.weights, "device": device,
+                "precision": backbone.precision}
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the driver shows its own bar
         logging.getLogger("ray.data").setLevel(logging.WARNING)

@@ -146,7 +146,9 @@ def test_duplicates_json_and_text(run, sample_library):
     assert sizes == sorted(sizes, reverse=True)
     for g in groups:
         assert g["kind"] == "similar" and len(g["paths"]) == len(g["image_ids"])
-        assert all(score > 0.8 for _, _, score in g["pairs"])
+        # The tier holds pairs at the threshold or above, and the JSON rounds scores to 4 decimals: a
+        # pair at 0.80003 prints as 0.8 (seen with bf16 vectors, whose scores land elsewhere than fp32's).
+        assert all(score >= 0.8 for _, _, score in g["pairs"])
         assert g["keep"]["image_id"] in g["image_ids"] and g["keep"]["reason"]
     result = run("duplicates", "--library", sample_library.path)
     # The 120 sample photos are all different pictures: no copies among them.

@@ -9,9 +9,9 @@ takes its suggestion. After each round we count the photos whose label (hand or 
 right, and report how many hand labels it took to reach 90, 95 and 98 % of the collection, for:
   random   + k-NN     (the baseline: no queue)
   margin   + k-NN     (today's queue: lowest margin first, photos with no vote last)
-  coverage + learned  (search.queue_order + the head chosen by cross-validation, search.learning)
+  coverage + learned  (search.labelling.queue_order + the head chosen by cross-validation, search.labelling.learning)
 k-NN is today's labeller: each photo's 20 nearest photos, the labelled ones voting exp(sim / 0.07).
-It also reports accuracy on the unlabelled rest with 10 labels per class (search.compare.few_labels).
+It also reports accuracy on the unlabelled rest with 10 labels per class (search.labelling.compare.few_labels).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from search.head import train_head
-from search.knn import DEFAULT_K, DEFAULT_TEMPERATURE
-from search.queue_order import kmeans, queue_order
+from search.labelling.labeller import DEFAULT_K, DEFAULT_TEMPERATURE
+from search.labelling.learned_head import train_head
+from search.labelling.queue_order import kmeans, queue_order
 
 log = logging.getLogger(__name__)
 
@@ -129,12 +129,12 @@ def simulate(
 def load_corpus(library_path: Path, photos: Path):
     """(vectors, truth codes, class names) of the indexed corpus, indexing it first if needed."""
     from indexer.library import Library
-    from search.learning import labelled_set
+    from search.labelling.learning import labelled_set
 
     if not (library_path / "library.db").exists():
         from indexer.backbone import Backbone
         from indexer.pipeline import index_folder
-        from search.labels import import_folders
+        from search.labelling.labels import import_folders
 
         library_path.mkdir(parents=True, exist_ok=True)
         with Library(library_path, create=True) as lib:
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
-    from search.compare import few_labels
+    from search.labelling.compare import few_labels
 
     vectors, truth, classes = load_corpus(args.library, args.photos)
     n = len(truth)

@@ -21,9 +21,9 @@ from bench.label_simulation import DEFAULT_LIBRARY, DEFAULT_PHOTOS, load_corpus
 from indexer.library import Library
 from indexer.schema import INDEXED, Embedding, Image, Label, Meta, utcnow
 from indexer.torch_threads import torch_threads
-from search.head import BLEND, KNN, PROBE, PROJECTION, Head, train_head, train_probe, train_projection
-from search.knn import DEFAULT_K, DEFAULT_TEMPERATURE, NEIGHBOURS_STATE
-from search.learning import HEAD_FILE, LearningLabeller, save_head
+from search.labelling.labeller import DEFAULT_K, DEFAULT_TEMPERATURE, NEIGHBOURS_STATE
+from search.labelling.learned_head import BLEND, KNN, PROBE, PROJECTION, Head, train_head, train_probe, train_projection
+from search.labelling.learning import HEAD_FILE, LearningLabeller, save_head
 from search.searcher import Searcher
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 
 from indexer.backbone import Preprocess
+from indexer.hashes import ImageSignals, compute_signals
 from indexer.imageio import ImageError, load_image
 from indexer.scan import OutsideRoot, open_inside
-from indexer.signals import ImageSignals, compute_signals
 
 
 @dataclass(frozen=True)

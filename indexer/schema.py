@@ -210,7 +210,7 @@ class VerifiedPair(Base):
     hash_b: Mapped[str] = mapped_column(String, primary_key=True)
     inliers: Mapped[int] = mapped_column(Integer)
     correlation: Mapped[float] = mapped_column(Float)
-    version: Mapped[int] = mapped_column(Integer)  # search.duplicates.VERIFY_VERSION
+    version: Mapped[int] = mapped_column(Integer)  # search.duplicates.candidates.VERIFY_VERSION
 
 
 class DuplicateChoice(Base):

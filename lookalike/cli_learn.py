@@ -14,7 +14,7 @@ def _echo_json(value: object) -> None:
 
 
 def _labeller(lib, settings):
-    from search.learning import LearningLabeller
+    from search.labelling.learning import LearningLabeller
     from search.searcher import Searcher
 
     return LearningLabeller(Searcher(lib), k=settings.k, temperature=settings.temperature)
@@ -39,8 +39,8 @@ def learn(library, as_json):
     """Train the labeller on the library's labels now and compare its methods by cross-validation."""
     import time
 
-    from search.head import TARGET_PRECISION
-    from search.learning import labelled_set
+    from search.labelling.learned_head import TARGET_PRECISION
+    from search.labelling.learning import labelled_set
 
     settings = settings_from(library=library)
     with open_library(settings) as lib:

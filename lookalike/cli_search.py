@@ -12,7 +12,7 @@ import click
 from lookalike.options import backbone_options, library_option, open_library, setting_type, settings_from
 
 # Repeated in the help text so `lookalike --help` need not import FAISS; a test keeps them equal.
-DEFAULT_DUPLICATE_THRESHOLD = 0.9  # search.duplicates.SIMILAR_THRESHOLD
+DEFAULT_DUPLICATE_THRESHOLD = 0.9  # search.duplicates.candidates.SIMILAR_THRESHOLD
 
 
 def _echo_json(value: object) -> None:
@@ -116,7 +116,7 @@ def labels():
 @library_option
 def labels_import(csv_file, folders, overwrite, library):
     """Labels from CSV_FILE (path,label columns; paths relative to the photo root) or from --folders."""
-    from search.labels import LabelFileError, import_csv, import_folders
+    from search.labelling.labels import LabelFileError, import_csv, import_folders
 
     if bool(csv_file) == bool(folders):
         raise click.UsageError("give either CSV_FILE or --folders")
@@ -139,7 +139,7 @@ def labels_import(csv_file, folders, overwrite, library):
 @library_option
 def labels_export(csv_file, library):
     """Write every label to CSV_FILE (path,label,source,set_at)."""
-    from search.labels import export_csv
+    from search.labelling.labels import export_csv
 
     try:
         with open_library(settings_from(library=library)) as lib:
@@ -154,7 +154,7 @@ def labels_export(csv_file, library):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def labels_counts(library, as_json):
     """Images per label."""
-    from search.labels import label_counts
+    from search.labelling.labels import label_counts
 
     with open_library(settings_from(library=library)) as lib:
         with lib.Session() as s:
@@ -224,8 +224,8 @@ def eval_(
     from indexer.backbone import Backbone, BackboneError
     from indexer.engines import EngineError
     from indexer.library import Library, LibraryError
-    from search.evaluate import EvalError, evaluate
-    from search.labels import import_folders
+    from search.labelling.evaluate import EvalError, evaluate
+    from search.labelling.labels import import_folders
 
     settings = settings_from(
         library=library,
@@ -318,9 +318,9 @@ def eval_(
 
 def compare_methods(lib, settings, labels_per_class: int | None) -> dict:
     """k-NN, probe, projection k-NN and blend side by side (and with N labels per class)."""
-    from search.compare import cross_validated, few_labels
-    from search.head import CV_FOLDS, choose_from
-    from search.learning import labelled_set
+    from search.labelling.compare import cross_validated, few_labels
+    from search.labelling.learned_head import CV_FOLDS, choose_from
+    from search.labelling.learning import labelled_set
 
     data = labelled_set(lib)
     accuracy = cross_validated(data.vectors, data.labels, settings.k, settings.temperature)
@@ -368,8 +368,8 @@ def duplicates(library, kind, threshold, as_json, remove_csv, move_to):
     """Groups of near-duplicate photos, largest first, each with the copy to keep."""
     if threshold is not None and kind == "copies":
         raise click.UsageError("--threshold sets the similar tier's cosine: add --kind similar")
-    from search.duplicates import SIMILAR_THRESHOLD, find_tiers, groups_of
-    from search.review import ReviewError, dismissed_pairs, move_files, plan_csv, removal_plan, review
+    from search.duplicates.candidates import SIMILAR_THRESHOLD, find_tiers, groups_of
+    from search.duplicates.review import ReviewError, dismissed_pairs, move_files, plan_csv, removal_plan, review
 
     with open_library(settings_from(library=library)) as lib:
         tiers = find_tiers(lib, similar_threshold=SIMILAR_THRESHOLD if threshold is None else threshold)

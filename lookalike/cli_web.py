@@ -135,7 +135,7 @@ def label_half_of_samples(library) -> int:
     from sqlalchemy import func, select
 
     from indexer.schema import IMPORTED, INDEXED, Image, Label
-    from search.labels import set_label
+    from search.labelling.labels import set_label
 
     with library.Session.begin() as s:
         if s.scalar(select(func.count()).select_from(Label)):

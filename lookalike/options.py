@@ -118,7 +118,7 @@ def update_suggestions(settings: Settings, library, backbone, *, progress: bool)
     """Bring the neighbour lists and suggestions up to date after a run (by difference once they
     exist): the new photos' suggestions are there at once, and the web has nothing to redo. The
     web's labeller, so that what is stored is what the web would store."""
-    from search.learning import LearningLabeller
+    from search.labelling.learning import LearningLabeller
     from search.searcher import Searcher
 
     labeller = LearningLabeller(Searcher(library, backbone), k=settings.k, temperature=settings.temperature)

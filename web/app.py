@@ -10,11 +10,11 @@ from flask.json.provider import DefaultJSONProvider
 
 from indexer.library import Library
 from indexer.settings import Settings
-from search.learning import LearningLabeller
+from search.labelling.learning import LearningLabeller
 from search.searcher import Searcher
 from web.context import EXTENSION, Services, close_session
+from web.duplicates import DUPLICATES_WAIT
 from web.ids import IdConverter
-from web.review import DUPLICATES_WAIT
 from web.thumbs import Thumbnails
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from indexer.library import Library
 from indexer.settings import Settings
-from search.learning import LearningLabeller
+from search.labelling.learning import LearningLabeller
 from search.searcher import Searcher
 from web.thumbs import Thumbnails
 

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from indexer.schema import INDEXED, Image, Label
 from indexer.settings import Settings
-from search.labels import set_label
+from search.labelling.labels import set_label
 from search.searcher import Searcher
 from web import create_app
 

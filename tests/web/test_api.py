@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 
 from indexer.schema import INDEXED, Image, Label, Meta, Neighbour
 from lookalike.cli import main
-from search.neighbours import NEIGHBOURS_STATE
+from search.neighbour_lists import NEIGHBOURS_STATE
 from tests.conftest import SAMPLES, TEST_DATA
 from tests.web.library_setup import jpeg_bytes, make_app, near_duplicate_of, stored_label
 from web.context import EXTENSION

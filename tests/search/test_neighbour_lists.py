@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import delete, select, update
 
 from indexer.schema import INDEXED, Embedding, Image, Label, Neighbour, SuggestedLabel, utcnow
-from search.knn import Labeller
-from search.neighbours import top_k
+from search.labelling.labeller import Labeller
+from search.neighbour_lists import top_k
 from search.searcher import Searcher
 from tests.search.conftest import unit
 

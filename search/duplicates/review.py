@@ -20,7 +20,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from indexer.schema import DismissedPair, DuplicateChoice, Image, utcnow
-from search.duplicates import KINDS, DuplicateGroup
+from search.duplicates.candidates import KINDS, DuplicateGroup
 
 KEEP = "keep"
 REMOVE = "remove"

@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import delete, func, select, update
 
 from indexer.schema import Image, MapPoint, utcnow
-from search import collection_map as cmap
-from search.labels import import_folders
+from search.labelling.labels import import_folders
+from search.map import store as cmap
 
 
 def points(library) -> dict[int, tuple[float, float]]:

@@ -7,8 +7,8 @@ import pytest
 from sqlalchemy import select, update
 
 from indexer.schema import Neighbour, SuggestedLabel
-from search.knn import Labeller
-from search.labels import set_label
+from search.labelling.labeller import Labeller
+from search.labelling.labels import set_label
 from search.searcher import Searcher
 from tests.search.conftest import unit
 

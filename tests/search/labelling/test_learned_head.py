@@ -8,8 +8,8 @@ from sqlalchemy import select
 
 from indexer.library import Library
 from indexer.schema import Image
-from search.calibration import fit_temperature, threshold_for, with_temperature
-from search.head import (
+from search.labelling.calibration import fit_temperature, threshold_for, with_temperature
+from search.labelling.learned_head import (
     BLEND,
     KNN,
     METHODS,
@@ -20,7 +20,7 @@ from search.head import (
     knn_tally,
     train_head,
 )
-from search.learning import labelled_set
+from search.labelling.learning import labelled_set
 
 
 @pytest.fixture(scope="module")

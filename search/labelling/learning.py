@@ -1,7 +1,7 @@
 """A labeller that learns: the head trained on the library's labels, stored beside it, behind every suggestion.
 
 `LearningLabeller` is a `Labeller` whose full refresh writes the chosen head's calibrated
-predictions into the stored suggestions, and whose queue follows `search.queue_order`. A label
+predictions into the stored suggestions, and whose queue follows `search.labelling.queue_order`. A label
 change still re-votes its dependants by k-NN at once (cheap); retraining then refreshes every
 suggestion, in a background thread when `background` is set (the web app), at once otherwise.
 """
@@ -20,13 +20,13 @@ import numpy.typing as npt
 from sqlalchemy import delete, func, insert, select
 
 from indexer.schema import INDEXED, Image, Label, SuggestedLabel
-from search.calibration import with_temperature
-from search.head import KNN, PROBE, PROJECTION, Head, Probe, projected_knn, train_head
-from search.head import blend as blend_probabilities
-from search.knn import DEFAULT_K, DEFAULT_TEMPERATURE, SUGGESTIONS_STATE, Labeller, Suggestion
-from search.labels import labels_fingerprint
-from search.queue_order import Clusters, assign, cluster_count, fit_centres, queue_order, sample_positions
-from search.retraining import Debouncer
+from search.labelling.calibration import with_temperature
+from search.labelling.debouncer import Debouncer
+from search.labelling.labeller import DEFAULT_K, DEFAULT_TEMPERATURE, SUGGESTIONS_STATE, Labeller, Suggestion
+from search.labelling.labels import labels_fingerprint
+from search.labelling.learned_head import KNN, PROBE, PROJECTION, Head, Probe, projected_knn, train_head
+from search.labelling.learned_head import blend as blend_probabilities
+from search.labelling.queue_order import Clusters, assign, cluster_count, fit_centres, queue_order, sample_positions
 from search.searcher import Searcher
 
 log = logging.getLogger(__name__)
@@ -343,7 +343,7 @@ class LearningLabeller(Labeller):
     # -- the queue --------------------------------------------------------------------------------
 
     def queue(self, limit: int = 50, offset: int = 0) -> list[Suggestion]:
-        """Unlabelled images in `search.queue_order`'s order (coverage, then least certain)."""
+        """Unlabelled images in `search.labelling.queue_order`'s order (coverage, then least certain)."""
         if limit < 0 or offset < 0:
             raise ValueError("limit and offset cannot be negative")
         self.refresh()

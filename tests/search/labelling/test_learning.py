@@ -11,11 +11,11 @@ from sqlalchemy import select
 
 from indexer.schema import FAILED, Image, Label, SuggestedLabel
 from lookalike.cli import main
-from search.head import KNN, METHODS
-from search.labels import set_label
-from search.learning import HEAD_FILE, LearningLabeller, load_head
-from search.queue_order import Clusters, queue_order
-from search.retraining import Debouncer
+from search.labelling.debouncer import Debouncer
+from search.labelling.labels import set_label
+from search.labelling.learned_head import KNN, METHODS
+from search.labelling.learning import HEAD_FILE, LearningLabeller, load_head
+from search.labelling.queue_order import Clusters, queue_order
 from search.searcher import Searcher
 from tests.search.conftest import unit
 
@@ -242,9 +242,9 @@ def test_predictions_read_in_chunks_equal_one_pass(sample_library, monkeypatch, 
     chunk), so a million photos never sit in memory as Python rows; chunking changes no result."""
     from dataclasses import replace
 
-    from search import learning
-    from search.head import train_head, train_probe, train_projection
-    from search.learning import labelled_set
+    from search.labelling import learning
+    from search.labelling.learned_head import train_head, train_probe, train_projection
+    from search.labelling.learning import labelled_set
 
     label_some(sample_library, 4)
     labeller = LearningLabeller(Searcher(sample_library))
@@ -268,8 +268,8 @@ def test_predictions_read_in_chunks_equal_one_pass(sample_library, monkeypatch, 
 def test_queue_clusters_fit_on_a_sample_and_assign_every_photo(sample_library, monkeypatch):
     """The queue's k-means reads the vectors in chunks; with the whole library as its sample it is
     the in-memory k-means, and with a smaller sample every photo still gets a cluster."""
-    from search import queue_order
-    from search.queue_order import kmeans
+    from search.labelling import queue_order
+    from search.labelling.queue_order import kmeans
 
     labeller = LearningLabeller(Searcher(sample_library))
     ids, vectors = sample_library.stored_vectors()
@@ -288,8 +288,8 @@ def test_queue_clusters_fit_on_a_sample_and_assign_every_photo(sample_library, m
 def test_queue_clusters_are_kept_beside_the_library_and_follow_adds_and_removals(sample_library):
     """Issue 12: the queue's k-means is fitted once (30 s at a million photos) and stored; after an
     index run the photos added are assigned to the stored centres and removed ones dropped."""
-    from search.learning import CLUSTERS_FILE, load_clusters
-    from tests.search.test_neighbours import index_run
+    from search.labelling.learning import CLUSTERS_FILE, load_clusters
+    from tests.search.test_neighbour_lists import index_run
 
     first = LearningLabeller(Searcher(sample_library)).clusters()
     fingerprint, centres, stored = load_clusters(sample_library.path / CLUSTERS_FILE)

@@ -1,6 +1,6 @@
 """A head learned on stored vectors: linear probe, learned projection, blend; chosen by cross-validation.
 
-Everything here works on arrays (unit vectors [N, D] and class codes); `search.learning` ties it to
+Everything here works on arrays (unit vectors [N, D] and class codes); `search.labelling.learning` ties it to
 a library. Training uses torch (autograd for the projection's neighbourhood loss, L-BFGS for the
 probe) and is imported only inside the training functions; predicting is numpy, so reading
 suggestions never pays torch's start-up.
@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from indexer.torch_threads import torch_threads
-from search.calibration import fit_temperature, threshold_for, with_temperature
+from search.labelling.calibration import fit_temperature, threshold_for, with_temperature
 
 log = logging.getLogger(__name__)
 

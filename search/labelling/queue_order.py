@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from search.duplicates import DEFAULT_THRESHOLD as NEAR_DUPLICATE
+from search.duplicates.candidates import DEFAULT_THRESHOLD as NEAR_DUPLICATE
 
 CLUSTER_SHARE = 0.01  # one cluster per this share of the collection (its 1 % most typical photos)
 MIN_CLUSTERS, MAX_CLUSTERS = 16, 256  # a small collection still starts with a spread of photos

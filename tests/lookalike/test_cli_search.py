@@ -15,7 +15,7 @@ from sqlalchemy import select
 from indexer.schema import Image
 from lookalike import cli_search
 from lookalike.cli import main
-from search.duplicates import SIMILAR_THRESHOLD
+from search.duplicates.candidates import SIMILAR_THRESHOLD
 from tests.conftest import SAMPLES
 
 
@@ -160,7 +160,8 @@ def test_the_help_shows_the_real_default_threshold(run):
 
 def test_search_never_imports_upward():
     code = (
-        "import sys, search.searcher, search.labels, search.knn, search.evaluate, search.duplicates; "
+        "import sys, search.searcher, search.labelling.labels, search.labelling.labeller, "
+        "search.labelling.evaluate, search.duplicates.candidates; "
         "bad = [m for m in sys.modules if m.split('.')[0] in ('web', 'lookalike', 'flask')]; "
         "assert not bad, bad"
     )

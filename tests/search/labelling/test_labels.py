@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from indexer.schema import IMPORTED, USER, Label
-from search.labels import (
+from search.labelling.labels import (
     LabelFileError,
     clear_label,
     export_csv,

@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from indexer.hashes import HASH_BYTES
 from indexer.library import Library
-from indexer.signals import HASH_BYTES
-from search.neighbours import stored_pairs
+from search.neighbour_lists import stored_pairs
 
 if TYPE_CHECKING:
-    from search.verify import Match
+    from search.duplicates.verify import Match
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +296,7 @@ class FileVerifier:
         from sqlalchemy import select
 
         from indexer.schema import Image, VerifiedPair
-        from search.verify import features_of_file
+        from search.duplicates.verify import features_of_file
 
         self.library = library
         root = library.root or Path(".")
@@ -317,7 +317,7 @@ class FileVerifier:
         self.features = features
 
     def __call__(self, a: int, b: int) -> Match:
-        from search.verify import Match, verify
+        from search.duplicates.verify import Match, verify
 
         key = (self.rows.get(a, ("", None))[1], self.rows.get(b, ("", None))[1])
         if key[0] is not None and key[1] is not None:

@@ -19,8 +19,8 @@ from indexer.library import Library
 from indexer.pipeline import index_folder
 from indexer.schema import Image
 from lookalike.cli import main
-from search.duplicates import COPIES, find_duplicates
-from search.review import (
+from search.duplicates.candidates import COPIES, find_duplicates
+from search.duplicates.review import (
     KEEP,
     REMOVE,
     ReviewError,
@@ -49,7 +49,7 @@ def test_keep_the_largest_then_the_least_compressed_then_the_oldest():
 
 
 def test_a_group_is_never_emptied():
-    from search.duplicates import DuplicateGroup
+    from search.duplicates.candidates import DuplicateGroup
 
     rows = {1: row(1, 800, 600, 1), 2: row(2, 400, 300, 1)}
     group = DuplicateGroup([1, 2], [])
@@ -177,7 +177,7 @@ def test_remove_csv_and_move_to_never_delete(collection, run, tmp_path):
 
 
 def test_move_files_refuses_to_overwrite(tmp_path):
-    from search.review import Removal
+    from search.duplicates.review import Removal
 
     (tmp_path / "root").mkdir()
     (tmp_path / "root" / "x.jpg").write_bytes(b"1")

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from indexer.schema import Image
-from search import layout
+from search.map import layout
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 from indexer.torch_threads import torch_threads
-from search.head import (
+from search.labelling.learned_head import (
     BLEND,
     KNN,
     METHODS,

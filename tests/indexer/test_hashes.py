@@ -11,12 +11,12 @@ from PIL import Image as PILImage
 from sqlalchemy import delete, func, select
 
 from bench.copies import TRANSFORMS
+from indexer.hashes import SIGNALS_VERSION, compute_signals, hamming, missing_signals
 from indexer.imageio import load_image
 from indexer.library import Library
 from indexer.pipeline import index_folder
 from indexer.schema import FAILED, Image, ImageSignalsRow
-from indexer.signals import SIGNALS_VERSION, compute_signals, hamming, missing_signals
-from search.duplicates import HASH_SURE
+from search.duplicates.candidates import HASH_SURE
 from tests.conftest import SAMPLES, TEST_DATA
 
 # Edits that keep the whole picture: the hash alone must find them. (Crops, captions, letterboxes

@@ -21,7 +21,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from indexer.schema import INDEXED, Image, Label, Meta, Neighbour, SuggestedLabel
-from search.neighbours import NEIGHBOURS_STATE, NeighbourLists
+from search.neighbour_lists import NEIGHBOURS_STATE, NeighbourLists
 from search.searcher import Searcher
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,7 @@ class Labeller:
     # -- state ------------------------------------------------------------------------------------
 
     def _labels_fingerprint(self) -> list[str]:
-        from search.labels import labels_fingerprint
+        from search.labelling.labels import labels_fingerprint
 
         return labels_fingerprint(self.library)
 

@@ -12,8 +12,8 @@ from bench.copies import TRANSFORMS
 from indexer.library import Library
 from indexer.pipeline import index_folder
 from indexer.schema import Image, ImageSignalsRow
-from search import duplicates as d
-from search.duplicates import COPIES, SIMILAR, DuplicateGroup, Pair, find_duplicates, find_tiers, group_pairs
+from search.duplicates import candidates as d
+from search.duplicates.candidates import COPIES, SIMILAR, DuplicateGroup, Pair, find_duplicates, find_tiers, group_pairs
 from tests.conftest import SAMPLES
 
 CLASSES = ["dress", "hat", "outwear", "pants", "shoes", "skirt", "shorts"]
@@ -133,7 +133,7 @@ def test_group_pairs_joins_components_largest_first():
 def test_verdicts_are_stored_and_not_recomputed(copies_library, tmp_path, monkeypatch):
     import shutil
 
-    import search.verify
+    import search.duplicates.verify
     from indexer.schema import VerifiedPair
 
     library, _ = copies_library
@@ -147,6 +147,6 @@ def test_verdicts_are_stored_and_not_recomputed(copies_library, tmp_path, monkey
         def no_more(*args):
             raise AssertionError("verified again")
 
-        monkeypatch.setattr(search.verify, "verify", no_more)
+        monkeypatch.setattr(search.duplicates.verify, "verify", no_more)
         again = find_tiers(lib)
         assert again.copies == first.copies

@@ -8,8 +8,8 @@ import pytest
 
 from bench.copies import TRANSFORMS
 from indexer.imageio import load_image
-from search.duplicates import MIN_CORRELATION, MIN_INLIERS
-from search.verify import features_of_file, features_of_gray, verify
+from search.duplicates.candidates import MIN_CORRELATION, MIN_INLIERS
+from search.duplicates.verify import features_of_file, features_of_gray, verify
 from tests.conftest import SAMPLES, TEST_DATA
 
 # Edits that change the framing: the whole-image hash cannot see them.

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 
 from flask import abort, current_app
 
-from search import review
-from search.duplicates import COPIES, KINDS, SIMILAR_THRESHOLD, Pair, Tiers, find_tiers, groups_of
+from search.duplicates import review
+from search.duplicates.candidates import COPIES, KINDS, SIMILAR_THRESHOLD, Pair, Tiers, find_tiers, groups_of
 from web.context import get_session, in_background, services
 from web.media import get_image
 from web.payloads import image_payload

@@ -22,7 +22,7 @@ from sqlalchemy import ColumnElement, delete, func, insert, or_, select
 
 from indexer.library import Library, file_lock
 from indexer.schema import INDEXED, Embedding, Image, Label, MapPoint, Meta, SuggestedLabel, utcnow
-from search import layout
+from search.map import layout
 
 log = logging.getLogger(__name__)
 

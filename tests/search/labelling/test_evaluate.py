@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from search.evaluate import EvalError, EvalReport, evaluate, evaluate_vectors
+from search.labelling.evaluate import EvalError, EvalReport, evaluate, evaluate_vectors
 from tests.search.conftest import unit
 
 

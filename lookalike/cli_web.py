@@ -166,7 +166,7 @@ def up(photos, library, host, port, no_browser):
     """
     settings = settings_from(library=library, host=host, port=port)
     samples = photos is None
-    report = run_index(settings, photos or SAMPLES)
+    report = run_index(settings, photos or SAMPLES).report
     click.echo(f"{report.summary()} -> {settings.library}")
     if samples:
         with open_library(settings) as lib:

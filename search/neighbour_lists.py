@@ -15,7 +15,6 @@ index holds (`Searcher.source`), and per image the `indexed_at` of the vector us
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import defaultdict
@@ -28,11 +27,11 @@ from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 from sqlalchemy.schema import CreateIndex
 
-from indexer.library import Library
-from indexer.schema import INDEXED, Image, Meta, Neighbour, NeighbourSource
+from indexer.library import Library, parse_state
+from indexer.schema import INDEXED, Image, Neighbour, NeighbourSource
 from indexer.vectors import FLAT, IVF_PQ, IVF_SQ8, VectorIndex
 from search import cell_lists
-from search.searcher import Searcher, SearchHit
+from search.searcher import PADDING, Searcher, SearchHit
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +39,6 @@ NEIGHBOURS_STATE = "knn_neighbours"  # meta key: {"k", "vectors"} the stored lis
 CHUNK = 4096  # query vectors searched and written at a time: ~20 MB of 1280-d floats
 IN_CHUNK = 500  # ids per SQL IN (...) list
 INCREMENTAL_SHARE = 0.05  # changes beyond this share of the library: a full build is cheaper
-_PADDING = -1e30  # FAISS pads missing results with -FLT_MAX
 _INSERT = "INSERT INTO neighbours (image_id, rank, neighbour_id, score) VALUES (?, ?, ?, ?)"
 
 
@@ -86,7 +84,7 @@ def without_self(
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
     """Search results [m, >= k] as lists [m, k]: each query itself and padding dropped, rank order
     kept, rows short of k padded with id -1 and score -inf."""
-    keep = (found >= 0) & (found != ids[:, None]) & (scores > _PADDING)
+    keep = (found >= 0) & (found != ids[:, None]) & (scores > PADDING)
     order = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # kept entries first, in rank order
     kept = np.take_along_axis(keep, order, 1)
     out_found = np.where(kept, np.take_along_axis(found, order, 1), -1)
@@ -117,9 +115,7 @@ class NeighbourLists:
     # -- state ------------------------------------------------------------------------------------
 
     def state(self) -> dict:
-        with self.library.Session() as s:
-            row = s.get(Meta, NEIGHBOURS_STATE)
-        return json.loads(row.value) if row else {}
+        return self.library.state(NEIGHBOURS_STATE)
 
     def current(self, min_k: int) -> bool:
         """Whether the stored lists hold at least `min_k` entries and match the loaded index."""
@@ -134,7 +130,7 @@ class NeighbourLists:
         """
         with self.library.engine.connect() as conn:  # one read transaction: state and list agree
             state = conn.exec_driver_sql("SELECT value FROM meta WHERE key = ?", (NEIGHBOURS_STATE,)).scalar()
-            if not _built_from(json.loads(state) if state else {}, self.searcher.source, k):
+            if not _built_from(parse_state(state), self.searcher.source, k):
                 return None
             rows = conn.exec_driver_sql(
                 "SELECT neighbour_id, score FROM neighbours WHERE image_id = ? AND rank < ? ORDER BY rank",
@@ -277,7 +273,7 @@ class NeighbourLists:
         """Apply `delta` to the lists; returns the images whose lists changed."""
         fresh = np.union1d(delta.added, delta.changed)
         with self.library.Session.begin() as s:
-            s.execute(delete(Meta).where(Meta.key == NEIGHBOURS_STATE))  # killed midway: rebuild whole
+            self.library.save_state(NEIGHBOURS_STATE, None, s)  # killed midway: rebuild whole
             stale = set(self._holders(s, delta.changed))  # lists holding a vector that changed
             if len(delta.removed):  # the cascade already took removed images out of the lists
                 stale |= self._short_lists(s)
@@ -316,7 +312,7 @@ class NeighbourLists:
         offers: dict[int, list[tuple[float, int]]] = defaultdict(list)
         for x, row_scores, row_ids in zip(ids.tolist(), scores, found, strict=True):
             for score, y in zip(row_scores.tolist(), row_ids.tolist(), strict=True):
-                if y >= 0 and y != x and y not in skip and score > _PADDING:
+                if y >= 0 and y != x and y not in skip and score > PADDING:
                     offers[y].append((score, x))
         if not offers:
             return set()
@@ -370,8 +366,7 @@ class NeighbourLists:
         return out
 
     def _save_state(self, source: list[str]) -> None:
-        with self.library.Session.begin() as s:
-            s.merge(Meta(key=NEIGHBOURS_STATE, value=json.dumps({"k": self.k, "vectors": source})))
+        self.library.save_state(NEIGHBOURS_STATE, {"k": self.k, "vectors": source})
 
 
 def stored_pairs(library: Library, min_score: float, k: int) -> dict[tuple[int, int], float] | None:
@@ -381,9 +376,7 @@ def stored_pairs(library: Library, min_score: float, k: int) -> dict[tuple[int, 
     A pass over the neighbours table: what a search of every stored vector would find, without
     loading the vectors (duplicates at a million photos).
     """
-    with library.Session() as s:
-        row = s.get(Meta, NEIGHBOURS_STATE)
-    state = json.loads(row.value) if row else {}
+    state = library.state(NEIGHBOURS_STATE)
     if state.get("k", 0) < k or state.get("vectors") != library.vectors_fingerprint():
         return None
     with library.engine.connect() as conn:

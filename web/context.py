@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from indexer.library import Library
 from indexer.settings import Settings
-from search.labelling.learning import LearningLabeller
+from search.labelling.labeller import Labeller
 from search.searcher import Searcher
 from web.thumbs import Thumbnails
 
@@ -31,7 +31,7 @@ class Services:
     settings: Settings
     library: Library
     searcher: Searcher
-    labeller: LearningLabeller
+    labeller: Labeller
     thumbnails: Thumbnails
     # Label writes and the labeller's cache updates happen together, one writer at a time.
     write_lock: threading.Lock = field(default_factory=threading.Lock)

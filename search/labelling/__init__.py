@@ -2,6 +2,6 @@
 labelling queue and its clusters, and the evaluation that measures them."""
 
 __all__ = [
-    "calibration", "compare", "debouncer", "evaluate", "labeller", "labels", "learned_head", "learning",
-    "queue_order",
+    "calibration", "compare", "debouncer", "evaluate", "head_store", "labeller", "labels", "learned_head",
+    "queue_clusters", "queue_order", "vote",
 ]

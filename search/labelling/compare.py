@@ -10,11 +10,13 @@ import numpy.typing as npt
 from indexer.torch_threads import torch_threads
 from search.labelling.learned_head import (
     BLEND,
+    CV_FOLDS,
     KNN,
     METHODS,
     PROBE,
     PROJECTION,
     blend,
+    choose_from,
     cross_validate,
     knn_tally,
     predicted,
@@ -117,3 +119,17 @@ def few_labels(
         {m: round(float(np.mean(scores[m])), 4) for m in order},
         {m: round(float(np.std(scores[m])), 4) for m in order},
     )
+
+
+def compare_methods(library, k: int, temperature: float, labels_per_class: int | None) -> dict:
+    """k-NN, probe, projection k-NN and blend side by side on a library's labels (and with N labels
+    per class): what `lookalike eval` reports beside the k-NN figures."""
+    from search.labelling.labeller import labelled_set
+
+    data = labelled_set(library)
+    accuracy = cross_validated(data.vectors, data.labels, k, temperature)
+    out: dict = {"methods": accuracy, "chosen": choose_from(accuracy), "folds": CV_FOLDS}
+    if labels_per_class is not None:
+        few = few_labels(data.vectors, data.labels, labels_per_class, k, temperature)
+        out["labels_per_class"] = {"n": few.per_class, "draws": few.draws, "accuracy": few.accuracy, "std": few.spread}
+    return out

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from indexer.library import Library
 from indexer.schema import Label
 from search.labelling.calibration import threshold_for
-from search.labelling.labeller import DEFAULT_K, DEFAULT_TEMPERATURE, vote
+from search.labelling.vote import DEFAULT_K, DEFAULT_TEMPERATURE, vote
 
 # Full-ranking mAP sorts every row; beyond this many labelled images it is cut at MAP_CUTOFF.
 FULL_RANKING_MAX = 20_000

@@ -1,7 +1,7 @@
 """A head learned on stored vectors: linear probe, learned projection, blend; chosen by cross-validation.
 
-Everything here works on arrays (unit vectors [N, D] and class codes); `search.labelling.learning` ties it to
-a library. Training uses torch (autograd for the projection's neighbourhood loss, L-BFGS for the
+Everything here works on arrays (unit vectors [N, D] and class codes); `search.labelling.labeller` ties it
+to a library. Training uses torch (autograd for the projection's neighbourhood loss, L-BFGS for the
 probe) and is imported only inside the training functions; predicting is numpy, so reading
 suggestions never pays torch's start-up.
 """
@@ -16,6 +16,7 @@ import numpy.typing as npt
 
 from indexer.torch_threads import torch_threads
 from search.labelling.calibration import fit_temperature, threshold_for, with_temperature
+from search.labelling.vote import vote_shares
 
 log = logging.getLogger(__name__)
 
@@ -44,21 +45,17 @@ def knn_tally(
 ) -> npt.NDArray[np.float64]:
     """Each query's vote shares [Q, C] from its similarities to the training points [Q, N].
 
-    The top-k neighbours vote exp(sim / T) (DINO's eval_knn); -inf similarities never vote.
+    The top-k neighbours vote exp(sim / T) (`vote_shares`); -inf similarities never vote.
     """
     q, n = sims.shape
-    out = np.zeros((q, n_classes))
     if n == 0 or q == 0:
-        return out
+        return np.zeros((q, n_classes))
     kk = min(k, n)
     top = np.argpartition(-sims, kk - 1, axis=1)[:, :kk] if kk < n else np.tile(np.arange(n), (q, 1))
-    s = np.take_along_axis(sims, top, 1).astype(np.float64)
+    s = np.take_along_axis(sims, top, 1).astype(np.float64).ravel()
     finite = np.isfinite(s)
-    best = np.where(finite, s, -np.inf).max(axis=1, keepdims=True)
-    w = np.where(finite, np.exp((np.where(finite, s, 0) - np.where(np.isfinite(best), best, 0)) / temperature), 0)
-    np.add.at(out, (np.repeat(np.arange(q), kk), train_codes[top].ravel()), w.ravel())
-    total = out.sum(axis=1, keepdims=True)
-    return np.divide(out, total, out=np.zeros_like(out), where=total > 0)
+    rows = np.repeat(np.arange(q), kk)[finite]
+    return vote_shares(rows, train_codes[top].ravel()[finite], s[finite], q, n_classes, temperature)
 
 
 # -- the two learned parts ----------------------------------------------------------------------------
@@ -180,23 +177,37 @@ class Head:
         labelled: FloatArray | None = None,
         labelled_codes: npt.NDArray[np.int64] | None = None,
     ) -> npt.NDArray[np.float64]:
-        """Calibrated class probabilities [N, C] for these vectors.
+        """Calibrated class probabilities [N, C] for these vectors, C the head's classes.
 
         `knn` is each vector's k-NN vote shares [N, C] (from the stored neighbour lists), needed by
         knn and blend; `labelled` and `labelled_codes` are the labelled photos, needed by projection.
         A row of zeros: no method could say anything (k-NN with no labelled neighbour).
         """
         c = len(self.classes)
-        if self.method == KNN:
-            raw = knn if knn is not None else np.zeros((len(vectors), c))
-        elif self.method == PROBE:
-            raw = self.probe.probabilities(vectors)  # type: ignore[union-attr]
-        elif self.method == PROJECTION:
-            raw = projected_knn(vectors, labelled, labelled_codes, self.projection, c, self.k, self.knn_temperature)
-        else:
-            p = self.probe.probabilities(vectors)  # type: ignore[union-attr]
-            raw = blend(p, knn, self.blend_weight)
+        raw = self.predict(vectors, knn, np.arange(c), c, labelled, labelled_codes)
         return with_temperature(raw, self.temperature)
+
+    def predict(
+        self,
+        vectors: FloatArray | None,
+        knn: npt.NDArray[np.float64] | None,
+        columns: npt.NDArray[np.int64],
+        n_classes: int,
+        labelled: FloatArray | None = None,
+        labelled_codes: npt.NDArray[np.int64] | None = None,
+    ) -> npt.NDArray[np.float64]:
+        """Uncalibrated probabilities [N, n_classes] by the chosen method; `columns` holds each of the
+        head's classes' column (a library may know classes the head was not trained on).
+
+        k-NN needs only `knn` (no vectors); the others need `vectors`, projection `labelled` too."""
+        if self.method == KNN:
+            return knn if knn is not None else np.zeros((len(vectors) if vectors is not None else 0, n_classes))
+        if self.method == PROJECTION:
+            return projected_knn(vectors, labelled, labelled_codes, self.projection, n_classes, self.k,
+                                 self.knn_temperature)
+        p = np.zeros((len(vectors), n_classes))  # type: ignore[arg-type]
+        p[:, columns] = self.probe.probabilities(vectors)  # type: ignore[union-attr,arg-type]
+        return p if self.method == PROBE else blend(p, knn, self.blend_weight)
 
 
 def blend(probe: npt.NDArray[np.float64], knn: npt.NDArray[np.float64] | None, weight: float):

@@ -7,7 +7,6 @@ photos are placed by the stored fit and nothing else moves.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -21,7 +20,7 @@ import numpy.typing as npt
 from sqlalchemy import ColumnElement, delete, func, insert, or_, select
 
 from indexer.library import Library, file_lock
-from indexer.schema import INDEXED, Embedding, Image, Label, MapPoint, Meta, SuggestedLabel, utcnow
+from indexer.schema import INDEXED, Embedding, Image, Label, MapPoint, SuggestedLabel, utcnow
 from search.map import layout
 
 log = logging.getLogger(__name__)
@@ -50,11 +49,11 @@ class MapState:
 
     @classmethod
     def load(cls, library: Library) -> MapState | None:
-        raw = library.meta().get(MAP_STATE)
+        raw = library.state(MAP_STATE)
         if not raw:
             return None
         try:
-            return cls(**json.loads(raw))
+            return cls(**raw)
         except (TypeError, ValueError):
             return None  # written by another version: refit
 
@@ -250,8 +249,7 @@ def _count_points(library: Library) -> int:
 
 
 def _save_state(library: Library, state: MapState) -> None:
-    with library.Session.begin() as s:
-        s.merge(Meta(key=MAP_STATE, value=json.dumps(state.__dict__)))
+    library.save_state(MAP_STATE, state.__dict__)
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -13,7 +13,7 @@ from PIL import Image as PILImage
 from sqlalchemy import select
 
 from indexer.schema import Image
-from lookalike import cli_search
+from lookalike import cli_duplicates
 from lookalike.cli import main
 from search.duplicates.candidates import SIMILAR_THRESHOLD
 from tests.conftest import SAMPLES
@@ -154,7 +154,7 @@ def test_duplicates_json_and_text(run, sample_library):
 
 
 def test_the_help_shows_the_real_default_threshold(run):
-    assert cli_search.DEFAULT_DUPLICATE_THRESHOLD == SIMILAR_THRESHOLD
+    assert cli_duplicates.DEFAULT_DUPLICATE_THRESHOLD == SIMILAR_THRESHOLD
     assert f"[{SIMILAR_THRESHOLD}]" in run("duplicates", "--help").output
 
 

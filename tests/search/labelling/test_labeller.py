@@ -1,4 +1,4 @@
-"""Suggestions from stored neighbour lists: evidence, incremental refresh, the uncertainty queue."""
+"""Suggestions from stored neighbour lists: evidence, incremental refresh, the queue's pages."""
 
 from __future__ import annotations
 
@@ -96,9 +96,9 @@ def test_new_vectors_rebuild_the_neighbour_lists(library):
     assert labeller.refresh() is False  # up to date now
 
 
-def test_queue_lists_unlabelled_images_least_certain_first(vector_library):
+def test_queue_lists_every_unlabelled_image_with_its_suggestion(vector_library):
     # 3 sits halfway between a labelled "a" (1) and a labelled "b" (5); 2 and 4 lean one way.
-    # 6..10 are a far cluster no label reaches with k=4.
+    # 6..10 are a far cluster no label reaches with k=4. The order is queue_order's (test_learning).
     rows = [[1, 0, 0], [1, 0.3, 0], [1, 1, 0], [0.3, 1, 0], [0, 1, 0]]
     rows += [[0.01 * i, 0.02 * (i % 2), 1] for i in range(5)]
     library = vector_library(unit(rows))
@@ -108,10 +108,12 @@ def test_queue_lists_unlabelled_images_least_certain_first(vector_library):
     queue = labeller.queue()
     ids = [s.image_id for s in queue]
     assert sorted(ids) == [2, 3, 4, 6, 7, 8, 9, 10]  # every unlabelled image, no labelled one
-    assert ids[0] == 3 and queue[0].margin == pytest.approx(0.0, abs=1e-6)
-    assert {queue[1].label, queue[2].label} == {"a", "b"}
-    assert queue[1].margin > 0.9
-    assert [s.label for s in queue[3:]] == [None] * 5  # no vote: after every suggestion
+    assert ids == [int(i) for i in labeller.queue_ids()]
+    by_id = {s.image_id: s for s in queue}
+    assert by_id[3].margin == pytest.approx(0.0, abs=1e-6)
+    assert {by_id[2].label, by_id[4].label} == {"a", "b"}
+    assert by_id[2].margin > 0.9 and by_id[4].margin > 0.9
+    assert [by_id[i].label for i in (6, 7, 8, 9, 10)] == [None] * 5  # no vote
     assert [s.image_id for s in labeller.queue(limit=2, offset=1)] == ids[1:3]
     assert all(len(s.evidence) == 4 for s in queue)
 

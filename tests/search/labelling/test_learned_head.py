@@ -9,6 +9,7 @@ from sqlalchemy import select
 from indexer.library import Library
 from indexer.schema import Image
 from search.labelling.calibration import fit_temperature, threshold_for, with_temperature
+from search.labelling.labeller import labelled_set
 from search.labelling.learned_head import (
     BLEND,
     KNN,
@@ -20,7 +21,6 @@ from search.labelling.learned_head import (
     knn_tally,
     train_head,
 )
-from search.labelling.learning import labelled_set
 
 
 @pytest.fixture(scope="module")

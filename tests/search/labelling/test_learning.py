@@ -12,9 +12,10 @@ from sqlalchemy import select
 from indexer.schema import FAILED, Image, Label, SuggestedLabel
 from lookalike.cli import main
 from search.labelling.debouncer import Debouncer
+from search.labelling.head_store import HEAD_FILE, load_head
+from search.labelling.labeller import Labeller
 from search.labelling.labels import set_label
 from search.labelling.learned_head import KNN, METHODS
-from search.labelling.learning import HEAD_FILE, LearningLabeller, load_head
 from search.labelling.queue_order import Clusters, queue_order
 from search.searcher import Searcher
 from tests.search.conftest import unit
@@ -50,7 +51,7 @@ def unlabelled_suggestions(library) -> dict[int, tuple[str | None, float]]:
 
 def test_the_head_is_stored_with_its_fingerprint_and_drives_every_suggestion(sample_library):
     label_some(sample_library, 4)
-    labeller = LearningLabeller(Searcher(sample_library))
+    labeller = Labeller(Searcher(sample_library))
     assert labeller.is_stale()
     head = labeller.retrain()
     assert (sample_library.path / HEAD_FILE).exists()
@@ -76,7 +77,7 @@ def test_the_head_is_stored_with_its_fingerprint_and_drives_every_suggestion(sam
 
 
 def test_a_library_with_no_labels_one_class_or_labels_on_failed_photos(sample_library):
-    labeller = LearningLabeller(Searcher(sample_library))
+    labeller = Labeller(Searcher(sample_library))
     head = labeller.retrain()
     assert head.method == KNN and head.classes == ()
     assert {lab for lab, _ in unlabelled_suggestions(sample_library).values()} == {None}
@@ -95,7 +96,7 @@ def test_a_library_with_no_labels_one_class_or_labels_on_failed_photos(sample_li
 
 
 def test_cold_start_queue_covers_the_collection(sample_library):
-    labeller = LearningLabeller(Searcher(sample_library))
+    labeller = Labeller(Searcher(sample_library))
     first = [int(i) for i in labeller.queue_ids()[:10]]
     truth = folders(sample_library)
     assert len({truth[i] for i in first}) >= 7  # 10 photos from at least 7 of the 10 classes
@@ -128,7 +129,7 @@ def test_near_duplicates_of_labelled_photos_go_last(vector_library):
     with library.Session.begin() as s:
         set_label(s, 1, "a")
         set_label(s, 3, "b")
-    labeller = LearningLabeller(Searcher(library), k=3)
+    labeller = Labeller(Searcher(library), k=3)
     order = [int(i) for i in labeller.queue_ids()]
     assert order[-1] == 2 and sorted(order) == [2, 4, 5, 6, 7]
 
@@ -187,7 +188,7 @@ def test_learn_suggest_and_queue_commands(run, sample_library):
 
     result = run("labels", "import", "--folders", "--library", lib)  # still works; the head goes stale
     assert result.exit_code == 0 and "set 120 labels" in result.output and "retrains" in result.output
-    assert LearningLabeller(Searcher(sample_library)).is_stale()
+    assert Labeller(Searcher(sample_library)).is_stale()
     with sample_library.Session.begin() as s:
         for i in s.scalars(select(Image.id).where(Image.id % 3 == 0)).all():
             s.delete(s.get(Label, i))
@@ -242,12 +243,12 @@ def test_predictions_read_in_chunks_equal_one_pass(sample_library, monkeypatch, 
     chunk), so a million photos never sit in memory as Python rows; chunking changes no result."""
     from dataclasses import replace
 
-    from search.labelling import learning
+    from search.labelling import labeller as labeller_module
+    from search.labelling.labeller import labelled_set
     from search.labelling.learned_head import train_head, train_probe, train_projection
-    from search.labelling.learning import labelled_set
 
     label_some(sample_library, 4)
-    labeller = LearningLabeller(Searcher(sample_library))
+    labeller = Labeller(Searcher(sample_library))
     labeller.refresh()
     data = labelled_set(sample_library)
     trained = train_head(data.vectors, data.labels, labeller.k, labeller.temperature)
@@ -255,7 +256,7 @@ def test_predictions_read_in_chunks_equal_one_pass(sample_library, monkeypatch, 
     head = replace(trained, method=method, probe=train_probe(data.vectors, codes, len(trained.classes)),
                    projection=train_projection(data.vectors, codes, 0))
     whole = labeller.predict_all(head)
-    monkeypatch.setattr(learning, "PREDICT_CHUNK", 7)
+    monkeypatch.setattr(labeller_module, "PREDICT_CHUNK", 7)
     chunked = labeller.predict_all(head)
     assert len(whole.ids) == 120 and whole.ids.tolist() == chunked.ids.tolist()
     assert whole.winner.tolist() == chunked.winner.tolist()
@@ -271,7 +272,7 @@ def test_queue_clusters_fit_on_a_sample_and_assign_every_photo(sample_library, m
     from search.labelling import queue_order
     from search.labelling.queue_order import kmeans
 
-    labeller = LearningLabeller(Searcher(sample_library))
+    labeller = Labeller(Searcher(sample_library))
     ids, vectors = sample_library.stored_vectors()
     streamed, in_memory = labeller.clusters(), kmeans(ids, vectors)
     assert streamed.ids.tolist() == in_memory.ids.tolist() == ids.tolist()
@@ -288,17 +289,17 @@ def test_queue_clusters_fit_on_a_sample_and_assign_every_photo(sample_library, m
 def test_queue_clusters_are_kept_beside_the_library_and_follow_adds_and_removals(sample_library):
     """Issue 12: the queue's k-means is fitted once (30 s at a million photos) and stored; after an
     index run the photos added are assigned to the stored centres and removed ones dropped."""
-    from search.labelling.learning import CLUSTERS_FILE, load_clusters
+    from search.labelling.queue_clusters import CLUSTERS_FILE, load_clusters
     from tests.search.test_neighbour_lists import index_run
 
-    first = LearningLabeller(Searcher(sample_library)).clusters()
+    first = Labeller(Searcher(sample_library)).clusters()
     fingerprint, centres, stored = load_clusters(sample_library.path / CLUSTERS_FILE)
     assert fingerprint == sample_library.vectors_fingerprint()
     assert stored.ids.tolist() == first.ids.tolist() and stored.cluster.tolist() == first.cluster.tolist()
 
     _, vectors = sample_library.stored_vectors([1])
     index_run(sample_library, add=[(10_000, vectors[0])], remove=(2,))
-    again = LearningLabeller(Searcher(sample_library)).clusters()  # another process: reads the file
+    again = Labeller(Searcher(sample_library)).clusters()  # another process: reads the file
     where = {int(i): (int(c), float(x)) for i, c, x in zip(again.ids, again.cluster, again.closeness, strict=True)}
     assert 2 not in where and where[10_000][0] == where[1][0]  # the copy joins its original's cluster
     assert again.ids.tolist() == sorted(where)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from search.labelling.labeller import vote
+from search.labelling.vote import vote
 
 
 def test_each_neighbour_votes_exp_score_over_temperature():

@@ -194,10 +194,10 @@ def serve(library_path: Path):
     """waitress on a free port in a thread, as `lookalike serve` runs it; returns (url, stop)."""
     from waitress import create_server
 
-    from indexer.settings import Settings
     from web import create_app
     from web.context import services
     from web.map_view import JOB, MapJob
+    from web.settings import Settings
 
     app = create_app(Settings(library=library_path))
     with app.app_context():

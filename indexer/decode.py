@@ -39,7 +39,7 @@ class Decoded:
     pixels: torch.Tensor | None
     facts: dict = field(default_factory=dict)
     error: str | None = None
-    signals: ImageSignals | None = None  # duplicate signals of the whole photo (indexer/signals.py)
+    signals: ImageSignals | None = None  # duplicate signals of the whole photo (indexer/hashes.py)
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,8 @@ def run_server(settings, *, open_browser: bool = False) -> None:
     from waitress import create_server
 
     from indexer.library import LibraryError
-    from indexer.settings import is_loopback
     from web import create_app, services
+    from web.settings import is_loopback
 
     try:
         app = create_app(settings)

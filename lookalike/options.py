@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from indexer.settings import FIELDS, Settings, SettingsError, kind
+from indexer.settings import SettingsError, kind
+from web.settings import FIELDS, Settings
 
 SAMPLES = Path(__file__).parent / "samples"
 
@@ -18,7 +19,7 @@ def setting_type(name: str) -> click.ParamType:
     meta = FIELDS[name].metadata
     if meta["choices"]:
         return click.Choice(meta["choices"])
-    t = kind(name)
+    t = kind(FIELDS[name])
     if t is int:
         return click.IntRange(meta["lo"], meta["hi"])
     if t is float:

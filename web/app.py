@@ -9,12 +9,12 @@ from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 
 from indexer.library import Library
-from indexer.settings import Settings
 from search.labelling.labeller import Labeller
 from search.searcher import Searcher
 from web.context import EXTENSION, Services, close_session
 from web.duplicates import DUPLICATES_WAIT
 from web.ids import IdConverter
+from web.settings import Settings
 from web.thumbs import Thumbnails
 
 log = logging.getLogger(__name__)

@@ -14,9 +14,9 @@ from flask import current_app, g
 from sqlalchemy.orm import Session
 
 from indexer.library import Library
-from indexer.settings import Settings
 from search.labelling.labeller import Labeller
 from search.searcher import Searcher
+from web.settings import Settings
 from web.thumbs import Thumbnails
 
 EXTENSION = "lookalike"

@@ -10,6 +10,7 @@ from flask import abort, current_app
 from search.duplicates import review
 from search.duplicates.candidates import COPIES, KINDS, SIMILAR_THRESHOLD, Pair, Tiers, find_tiers, groups_of
 from web.context import get_session, in_background, services
+from web.ids import is_id
 from web.media import get_image
 from web.payloads import image_payload
 
@@ -113,7 +114,7 @@ def duplicate_groups(kind: str, threshold: float) -> dict:
 
 def dismiss(image_ids: object, kind: object) -> int:
     """:raise 400: not a list of ids, or a tier or group review refuses. :raise 404: an unknown id."""
-    if not isinstance(image_ids, list) or not all(type(i) is int for i in image_ids):
+    if not isinstance(image_ids, list) or not all(is_id(i) for i in image_ids):
         abort(400, description="image_ids must be a list of integers")
     if kind not in KINDS:
         abort(400, description=f"kind must be one of {', '.join(KINDS)}")

@@ -4,11 +4,11 @@
                 hash and the hash without plain borders included) + each photo's nearest
                 embeddings above COSINE_CANDIDATE (FAISS search)
     copies:     hash distance <= HASH_SURE (both hashes informative), or ORB + RANSAC verification
-                (search/verify.py) finds >= MIN_INLIERS matches agreeing on one transform
+                (search/duplicates/verify.py) finds >= MIN_INLIERS matches agreeing on one transform
     similar:    embedding pairs above SIMILAR_THRESHOLD that are not copies
     groups:     connected components of the remaining pairs, largest first
 
-Pairs a person dismissed as "not duplicates" (search/review.py) are dropped before grouping.
+Pairs a person dismissed as "not duplicates" (search/duplicates/review.py) are dropped before grouping.
 The thresholds come from `python -m bench.duplicates` (BENCHMARKS.md, "Near-duplicates").
 """
 
@@ -38,7 +38,9 @@ COPIES = "copies"
 SIMILAR = "similar"
 KINDS = (COPIES, SIMILAR)
 
-# The old single-threshold method, kept as the similar tier's default and as a baseline in the bench.
+# The old single-threshold method's cosine: the bench's baseline, and what the labelling queue counts as
+# a near-duplicate of a labelled photo (search/labelling/queue_order.py). The similar tier's default is
+# SIMILAR_THRESHOLD below.
 # On clothing_small distinct garments shot the same way reach cosine 0.948; its one real duplicate is 1.0.
 DEFAULT_THRESHOLD = 0.95
 # Similar shots: bursts and the same scene moments apart. Below ~0.90 different garments photographed
@@ -56,7 +58,7 @@ MIN_QUALITY = 30  # PDQ quality below this: a nearly flat image, whose hash matc
 # A 70 % corner crop or a letterboxed copy can fall to cosine ~0.65 with its original.
 COSINE_CANDIDATE = 0.60
 EMBED_NEIGHBOURS = 8
-MIN_INLIERS = 12  # ORB matches that agree on one transform (search/verify.py)
+MIN_INLIERS = 12  # ORB matches that agree on one transform (search/duplicates/verify.py)
 MIN_CORRELATION = 0.80  # of the edges once aligned by that transform (a look-alike reached 0.753)
 FEATURE_CACHE = 2048  # photos whose ORB features stay in memory during one run
 VERIFY_VERSION = 1  # bump when verification changes: stored verdicts are then recomputed

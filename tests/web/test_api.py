@@ -451,7 +451,7 @@ def test_duplicates_are_found_in_the_background_and_pages_say_how_far(app, clien
     202 with the same, the CSV 503; once the thread is done, the groups come as before."""
     import threading
 
-    from web import review
+    from web import duplicates as review
     from web.context import EXTENSION
 
     release = threading.Event()

@@ -206,7 +206,7 @@ class LookalikeRun:
 
 
 def run_lookalike(library) -> LookalikeRun:
-    from search import duplicates as d
+    from search.duplicates import candidates as d
 
     names = names_of(library)
     t0 = time.perf_counter()
@@ -277,9 +277,9 @@ def time_at_scale(work: Path, n: int, backbone, say: Callable[[str], None]) -> d
     from sqlalchemy import insert
 
     from bench.synthetic import fill_library, random_unit
+    from indexer.hashes import ImageSignals, signal_rows
     from indexer.schema import ImageSignalsRow
-    from indexer.signals import ImageSignals, signal_rows
-    from search.duplicates import find_tiers
+    from search.duplicates.candidates import find_tiers
 
     rng = np.random.default_rng(7)
     dim = backbone.dim
@@ -511,8 +511,8 @@ def hook_cost(files: list[Path], backbone) -> dict:
     """CPU milliseconds per photo in this process (one thread): decode + crop, the model, the hook."""
     import torch
 
+    from indexer.hashes import compute_signals
     from indexer.imageio import load_image
-    from indexer.signals import compute_signals
 
     torch.set_num_threads(1)
     t0 = time.process_time()

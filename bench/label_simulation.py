@@ -9,9 +9,9 @@ takes its suggestion. After each round we count the photos whose label (hand or 
 right, and report how many hand labels it took to reach 90, 95 and 98 % of the collection, for:
   random   + k-NN     (the baseline: no queue)
   margin   + k-NN     (today's queue: lowest margin first, photos with no vote last)
-  coverage + learned  (search.queue_order + the head chosen by cross-validation, search.learning)
+  coverage + learned  (search.labelling.queue_order + the head chosen by cross-validation, search.labelling.labeller)
 k-NN is today's labeller: each photo's 20 nearest photos, the labelled ones voting exp(sim / 0.07).
-It also reports accuracy on the unlabelled rest with 10 labels per class (search.compare.few_labels).
+It also reports accuracy on the unlabelled rest with 10 labels per class (search.labelling.compare.few_labels).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from search.head import train_head
-from search.knn import DEFAULT_K, DEFAULT_TEMPERATURE
-from search.queue_order import kmeans, queue_order
+from search.labelling.learned_head import train_head
+from search.labelling.queue_order import kmeans, queue_order
+from search.labelling.vote import DEFAULT_K, DEFAULT_TEMPERATURE, vote_shares
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +68,9 @@ def neighbour_lists(vectors: npt.NDArray[np.float32], k: int) -> tuple[np.ndarra
 def stored_tally(nb_ids, nb_scores, codes_known, n_classes, temperature) -> np.ndarray:
     """Today's vote: the labelled among each photo's stored neighbours vote exp(sim / T)."""
     c = codes_known[nb_ids]  # -1: unlabelled neighbour
-    voted = c >= 0
-    best = np.where(voted, nb_scores, -np.inf).max(axis=1, keepdims=True)
-    w = np.where(voted, np.exp((nb_scores - np.where(np.isfinite(best), best, 0)) / temperature), 0)
-    tally = np.zeros((len(nb_ids), n_classes))
+    voted = (c >= 0).ravel()
     rows = np.repeat(np.arange(len(nb_ids)), nb_ids.shape[1])
-    np.add.at(tally, (rows[voted.ravel()], c.ravel()[voted.ravel()]), w.ravel()[voted.ravel()])
-    total = tally.sum(axis=1, keepdims=True)
-    return np.divide(tally, total, out=np.zeros_like(tally), where=total > 0)
+    return vote_shares(rows[voted], c.ravel()[voted], nb_scores.ravel()[voted], len(nb_ids), n_classes, temperature)
 
 
 def simulate(
@@ -129,12 +124,12 @@ def simulate(
 def load_corpus(library_path: Path, photos: Path):
     """(vectors, truth codes, class names) of the indexed corpus, indexing it first if needed."""
     from indexer.library import Library
-    from search.learning import labelled_set
+    from search.labelling.labeller import labelled_set
 
     if not (library_path / "library.db").exists():
         from indexer.backbone import Backbone
         from indexer.pipeline import index_folder
-        from search.labels import import_folders
+        from search.labelling.labels import import_folders
 
         library_path.mkdir(parents=True, exist_ok=True)
         with Library(library_path, create=True) as lib:
@@ -157,7 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
-    from search.compare import few_labels
+    from search.labelling.compare import few_labels
 
     vectors, truth, classes = load_corpus(args.library, args.photos)
     n = len(truth)

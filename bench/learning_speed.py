@@ -21,9 +21,11 @@ from bench.label_simulation import DEFAULT_LIBRARY, DEFAULT_PHOTOS, load_corpus
 from indexer.library import Library
 from indexer.schema import INDEXED, Embedding, Image, Label, Meta, utcnow
 from indexer.torch_threads import torch_threads
-from search.head import BLEND, KNN, PROBE, PROJECTION, Head, train_head, train_probe, train_projection
-from search.knn import DEFAULT_K, DEFAULT_TEMPERATURE, NEIGHBOURS_STATE
-from search.learning import HEAD_FILE, LearningLabeller, save_head
+from search.labelling.head_store import HEAD_FILE, save_head
+from search.labelling.labeller import Labeller
+from search.labelling.learned_head import BLEND, KNN, PROBE, PROJECTION, Head, train_head, train_probe, train_projection
+from search.labelling.vote import DEFAULT_K, DEFAULT_TEMPERATURE
+from search.neighbour_lists import NEIGHBOURS_STATE
 from search.searcher import Searcher
 
 
@@ -89,7 +91,7 @@ def make_big_library(path: Path, vectors, truth, classes, n: int, labelled: int)
 
 def refresh(lib: Library, vectors, truth, classes) -> dict:
     """Seconds to rewrite every photo's suggestion from a stored head of each kind."""
-    labeller = LearningLabeller(Searcher(lib))
+    labeller = Labeller(Searcher(lib))
     v, t = grow(vectors, truth, 2000, seed=4)
     base = train_head(v, [classes[c] for c in t], DEFAULT_K, DEFAULT_TEMPERATURE, methods=(KNN,))
     with torch_threads():
@@ -100,7 +102,7 @@ def refresh(lib: Library, vectors, truth, classes) -> dict:
         head = Head(method, tuple(classes), 1.0, base.accuracy, None, None, 0, DEFAULT_K, DEFAULT_TEMPERATURE,
                     probe=probe, projection=projection)
         save_head(lib.path / HEAD_FILE, head, labeller.fingerprint())
-        seconds, _ = timed(lambda: labeller._revote(None))
+        seconds, _ = timed(lambda: labeller._write(labeller.predict_all()))
         out[method] = round(seconds, 2)
     return out
 

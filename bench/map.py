@@ -89,7 +89,7 @@ def run_quality(library_path: Path, say) -> list[dict]:
 
     from indexer.library import Library
     from indexer.schema import Image
-    from search import layout
+    from search.map import layout
 
     with Library(library_path) as library:
         ids, vectors = library.stored_vectors()
@@ -128,7 +128,7 @@ def synthetic_chunks(n: int):
 
 
 def run_layout(n: int, say) -> dict:
-    from search import layout
+    from search.map import layout
 
     ids = np.arange(1, n + 1, dtype=np.int64)
     chunks = synthetic_chunks(n)
@@ -161,7 +161,7 @@ def build_library(path: Path, n: int, say) -> dict:
 
     from bench.synthetic import fill_library
     from indexer.schema import IMPORTED, Label, utcnow
-    from search.collection_map import update_map
+    from search.map.store import update_map
 
     started = time.perf_counter()
     files = [(f"{i // 1000:04d}/synthetic_{i:07d}.jpg", 20_000, 1.7e9) for i in range(n)]
@@ -194,10 +194,10 @@ def serve(library_path: Path):
     """waitress on a free port in a thread, as `lookalike serve` runs it; returns (url, stop)."""
     from waitress import create_server
 
-    from indexer.settings import Settings
     from web import create_app
     from web.context import services
     from web.map_view import JOB, MapJob
+    from web.settings import Settings
 
     app = create_app(Settings(library=library_path))
     with app.app_context():

@@ -34,9 +34,9 @@ def add_photos(library: Path, photos: Path, count: int) -> dict:
         "import json, sys, logging\n"
         "logging.basicConfig(level=logging.INFO, format='%(relativeCreated)8.0f ms %(name)s %(message)s')\n"
         "from indexer.settings import Settings\n"
-        "from lookalike.options import run_index\n"
-        f"r = run_index(Settings.from_env(library={str(library)!r}), __import__('pathlib').Path({str(photos)!r}), "
-        "progress=False)\n"
+        "from search.refresh import index_and_refresh\n"
+        f"r = index_and_refresh(Settings.from_env(library={str(library)!r}), "
+        f"__import__('pathlib').Path({str(photos)!r}), progress=False).report\n"
         "print(json.dumps({'indexed': r.indexed, 'embed_s': r.embed_seconds, 'index_s': r.seconds}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

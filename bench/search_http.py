@@ -44,7 +44,7 @@ class Latencies:
 
 def build_library(path: Path, n: int, backbone: Backbone, say=print) -> dict:
     """Rows + vectors + FAISS file + neighbour lists; seconds of each step."""
-    from search.knn import Labeller
+    from search.labelling.labeller import Labeller
     from search.searcher import Searcher
 
     facts = {}

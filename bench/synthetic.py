@@ -25,9 +25,9 @@ import numpy as np
 from sqlalchemy import insert
 
 from indexer.backbone import Backbone
+from indexer.hashes import HASH_BYTES, ImageSignals, write_signals
 from indexer.library import Library
 from indexer.schema import INDEXED, Embedding, Image, utcnow
-from indexer.signals import HASH_BYTES, ImageSignals, write_signals
 
 CHUNK = 20_000
 PER_FOLDER = 1000
@@ -183,11 +183,11 @@ def build_derived(lib: Library, *, lists: bool = True, memory_budget: int | None
     say(f"{index.describe()['index_type']} index in {out['index_s']:.0f}s (peak RSS {peak_rss_mb():,.0f} MB)")
     del index
     if lists:
-        from search.learning import LearningLabeller
+        from search.labelling.labeller import Labeller
         from search.searcher import Searcher
 
         started = time.perf_counter()
-        LearningLabeller(Searcher(lib), k=20).refresh(progress=True)  # what `lookalike index` runs
+        Labeller(Searcher(lib), k=20).refresh(progress=True)  # what `lookalike index` runs
         out["lists_s"] = time.perf_counter() - started
         say(f"neighbour lists and votes in {out['lists_s']:.0f}s")
     out["peak_rss_mb"] = peak_rss_mb()

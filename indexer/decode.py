@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 
 from indexer.backbone import Preprocess
+from indexer.hashes import ImageSignals, compute_signals
 from indexer.imageio import ImageError, load_image
 from indexer.scan import OutsideRoot, open_inside
-from indexer.signals import ImageSignals, compute_signals
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class Decoded:
     pixels: torch.Tensor | None
     facts: dict = field(default_factory=dict)
     error: str | None = None
-    signals: ImageSignals | None = None  # duplicate signals of the whole photo (indexer/signals.py)
+    signals: ImageSignals | None = None  # duplicate signals of the whole photo (indexer/hashes.py)
 
 
 @dataclass(frozen=True)

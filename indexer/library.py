@@ -11,9 +11,10 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +26,7 @@ from indexer.schema import BROWSE_INDEXES, INDEXED, SCHEMA_VERSION, Base, Embedd
 from indexer.vectors import DEFAULT_MEMORY_BUDGET, VectorIndex
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DB_FILE = "library.db"
 VECTORS_FILE = "vectors.faiss"
@@ -53,6 +55,40 @@ def file_lock(path: Path, *, busy: Exception | None = None) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def file_stamp(path: Path) -> tuple | None:
+    """(inode, size, mtime) of a file, None when there is none: an atomic rewrite changes it."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class FileCache(Generic[T]):
+    """What `load(path)` returns, read again only when the file's stamp changes (None: no file)."""
+
+    def __init__(self, path: Path, load: Callable[[Path], T]) -> None:
+        self.path, self.load = path, load
+        self._stamp: tuple | None = None
+        self._value: T | None = None
+
+    def get(self) -> T | None:
+        stamp = file_stamp(self.path)
+        if stamp != self._stamp:
+            self._value = self.load(self.path) if stamp else None
+            self._stamp = stamp
+        return self._value
+
+
+def parse_state(raw: str | None) -> dict:
+    """A derived state as kept in the meta table: {} when there is none or it does not parse."""
+    try:
+        value = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 class LibraryError(Exception):
@@ -105,6 +141,25 @@ class Library:
     def set_meta(self, session: Session, **values: object) -> None:
         for key, value in values.items():
             session.merge(Meta(key=key, value=value if isinstance(value, str) else json.dumps(value)))
+
+    def state(self, key: str, session: Session | None = None) -> dict:
+        """The JSON state a piece of derived data keeps in the meta table ({} when none)."""
+        if session is None:
+            with self.Session() as s:
+                return self.state(key, s)
+        row = session.get(Meta, key)
+        return parse_state(row.value if row else None)
+
+    def save_state(self, key: str, value: dict | None, session: Session | None = None) -> None:
+        """Store a derived state (None: forget it, so that the data is rebuilt)."""
+        if session is None:
+            with self.Session.begin() as s:
+                self.save_state(key, value, s)
+            return
+        if value is None:
+            session.execute(delete(Meta).where(Meta.key == key))
+        else:
+            session.merge(Meta(key=key, value=json.dumps(value)))
 
     @property
     def root(self) -> Path | None:

@@ -22,13 +22,13 @@ from pathlib import Path
 
 from indexer.allocator import keep_freed_memory
 from indexer.backbone import Backbone
+from indexer.hashes import backfill_signals
 from indexer.library import Library, LibraryError
 from indexer.plan import check_library, plan_run
 from indexer.report import IndexReport
 from indexer.runners import Runner, get_runner
 from indexer.runners.local import _worker_init, default_workers
 from indexer.scan import scan
-from indexer.signals import backfill_signals
 from indexer.write import write_batch
 
 log = logging.getLogger(__name__)

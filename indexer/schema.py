@@ -157,7 +157,7 @@ class NeighbourSource(Base):
 
 
 class ImageSignalsRow(Base):
-    """Duplicate signals of an image (indexer/signals.py): PDQ hashes of the whole photo and its mirror."""
+    """Duplicate signals of an image (indexer/hashes.py): PDQ hashes of the whole photo and its mirror."""
 
     __tablename__ = "image_signals"
 
@@ -172,7 +172,7 @@ class ImageSignalsRow(Base):
 
 
 class MapPoint(Base):
-    """An image's place on the collection map (search/layout.py computes it from the vectors)."""
+    """An image's place on the collection map (search/map/layout.py computes it from the vectors)."""
 
     __tablename__ = "map_points"
 
@@ -184,7 +184,7 @@ class MapPoint(Base):
 
 
 class DismissedPair(Base):
-    """Two photos a person reviewed as "not duplicates" in one tier (search/review.py).
+    """Two photos a person reviewed as "not duplicates" in one tier (search/duplicates/review.py).
 
     Keyed by the files' content hashes (blake2b of the bytes), so the verdict outlives re-index
     runs, moves and even a rebuilt library; the ids are kept for reference.
@@ -201,7 +201,7 @@ class DismissedPair(Base):
 
 
 class VerifiedPair(Base):
-    """A stored verification verdict (search/verify.py) for two files, keyed by content hashes in
+    """A stored verification verdict (search/duplicates/verify.py) for two files, keyed by content hashes in
     the order verified: a pair is verified once, not at every `duplicates` run."""
 
     __tablename__ = "verified_pairs"
@@ -210,7 +210,7 @@ class VerifiedPair(Base):
     hash_b: Mapped[str] = mapped_column(String, primary_key=True)
     inliers: Mapped[int] = mapped_column(Integer)
     correlation: Mapped[float] = mapped_column(Float)
-    version: Mapped[int] = mapped_column(Integer)  # search.duplicates.VERIFY_VERSION
+    version: Mapped[int] = mapped_column(Integer)  # search.duplicates.candidates.VERIFY_VERSION
 
 
 class DuplicateChoice(Base):

@@ -10,11 +10,11 @@ from sqlalchemy import delete, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from indexer.embed import EmbeddedBatch
+from indexer.hashes import write_signals
 from indexer.library import Library
 from indexer.plan import Plan
 from indexer.report import IndexReport
 from indexer.schema import FAILED, INDEXED, Embedding, Image, ImageSignalsRow, utcnow
-from indexer.signals import write_signals
 from indexer.vectors import VectorIndex
 
 

@@ -9,6 +9,7 @@ import click
 
 from lookalike.options import (
     backbone_options,
+    echo_json,
     library_option,
     memory_budget_option,
     open_library,
@@ -40,7 +41,7 @@ def index(photos, library, backbone, weights, device, precision, engine, batch_s
     settings = settings_from(library=library, backbone=backbone, weights=weights, device=device,
                              precision=precision, engine=engine, batch_size=batch_size, workers=workers,
                              memory_budget=memory_budget, runner=runner, ray_address=ray_address)
-    report = run_index(settings, photos, reembed=reembed, progress=not quiet)
+    report = run_index(settings, photos, reembed=reembed, progress=not quiet).report
     ran = f", {report.engine}" if report.engine else ""
     click.echo(f"{report.summary()} ({report.images_per_second:.1f} img/s{ran}) -> {settings.library}")
 
@@ -54,7 +55,7 @@ def status(library, as_json):
     with open_library(settings) as lib:
         facts = library_status(lib)
     if as_json:
-        click.echo(json.dumps(facts, indent=2, default=str))
+        echo_json(facts)
     else:
         for key, value in facts.items():
             click.echo(f"{key:>16}: {value}")

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
-from lookalike.options import library_option, open_library, settings_from
-
-
-def _echo_json(value: object) -> None:
-    click.echo(json.dumps(value, indent=2, default=str))
+from lookalike.options import echo_json, library_option, open_library, settings_from
 
 
 def _labeller(lib, settings):
-    from search.learning import LearningLabeller
+    from search.labelling.labeller import Labeller
     from search.searcher import Searcher
 
-    return LearningLabeller(Searcher(lib), k=settings.k, temperature=settings.temperature)
+    return Labeller(Searcher(lib), k=settings.k, temperature=settings.temperature)
 
 
 def _paths(lib, ids: list[int]) -> dict[int, str]:
@@ -39,8 +33,8 @@ def learn(library, as_json):
     """Train the labeller on the library's labels now and compare its methods by cross-validation."""
     import time
 
-    from search.head import TARGET_PRECISION
-    from search.learning import labelled_set
+    from search.labelling.labeller import labelled_set
+    from search.labelling.learned_head import TARGET_PRECISION
 
     settings = settings_from(library=library)
     with open_library(settings) as lib:
@@ -63,7 +57,7 @@ def learn(library, as_json):
         "seconds": round(seconds, 3),
     }
     if as_json:
-        _echo_json(out)
+        echo_json(out)
         return
     if not out["accuracy"]:
         click.echo(
@@ -110,7 +104,7 @@ def suggest(library, as_json):
         for i, p, lab, c in rows
     ]
     if as_json:
-        _echo_json(out)
+        echo_json(out)
         return
     for r in out:
         conf = f"{r['confidence']:.3f}" if r["label"] is not None else "  -  "
@@ -132,7 +126,7 @@ def queue(library, count, as_json):
         paths = _paths(lib, ids)
     out = [{"id": i, "path": paths[i]} for i in ids if i in paths]
     if as_json:
-        _echo_json(out)
+        echo_json(out)
         return
     for r in out:
         click.echo(f"{r['id']:>7}  {r['path']}")

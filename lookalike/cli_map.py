@@ -6,7 +6,7 @@ import click
 
 from lookalike.options import library_option, open_library, settings_from
 
-METHOD_CHOICES = ("umap", "graph")  # search.layout.METHODS, listed here so --help does not import numpy
+METHOD_CHOICES = ("umap", "graph")  # search.map.layout.METHODS, listed here so --help does not import numpy
 
 
 @click.command("map")
@@ -20,8 +20,8 @@ def map_command(library, refit, method):
     The first run fits a layout; later runs place new photos where their neighbours are, and fit
     again when more than half of the photos are new or the backbone changed.
     """
-    from search.collection_map import MapBusy, update_map
-    from search.layout import LayoutError
+    from search.map.layout import LayoutError
+    from search.map.store import MapBusy, update_map
 
     settings = settings_from(library=library)
     with open_library(settings) as lib:

@@ -34,8 +34,8 @@ def run_server(settings, *, open_browser: bool = False) -> None:
     from waitress import create_server
 
     from indexer.library import LibraryError
-    from indexer.settings import is_loopback
     from web import create_app, services
+    from web.settings import is_loopback
 
     try:
         app = create_app(settings)
@@ -135,7 +135,7 @@ def label_half_of_samples(library) -> int:
     from sqlalchemy import func, select
 
     from indexer.schema import IMPORTED, INDEXED, Image, Label
-    from search.labels import set_label
+    from search.labelling.labels import set_label
 
     with library.Session.begin() as s:
         if s.scalar(select(func.count()).select_from(Label)):
@@ -166,7 +166,7 @@ def up(photos, library, host, port, no_browser):
     """
     settings = settings_from(library=library, host=host, port=port)
     samples = photos is None
-    report = run_index(settings, photos or SAMPLES)
+    report = run_index(settings, photos or SAMPLES).report
     click.echo(f"{report.summary()} -> {settings.library}")
     if samples:
         with open_library(settings) as lib:

@@ -1,12 +1,14 @@
-"""Options and helpers every command module shares (a leaf: it imports no command module)."""
+"""The click options, settings and output every command module shares (a leaf: it imports no command module)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
 
-from indexer.settings import FIELDS, Settings, SettingsError, kind
+from indexer.settings import SettingsError, kind
+from web.settings import FIELDS, Settings
 
 SAMPLES = Path(__file__).parent / "samples"
 
@@ -17,7 +19,7 @@ def setting_type(name: str) -> click.ParamType:
     meta = FIELDS[name].metadata
     if meta["choices"]:
         return click.Choice(meta["choices"])
-    t = kind(name)
+    t = kind(FIELDS[name])
     if t is int:
         return click.IntRange(meta["lo"], meta["hi"])
     if t is float:
@@ -69,64 +71,18 @@ def backbone_options(f):
     return f
 
 
-def run_index(settings: Settings, photos: Path, *, reembed: bool = False, progress: bool = True):
-    """Index `photos` into the settings' library, creating it only once there is something to put
-    in it: a bad backbone or a folder without photos leaves no library folder behind. A library
-    another indexer holds is reported before torch is imported or a model loaded."""
-    from indexer.library import DB_FILE, Library, LibraryError
-    from indexer.scan import has_images
-
-    exists = (Path(settings.library) / DB_FILE).exists()
-    if exists:
-        try:
-            with Library(settings.library) as library, library.writer_lock():
-                pass
-        except LibraryError as e:
-            raise click.ClickException(str(e)) from None
-    from indexer.backbone import Backbone, BackboneError
-    from indexer.engines import EngineError
-    from indexer.pipeline import index_folder
-    from indexer.runners import get_runner
-    from indexer.runners.ray import RayUnavailable
+def run_index(settings: Settings, photos: Path, **options):
+    """`search.refresh.index_and_refresh`, its one-line errors as click's."""
+    from search.refresh import IndexFailed, index_and_refresh
 
     try:
-        runner_name, engine = settings.runner, settings.engine
-        if engine == "ray":  # `--engine ray` (issue 12's contract) is `--runner ray` on the engine auto picks
-            runner_name, engine = "ray", "auto"
-        runner = get_runner(runner_name, ray_address=settings.ray_address)
-        backbone = Backbone(settings.backbone, weights=settings.weights, device=settings.device,
-                            precision=settings.precision)
-        if not exists and not has_images(photos):
-            raise click.ClickException(
-                f"no photos found under {photos} (looked for .jpg, .png, .heic, .webp and other image "
-                f"files): nothing to index, no library created"
-            )
-        with open_library(settings, create=True) as library:
-            report = index_folder(photos, library, backbone, batch_size=settings.batch_size,
-                                  workers=settings.workers, reembed=reembed, progress=progress,
-                                  memory_budget=settings.memory_budget, runner=runner, engine=engine)
-            if report.engine:
-                with library.Session.begin() as s:
-                    library.set_meta(s, engine=report.engine)
-            update_suggestions(settings, library, backbone, progress=progress)
-            return report
-    except (LibraryError, BackboneError, EngineError, RayUnavailable, ValueError) as e:
+        return index_and_refresh(settings, photos, **options)
+    except IndexFailed as e:
         raise click.ClickException(str(e)) from None
 
 
-def update_suggestions(settings: Settings, library, backbone, *, progress: bool) -> None:
-    """Bring the neighbour lists and suggestions up to date after a run (by difference once they
-    exist): the new photos' suggestions are there at once, and the web has nothing to redo. The
-    web's labeller, so that what is stored is what the web would store."""
-    from search.learning import LearningLabeller
-    from search.searcher import Searcher
-
-    labeller = LearningLabeller(Searcher(library, backbone), k=settings.k, temperature=settings.temperature)
-    if labeller.labels_changed():  # or no head yet: train it here rather than at the web's start
-        labeller.retrain()
-    else:  # new photos get k-NN votes now; the web retrains on the new vectors in the background
-        labeller.refresh(progress=progress)
-    labeller.clusters()  # the labelling queue's clusters, by difference: the web's first queue is quick
+def echo_json(value: object) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
 
 
 def memory_budget_option(f):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from PIL import Image as PILImage
 from sqlalchemy.orm import Session
 
 from indexer.imageio import load_image, to_rgb
-from indexer.library import Library, LibraryError
+from indexer.library import Library, LibraryError, file_stamp
 from indexer.settings import Settings
 from indexer.vectors import VectorIndex
 
@@ -26,6 +25,8 @@ if TYPE_CHECKING:  # torch: imported only when a query needs embedding
     from indexer.engines import Engine
 
 log = logging.getLogger(__name__)
+
+PADDING = -1e30  # FAISS pads missing results with -FLT_MAX: a score at or below this is no result
 
 
 class NotFound(LookupError):
@@ -70,19 +71,12 @@ class Searcher:
             self.reload()
         return self._index  # type: ignore[return-value]
 
-    def _file_stamp(self) -> tuple | None:
-        try:
-            st = os.stat(self.library.vectors_path)
-        except FileNotFoundError:
-            return None
-        return (st.st_ino, st.st_size, st.st_mtime_ns)
-
     def reload(self) -> bool:
         """Re-read the FAISS file if the indexer rewrote it since the last load. True if it did.
 
         Costs one stat() when nothing changed.
         """
-        stamp = self._file_stamp()
+        stamp = file_stamp(self.library.vectors_path)
         if self._index is not None and stamp == self._stamp:
             if self.source is None and self.library.meta().get("vectors_dirty") != "1":
                 # Loaded between the indexer writing this file and marking it clean: it is clean.

@@ -72,3 +72,12 @@ def sample_library(sample_library_dir, tmp_path) -> Library:
     library = Library(path)
     yield library
     library.close()
+
+
+@pytest.fixture
+def labelled_samples(sample_library) -> Library:
+    """The indexed 120 sample photos, each labelled by its folder (10 classes of 12)."""
+    from search.labelling.labels import import_folders
+
+    assert import_folders(sample_library) == 120
+    return sample_library

@@ -62,7 +62,7 @@ def test_search_by_image_file_does_import_torch(library_dir, tmp_path):
 
 def test_web_app_starts_without_torch(library_dir):
     code = (
-        "import sys; from pathlib import Path; from indexer.settings import Settings; "
+        "import sys; from pathlib import Path; from web.settings import Settings; "
         "from web.app import create_app; "
         f"app = create_app(Settings(library=Path({str(library_dir)!r}))); "
         "r = app.test_client().get('/api/images/1/neighbours?k=3'); "

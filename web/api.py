@@ -7,7 +7,8 @@ from flask import Blueprint, abort, jsonify, request
 from indexer.library import LibraryError
 from indexer.schema import INDEXED
 from search.searcher import NotFound
-from web import labelling, library_facts, review
+from web import duplicates as duplicate_review
+from web import labelling, library_facts
 from web.browse import Filters, browse, facets, int_arg, known_labels
 from web.context import get_session, services
 from web.ids import is_id
@@ -205,7 +206,8 @@ def search_upload():
 @bp.get("/duplicates")
 def duplicates():
     """?kind=copies|similar (copies), ?threshold= (the similar tier's cosine)."""
-    found = review.duplicate_groups(review.kind_arg(request.args), review.threshold_arg(request.args))
+    kind, threshold = duplicate_review.kind_arg(request.args), duplicate_review.threshold_arg(request.args)
+    found = duplicate_review.duplicate_groups(kind, threshold)
     return jsonify(found), 202 if "pending" in found else 200  # 202: still computing, ask again
 
 
@@ -213,7 +215,7 @@ def duplicates():
 def dismiss_duplicates():
     """{"image_ids": [...], "kind": "copies"}: these photos are not duplicates of each other, for good."""
     data = json_body()
-    n = review.dismiss(data.get("image_ids"), data.get("kind", "copies"))
+    n = duplicate_review.dismiss(data.get("image_ids"), data.get("kind", "copies"))
     return jsonify(dismissed_pairs=n, image_ids=sorted(set(data["image_ids"])), kind=data.get("kind", "copies"))
 
 
@@ -221,7 +223,7 @@ def dismiss_duplicates():
 def duplicate_choice(image_id: int):
     """{"choice": "keep" | "remove" | null}: a person's decision for one photo of a group."""
     choice = json_body().get("choice")
-    review.set_choice(image_id, choice)
+    duplicate_review.set_choice(image_id, choice)
     return jsonify(image_id=image_id, choice=choice)
 
 

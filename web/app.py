@@ -9,12 +9,12 @@ from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 
 from indexer.library import Library
-from indexer.settings import Settings
-from search.learning import LearningLabeller
+from search.labelling.labeller import Labeller
 from search.searcher import Searcher
 from web.context import EXTENSION, Services, close_session
+from web.duplicates import DUPLICATES_WAIT
 from web.ids import IdConverter
-from web.review import DUPLICATES_WAIT
+from web.settings import Settings
 from web.thumbs import Thumbnails
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None, *, searcher: Searcher | None = 
         library = Library(settings.library)
         searcher = Searcher(library, settings=settings)
     # Suggestions come from the head learned on the labels, retrained in the background after changes.
-    labeller = LearningLabeller(searcher, k=settings.k, temperature=settings.temperature, background=True)
+    labeller = Labeller(searcher, k=settings.k, temperature=settings.temperature, background=True)
     app.extensions[EXTENSION] = Services(
         settings=settings,
         library=searcher.library,

@@ -14,9 +14,9 @@ from flask import current_app, g
 from sqlalchemy.orm import Session
 
 from indexer.library import Library
-from indexer.settings import Settings
-from search.learning import LearningLabeller
+from search.labelling.labeller import Labeller
 from search.searcher import Searcher
+from web.settings import Settings
 from web.thumbs import Thumbnails
 
 EXTENSION = "lookalike"
@@ -31,7 +31,7 @@ class Services:
     settings: Settings
     library: Library
     searcher: Searcher
-    labeller: LearningLabeller
+    labeller: Labeller
     thumbnails: Thumbnails
     # Label writes and the labeller's cache updates happen together, one writer at a time.
     write_lock: threading.Lock = field(default_factory=threading.Lock)

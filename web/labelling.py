@@ -9,8 +9,8 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from indexer.schema import ACCEPTED, USER, Image, Label, SuggestedLabel
-from search import labels
-from search.knn import Suggestion
+from search.labelling import labels
+from search.labelling.labeller import Suggestion
 from search.searcher import NotFound
 from web.context import get_session, services
 

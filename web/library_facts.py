@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 
-from search.evaluate import EvalError, evaluate
+from search.labelling.evaluate import EvalError, evaluate
 from web import labelling
 from web.browse import facets
 from web.context import get_session, services

@@ -11,8 +11,8 @@ import numpy as np
 from flask import Blueprint, Response, current_app, render_template
 
 from indexer.library import Library
-from search.collection_map import MapBusy, MapColumns, MapState, pending, read_points, update_map
-from search.knn import SUGGESTIONS_STATE, Labeller
+from search.labelling.labeller import SUGGESTIONS_STATE, Labeller
+from search.map.store import MapBusy, MapColumns, MapState, pending, read_points, update_map
 from web import labelling
 from web.browse import known_labels
 from web.context import get_session, services

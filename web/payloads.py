@@ -9,7 +9,7 @@ from urllib.parse import quote
 from flask import g, url_for
 
 from indexer.schema import INDEXED, Image
-from search.knn import Suggestion
+from search.labelling.labeller import Suggestion
 from search.searcher import ImageRow
 from web.thumbs import version_of
 

@@ -31,8 +31,8 @@ from urllib.parse import urlsplit
 
 from flask import Flask, abort, current_app, request, session
 
-from indexer.settings import is_loopback
 from web.context import services
+from web.settings import is_loopback
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Reached without the token: the form that checks it, and the reads that are POSTs.

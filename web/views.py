@@ -7,7 +7,8 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, abort, redirect, render_template, request, session, url_for
 
-from web import labelling, library_facts, review
+from web import duplicates as duplicate_review
+from web import labelling, library_facts
 from web.browse import Filters, facets, int_arg, known_labels
 from web.browse import browse as browse_query
 from web.context import get_session, services
@@ -87,17 +88,17 @@ def queue():
 
 @bp.get("/duplicates")
 def duplicates():
-    kind, threshold = review.kind_arg(request.args), review.threshold_arg(request.args)
-    return render_template("duplicates.html", **review.duplicate_groups(kind, threshold))
+    kind, threshold = duplicate_review.kind_arg(request.args), duplicate_review.threshold_arg(request.args)
+    return render_template("duplicates.html", **duplicate_review.duplicate_groups(kind, threshold))
 
 
 @bp.get("/duplicates/remove.csv")
 def duplicates_csv():
     """The review's removal plan: the paths to remove, as a CSV download."""
-    kind, threshold = review.kind_arg(request.args), review.threshold_arg(request.args)
+    kind, threshold = duplicate_review.kind_arg(request.args), duplicate_review.threshold_arg(request.args)
     try:
-        plan = review.removal_csv(kind, threshold)
-    except review.Pending as p:
+        plan = duplicate_review.removal_csv(kind, threshold)
+    except duplicate_review.Pending as p:
         abort(503, description=f"{p}: try again in a moment")
     return Response(
         plan, mimetype="text/csv",

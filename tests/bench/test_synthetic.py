@@ -12,9 +12,9 @@ from indexer.backbone import Backbone
 from indexer.library import Library
 from indexer.pipeline import index_folder
 from indexer.schema import INDEXED, Image, Neighbour, SuggestedLabel
-from indexer.settings import Settings
 from tests.conftest import SAMPLES
 from web.app import create_app
+from web.settings import Settings
 
 N = 300
 

@@ -18,10 +18,10 @@ from werkzeug.serving import make_server
 from indexer.library import Library
 from indexer.pipeline import index_folder
 from indexer.schema import Label
-from indexer.settings import Settings
 from tests.conftest import SAMPLES
 from tests.reliability.conftest import CLI
 from web import create_app
+from web.settings import Settings
 
 pytestmark = pytest.mark.slow
 

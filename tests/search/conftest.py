@@ -1,4 +1,4 @@
-"""Fixtures for the search layer: libraries of hand-made vectors, and the labelled sample library."""
+"""Fixtures for the search layer: libraries of hand-made vectors."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import pytest
 
 from indexer.library import Library
 from indexer.schema import INDEXED, Embedding, Image
-from search.labels import import_folders
 
 
 def unit(rows) -> np.ndarray:
@@ -52,10 +51,3 @@ def vector_library(tmp_path):
     yield make
     for library in made:
         library.close()
-
-
-@pytest.fixture
-def labelled_samples(sample_library) -> Library:
-    """The indexed 120 sample photos, each labelled by its folder (10 classes of 12)."""
-    assert import_folders(sample_library) == 120
-    return sample_library

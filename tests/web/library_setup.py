@@ -9,10 +9,10 @@ from PIL import Image as PILImage
 from sqlalchemy import select
 
 from indexer.schema import INDEXED, Image, Label
-from indexer.settings import Settings
-from search.labels import set_label
+from search.labelling.labels import set_label
 from search.searcher import Searcher
 from web import create_app
+from web.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "tests" / "artifacts"

@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 
 from indexer.schema import INDEXED, Image, Label, Meta, Neighbour
 from lookalike.cli import main
-from search.neighbours import NEIGHBOURS_STATE
+from search.neighbour_lists import NEIGHBOURS_STATE
 from tests.conftest import SAMPLES, TEST_DATA
 from tests.web.library_setup import jpeg_bytes, make_app, near_duplicate_of, stored_label
 from web.context import EXTENSION
@@ -451,7 +451,7 @@ def test_duplicates_are_found_in_the_background_and_pages_say_how_far(app, clien
     202 with the same, the CSV 503; once the thread is done, the groups come as before."""
     import threading
 
-    from web import review
+    from web import duplicates as review
     from web.context import EXTENSION
 
     release = threading.Event()

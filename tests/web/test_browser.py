@@ -16,7 +16,7 @@ from werkzeug.serving import make_server
 
 from indexer.library import Library
 from indexer.schema import INDEXED, DuplicateChoice, Image, Label, SuggestedLabel
-from search.review import dismissed_pairs
+from search.duplicates.review import dismissed_pairs
 from tests.web.library_setup import ARTIFACTS, label_every_other, make_app, near_duplicate_of
 from web.context import EXTENSION
 

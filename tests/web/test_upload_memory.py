@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SAMPLES
-from tests.web.test_cli_web import start, stop
+from tests.lookalike.test_cli_web import start, stop
 from web.uploads import DECODE_SLOTS, MAX_DECODED_BYTES
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/<pid>/status")

@@ -1,0 +1,76 @@
+"""The labels command group: import, export and count labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from lookalike.options import echo_json, library_option, open_library, settings_from
+
+
+@click.group()
+def labels():
+    """Import, export and count labels (one per image)."""
+
+
+@labels.command("import")
+@click.argument(
+    "csv_file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option("--folders", is_flag=True, help="Label each image by the name of its folder.")
+@click.option("--overwrite", is_flag=True, help="Replace labels set by hand too.")
+@library_option
+def labels_import(csv_file, folders, overwrite, library):
+    """Labels from CSV_FILE (path,label columns; paths relative to the photo root) or from --folders."""
+    from search.labelling.labels import LabelFileError, import_csv, import_folders
+
+    if bool(csv_file) == bool(folders):
+        raise click.UsageError("give either CSV_FILE or --folders")
+    try:
+        with open_library(settings_from(library=library)) as lib:
+            n = (
+                import_folders(lib, overwrite=overwrite)
+                if folders
+                else import_csv(lib, csv_file, overwrite=overwrite)
+            )
+    except LabelFileError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"set {n} labels from {'folder names' if folders else csv_file}")
+    if n:  # the stored head's labels fingerprint no longer matches: the next suggest, queue or web request retrains
+        click.echo("the labeller retrains on its next use (`lookalike learn` trains now)")
+
+
+@labels.command("export")
+@click.argument("csv_file", type=click.Path(dir_okay=False, path_type=Path))
+@library_option
+def labels_export(csv_file, library):
+    """Write every label to CSV_FILE (path,label,source,set_at)."""
+    from search.labelling.labels import export_csv
+
+    try:
+        with open_library(settings_from(library=library)) as lib:
+            n = export_csv(lib, csv_file)
+    except OSError as e:
+        raise click.ClickException(f"cannot write {csv_file}: {e}") from None
+    click.echo(f"exported {n} labels to {csv_file}")
+
+
+@labels.command("counts")
+@library_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def labels_counts(library, as_json):
+    """Images per label."""
+    from search.labelling.labels import label_counts
+
+    with open_library(settings_from(library=library)) as lib:
+        with lib.Session() as s:
+            counts = label_counts(s)
+    if as_json:
+        echo_json(counts)
+    else:
+        for label, n in counts.items():
+            click.echo(f"{n:>7}  {label}")
+
+
+COMMANDS = [labels]

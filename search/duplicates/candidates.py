@@ -1,0 +1,459 @@
+"""Near-duplicate groups in two tiers: copies of one photo, and similar shots.
+
+    candidates: PDQ hash pairs within HASH_CANDIDATE bits (FAISS binary range search; the mirror
+                hash and the hash without plain borders included) + each photo's nearest
+                embeddings above COSINE_CANDIDATE (FAISS search)
+    copies:     hash distance <= HASH_SURE (both hashes informative), or ORB + RANSAC verification
+                (search/duplicates/verify.py) finds >= MIN_INLIERS matches agreeing on one transform
+    similar:    embedding pairs above SIMILAR_THRESHOLD that are not copies
+    groups:     connected components of the remaining pairs, largest first
+
+Pairs a person dismissed as "not duplicates" (search/duplicates/review.py) are dropped before grouping.
+The thresholds come from `python -m bench.duplicates` (BENCHMARKS.md, "Near-duplicates").
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from indexer.hashes import HASH_BYTES
+from indexer.library import Library
+from search.neighbour_lists import stored_pairs
+
+if TYPE_CHECKING:
+    from search.duplicates.verify import Match
+
+log = logging.getLogger(__name__)
+
+COPIES = "copies"
+SIMILAR = "similar"
+KINDS = (COPIES, SIMILAR)
+
+# The old single-threshold method's cosine: the bench's baseline, and what the labelling queue counts as
+# a near-duplicate of a labelled photo (search/labelling/queue_order.py). The similar tier's default is
+# SIMILAR_THRESHOLD below.
+# On clothing_small distinct garments shot the same way reach cosine 0.948; its one real duplicate is 1.0.
+DEFAULT_THRESHOLD = 0.95
+# Similar shots: bursts and the same scene moments apart. Below ~0.90 different garments photographed
+# alike on clothing_small start to join (80 pairs of them above 0.90): a judgement, see the README.
+SIMILAR_THRESHOLD = 0.90
+
+# PDQ Hamming distances (of 256 bits; the smaller of photo-photo and mirror-photo). Measured on edited
+# copies of clothing_small photos among same-class look-alikes (bench/duplicates.py): every copy the
+# hash can see (re-encoded, gray, squashed, thumbnail, blurred, recoloured, mirrored) is within
+# HASH_SURE, and the closest look-alike pair was further than that.
+HASH_SURE = 40
+HASH_CANDIDATE = 90  # up to here a hash match only nominates the pair for verification
+MIN_QUALITY = 30  # PDQ quality below this: a nearly flat image, whose hash matches too much
+# Embedding candidates: each photo's EMBED_NEIGHBOURS nearest above COSINE_CANDIDATE are verified.
+# A 70 % corner crop or a letterboxed copy can fall to cosine ~0.65 with its original.
+COSINE_CANDIDATE = 0.60
+EMBED_NEIGHBOURS = 8
+MIN_INLIERS = 12  # ORB matches that agree on one transform (search/duplicates/verify.py)
+MIN_CORRELATION = 0.80  # of the edges once aligned by that transform (a look-alike reached 0.753)
+FEATURE_CACHE = 2048  # photos whose ORB features stay in memory during one run
+VERIFY_VERSION = 1  # bump when verification changes: stored verdicts are then recomputed
+HASH_FLAT_MAX = 20_000  # exact binary search up to here; above, buckets on the steadiest bits
+HASH_BUCKET_BITS = 16
+_CHUNK = 1024
+PROGRESS_EVERY = 64  # candidate pairs between progress reports
+LIST_PAIRS = 20  # the similar tier's pairs per photo when the stored neighbour lists give them
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Why two photos are in a group. `score` is the embedding cosine (nan when one has no vector)."""
+
+    a: int  # the smaller id
+    b: int
+    score: float
+    hash_distance: int | None = None  # PDQ bits that differ, the mirror included
+    inliers: int | None = None  # verified keypoint matches, when verification ran
+    correlation: float | None = None  # of the aligned pixels, when verification ran
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    image_ids: list[int]  # ascending
+    pairs: list[Pair]  # the pairs that joined it, most similar first
+    kind: str = COPIES
+
+
+@dataclass
+class Candidates:
+    """Every candidate pair, keyed (a, b) with a < b, and what each signal said about it."""
+
+    cosine: dict[tuple[int, int], float] = field(default_factory=dict)
+    hash_distance: dict[tuple[int, int], int] = field(default_factory=dict)
+    low_quality: set[int] = field(default_factory=set)  # ids whose hash says little
+    missing_signals: int = 0  # indexed photos without hashes (indexed before they existed)
+
+
+# -- embeddings -----------------------------------------------------------------------------------------
+
+
+def find_pairs(library: Library, threshold: float) -> list[tuple[int, int, float]]:
+    """Every pair of indexed images with cosine above `threshold`, each once, most similar first.
+
+    Uses the library's index: exact while it is flat, approximate (missing some pairs) beyond.
+    Once the stored neighbour lists are current, they answer instead (each photo's LIST_PAIRS
+    nearest: a crowd of look-alikes still joins one group through them).
+    """
+    if not -1.0 <= threshold <= 1.0:
+        raise ValueError("threshold is a cosine similarity between -1 and 1")
+    stored = stored_pairs(library, threshold, LIST_PAIRS)
+    if stored is not None:
+        return sorted(((a, b, score) for (a, b), score in stored.items()), key=lambda p: (-p[2], p[0], p[1]))
+    index = library.load_vectors()
+    ids, vectors = library.stored_vectors()
+    pairs: list[tuple[int, int, float]] = []
+    if index.ntotal == 0 or not len(ids):
+        return pairs
+    for start in range(0, len(ids), _CHUNK):
+        lims, scores, found = index.range_search(vectors[start : start + _CHUNK], threshold)
+        rows = np.repeat(ids[start : start + _CHUNK], np.diff(lims).astype(np.int64))
+        keep = found > rows  # each pair once, never an image with itself
+        pairs.extend(zip(rows[keep].tolist(), found[keep].tolist(), scores[keep].tolist(), strict=True))
+    pairs.sort(key=lambda p: (-p[2], p[0], p[1]))
+    return pairs
+
+
+# -- hashes ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hashes:
+    """The stored PDQ hashes of indexed photos, as [n, 32] byte arrays in id order."""
+
+    ids: npt.NDArray[np.int64]
+    codes: npt.NDArray[np.uint8]
+    mirrors: npt.NDArray[np.uint8]
+    quality: npt.NDArray[np.int32]
+    trim_ids: npt.NDArray[np.int64]  # the photos with plain borders ...
+    trims: npt.NDArray[np.uint8]  # ... and the hashes of their content without them
+
+
+def stored_hashes(library: Library) -> Hashes:
+    from sqlalchemy import select
+
+    from indexer.schema import INDEXED, Image, ImageSignalsRow
+
+    stmt = (
+        select(ImageSignalsRow.image_id, ImageSignalsRow.pdq, ImageSignalsRow.pdq_mirror, ImageSignalsRow.quality,
+               ImageSignalsRow.pdq_trim)
+        .join(Image, Image.id == ImageSignalsRow.image_id)
+        .where(Image.status == INDEXED)
+        .order_by(ImageSignalsRow.image_id)
+    )
+    with library.Session() as s:
+        rows = s.execute(stmt).all()
+
+    def codes(blobs: list[bytes]) -> npt.NDArray[np.uint8]:
+        return np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(len(blobs), HASH_BYTES)
+
+    trimmed = [(r[0], r[4]) for r in rows if r[4] is not None]
+    return Hashes(
+        np.asarray([r[0] for r in rows], dtype=np.int64),
+        codes([r[1] for r in rows]),
+        codes([r[2] for r in rows]),
+        np.asarray([r[3] for r in rows], dtype=np.int32),
+        np.asarray([i for i, _ in trimmed], dtype=np.int64),
+        codes([blob for _, blob in trimmed]),
+    )
+
+
+def _binary_index(codes: npt.NDArray[np.uint8], flat: bool):
+    """Exact Hamming search while it is cheap; beyond HASH_FLAT_MAX, FAISS's IndexBinaryHash, which
+    only compares codes whose first HASH_BUCKET_BITS bits are within one flip of the query's."""
+    import faiss
+
+    if flat:
+        index = faiss.IndexBinaryFlat(HASH_BYTES * 8)
+        index.add(codes)
+        return index
+    buckets = faiss.IndexBinaryHash(HASH_BYTES * 8, HASH_BUCKET_BITS)
+    buckets.nflip = 1
+    buckets.add(codes)
+    return buckets
+
+
+def _steady_first(codes: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """Bits reordered so the lowest DCT frequencies (which edits change least) come first: the
+    buckets of IndexBinaryHash then key on them. PDQ's bits are the 16x16 coefficients, row-major."""
+    bits = np.unpackbits(codes, axis=1)
+    return np.packbits(bits[:, _STEADY_ORDER], axis=1)
+
+
+# Coefficient (row, col) sorted by row + col, the lowest frequencies first.
+_STEADY_ORDER = np.array(sorted(range(256), key=lambda i: (i // 16 + i % 16, i)), dtype=np.int64)
+
+
+def hash_pairs(hashes: Hashes, radius: int) -> dict[tuple[int, int], int]:
+    """{(a, b): distance} for photos whose hashes differ in at most `radius` bits: photo against
+    photo, mirrored photo against photo, and for photos with plain borders, content against
+    content and content against photo (a letterboxed copy meets its original there)."""
+    out: dict[tuple[int, int], int] = {}
+    if len(hashes.ids) < 2:
+        return out
+    # One index holds every photo's hash and every bordered photo's content hash; the queries are
+    # the hashes, the mirror hashes and the content hashes.
+    base_ids = np.concatenate([hashes.ids, hashes.trim_ids])
+    base = np.concatenate([hashes.codes, hashes.trims])
+    query_ids = np.concatenate([hashes.ids, hashes.ids, hashes.trim_ids])
+    queries = np.concatenate([hashes.codes, hashes.mirrors, hashes.trims])
+    flat = len(base_ids) <= HASH_FLAT_MAX
+    if not flat:
+        base, queries = _steady_first(base), _steady_first(queries)
+    index = _binary_index(np.ascontiguousarray(base), flat)
+    step = _CHUNK * 16
+    for start in range(0, len(query_ids), step):
+        # FAISS's binary range search keeps distances strictly below the radius given.
+        lims, dist, found = index.range_search(np.ascontiguousarray(queries[start : start + step]), radius + 1)
+        rows = np.repeat(query_ids[start : start + step], np.diff(lims).astype(np.int64))
+        other = base_ids[found]
+        keep = rows != other
+        for a, b, d in zip(rows[keep].tolist(), other[keep].tolist(), dist[keep].tolist(), strict=True):
+            key = (a, b) if a < b else (b, a)
+            if d < out.get(key, radius + 1):
+                out[key] = d
+    return out
+
+
+# -- candidates, verification, tiers -------------------------------------------------------------------
+
+
+def embedding_pairs(library: Library, min_cosine: float, k: int) -> dict[tuple[int, int], float]:
+    """{(a, b): cosine} for each photo's k nearest neighbours above `min_cosine` (a FAISS search of
+    the library's index: a range search bounded to k per photo, so a crowd of look-alikes costs
+    at most k verifications per photo). The stored neighbour lists answer once they are current."""
+    stored = stored_pairs(library, min_cosine, k)
+    if stored is not None:
+        return stored
+    index = library.load_vectors()
+    ids, vectors = library.stored_vectors()
+    out: dict[tuple[int, int], float] = {}
+    if index.ntotal < 2 or not len(ids):
+        return out
+    for start in range(0, len(ids), _CHUNK):
+        scores, found = index.search(vectors[start : start + _CHUNK], k + 1)
+        rows = np.repeat(ids[start : start + _CHUNK], found.shape[1])
+        found, scores = found.ravel(), scores.ravel()
+        keep = (found >= 0) & (found != rows) & (scores >= min_cosine)
+        for a, b, score in zip(rows[keep].tolist(), found[keep].tolist(), scores[keep].tolist(), strict=True):
+            out[(a, b) if a < b else (b, a)] = score
+    return out
+
+
+def candidates(library: Library, *, cosine: float = COSINE_CANDIDATE, radius: int = HASH_CANDIDATE,
+               k: int = EMBED_NEIGHBOURS) -> Candidates:
+    """Candidate pairs from both signals, with the embedding cosine of every hash pair filled in."""
+    cand = Candidates()
+    cand.cosine = embedding_pairs(library, cosine, k)
+    hashes = stored_hashes(library)
+    cand.missing_signals = max(0, library.counts()["indexed"] - len(hashes.ids))
+    if cand.missing_signals:
+        log.warning(
+            "%d photos have no duplicate signals (indexed before they existed): run `lookalike index` "
+            "to add them; until then only their embeddings find copies", cand.missing_signals
+        )
+    cand.low_quality = set(hashes.ids[hashes.quality < MIN_QUALITY].tolist())
+    cand.hash_distance = hash_pairs(hashes, radius)
+    _fill_cosines(library, cand)
+    return cand
+
+
+def _fill_cosines(library: Library, cand: Candidates) -> None:
+    todo = [p for p in cand.hash_distance if p not in cand.cosine]
+    if not todo:
+        return
+    wanted = sorted({i for p in todo for i in p})
+    ids, vectors = library.stored_vectors(wanted)
+    row = {int(i): n for n, i in enumerate(ids)}
+    for a, b in todo:
+        if a in row and b in row:
+            cand.cosine[(a, b)] = float(vectors[row[a]] @ vectors[row[b]])
+
+
+Verifier = Callable[[int, int], "Match"]
+
+
+class FileVerifier:
+    """verify(a, b) from the photo files under the library's root.
+
+    Verdicts are stored by the two files' content hashes (`verified_pairs`), so a pair is verified
+    once, not at every run; `save()` writes this run's new ones. Features are kept for the
+    FEATURE_CACHE most recently used photos (about 80 kB each).
+    """
+
+    def __init__(self, library: Library) -> None:
+        from sqlalchemy import select
+
+        from indexer.schema import Image, VerifiedPair
+        from search.duplicates.verify import features_of_file
+
+        self.library = library
+        root = library.root or Path(".")
+        with library.Session() as s:
+            self.rows = {i: (p, h) for i, p, h in s.execute(select(Image.id, Image.path, Image.hash))}
+            self.stored = {
+                (ha, hb): (n, c)
+                for ha, hb, n, c in s.execute(select(VerifiedPair.hash_a, VerifiedPair.hash_b, VerifiedPair.inliers,
+                                                     VerifiedPair.correlation)
+                                              .where(VerifiedPair.version == VERIFY_VERSION))
+            }
+        self.new: dict[tuple[str, str], tuple[int, float]] = {}
+
+        @lru_cache(maxsize=FEATURE_CACHE)
+        def features(i: int):
+            return features_of_file(root / self.rows[i][0]) if i in self.rows else None
+
+        self.features = features
+
+    def __call__(self, a: int, b: int) -> Match:
+        from search.duplicates.verify import Match, verify
+
+        key = (self.rows.get(a, ("", None))[1], self.rows.get(b, ("", None))[1])
+        if key[0] is not None and key[1] is not None:
+            known = self.stored.get(key) or self.new.get(key)  # type: ignore[arg-type]
+            if known is not None:
+                return Match(*known)
+        fa, fb = self.features(a), self.features(b)
+        if fa is None or fb is None:
+            return Match(0, 0.0)  # unreadable now: not remembered, it may be readable next time
+        match = verify(fa, fb)
+        if key[0] is not None and key[1] is not None:
+            self.new[key] = (match.inliers, round(match.correlation, 4))  # type: ignore[index]
+        return match
+
+    def save(self) -> None:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        from indexer.schema import VerifiedPair
+
+        if not self.new:
+            return
+        rows = [dict(hash_a=ha, hash_b=hb, inliers=n, correlation=c, version=VERIFY_VERSION)
+                for (ha, hb), (n, c) in self.new.items()]
+        with self.library.Session.begin() as s:
+            for start in range(0, len(rows), 5000):
+                s.execute(sqlite_insert(VerifiedPair).on_conflict_do_nothing(), rows[start : start + 5000])
+        self.stored.update(self.new)
+        self.new = {}
+
+
+def file_verifier(library: Library) -> FileVerifier:
+    return FileVerifier(library)
+
+
+def copy_pairs(cand: Candidates, verify: Verifier | None,
+               progress: Callable[[int, int], None] | None = None) -> list[Pair]:
+    """The candidate pairs that are copies: sure by hash, or verified. Without a verifier only the
+    hash decides. `progress(done, total)` hears how far it is, every PROGRESS_EVERY pairs."""
+    out = []
+    keys = sorted(set(cand.cosine) | set(cand.hash_distance))
+    for done, key in enumerate(keys):
+        if progress is not None and done % PROGRESS_EVERY == 0:
+            progress(done, len(keys))
+        a, b = key
+        score = cand.cosine.get(key, math.nan)
+        d = cand.hash_distance.get(key)
+        informative = a not in cand.low_quality and b not in cand.low_quality
+        if d is not None and d <= HASH_SURE and informative:
+            out.append(Pair(a, b, score, d))
+            continue
+        if verify is None or not ((d is not None and informative) or score >= COSINE_CANDIDATE):
+            continue
+        match = verify(a, b)
+        if match.inliers >= MIN_INLIERS and match.correlation >= MIN_CORRELATION:
+            out.append(Pair(a, b, score, d, match.inliers, round(match.correlation, 4)))
+    return out
+
+
+def group_pairs(pairs: Iterable[Pair], kind: str = COPIES) -> list[DuplicateGroup]:
+    """Connected components of the pair graph, largest first (then by best score, then ids)."""
+    pairs = list(pairs)
+    parent: dict[int, int] = {}
+
+    def root(x: int) -> int:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]  # path halving
+            x = parent[x]
+        return x
+
+    for p in pairs:
+        ra, rb = root(p.a), root(p.b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    members: dict[int, list[int]] = {}
+    for x in list(parent):
+        members.setdefault(root(x), []).append(x)
+    edges: dict[int, list[Pair]] = {r: [] for r in members}
+    for p in pairs:
+        edges[root(p.a)].append(p)
+
+    def strength(p: Pair) -> tuple:
+        return (-_rank(p), p.a, p.b)
+
+    groups = [DuplicateGroup(sorted(members[r]), sorted(edges[r], key=strength), kind) for r in members]
+    groups.sort(key=lambda g: (-len(g.image_ids), -_rank(g.pairs[0]), g.image_ids[0]))
+    return groups
+
+
+def _rank(p: Pair) -> float:
+    return -1.0 if math.isnan(p.score) else p.score
+
+
+@dataclass(frozen=True)
+class Tiers:
+    """Both tiers' pairs (before dismissals), and how many photos lacked hashes."""
+
+    copies: list[Pair]
+    similar: list[Pair]
+    missing_signals: int
+
+    def pairs(self, kind: str) -> list[Pair]:
+        return self.copies if kind == COPIES else self.similar
+
+
+def find_tiers(library: Library, *, similar_threshold: float = SIMILAR_THRESHOLD, verify: bool = True,
+               progress: Callable[[int, int], None] | None = None) -> Tiers:
+    """Copy pairs and similar-shot pairs of the whole library (verification reads photo files);
+    `progress(done, total)` follows the candidate pairs."""
+    if not -1.0 <= similar_threshold <= 1.0:
+        raise ValueError("threshold is a cosine similarity between -1 and 1")
+    cand = candidates(library)
+    verifier = FileVerifier(library) if verify else None
+    copies = copy_pairs(cand, verifier, progress)
+    if verifier is not None:
+        verifier.save()
+    similar = [
+        Pair(a, b, s, cand.hash_distance.get((a, b))) for a, b, s in find_pairs(library, similar_threshold)
+    ]
+    copied = {(p.a, p.b) for p in copies}
+    return Tiers(copies, [p for p in similar if (p.a, p.b) not in copied], cand.missing_signals)
+
+
+def find_duplicates(
+    library: Library, threshold: float | None = None, *, kind: str = COPIES, dismissed: set | None = None
+) -> list[DuplicateGroup]:
+    """Groups of one tier among the indexed images, largest first. `threshold` is the similar tier's
+    cosine; `dismissed` holds pairs (a, b) to leave out (search/review.py `dismissed_pairs`)."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}")
+    tiers = find_tiers(library, similar_threshold=SIMILAR_THRESHOLD if threshold is None else threshold)
+    return groups_of(tiers, kind, dismissed)
+
+
+def groups_of(tiers: Tiers, kind: str, dismissed: set | None = None) -> list[DuplicateGroup]:
+    dismissed = dismissed or set()
+    return group_pairs((p for p in tiers.pairs(kind) if (p.a, p.b) not in dismissed), kind)

@@ -1,0 +1,72 @@
+"""The learned head on disk: one .npz beside the library's SQLite file, written atomically."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import uuid
+
+import numpy as np
+
+from search.labelling.learned_head import Head, Probe
+
+log = logging.getLogger(__name__)
+
+HEAD_FILE = "head.npz"  # beside the library's SQLite file
+HEAD_FORMAT = 1
+
+
+def save_head(path, head: Head, fingerprint: dict) -> str:
+    """Write the head atomically; returns the token that names this training."""
+    token = uuid.uuid4().hex
+    facts = {
+        "format": HEAD_FORMAT,
+        "token": token,
+        "fingerprint": fingerprint,
+        "method": head.method,
+        "classes": list(head.classes),
+        "temperature": head.temperature,
+        "accuracy": head.accuracy,
+        "threshold": head.threshold,
+        "coverage": head.coverage,
+        "cv_images": head.cv_images,
+        "k": head.k,
+        "knn_temperature": head.knn_temperature,
+        "blend_weight": head.blend_weight,
+        "probe_scale": head.probe.scale if head.probe else None,
+    }
+    arrays: dict[str, np.ndarray] = {"facts": np.array(json.dumps(facts))}
+    if head.probe is not None:
+        arrays.update(probe_mean=head.probe.mean, probe_weight=head.probe.weight, probe_bias=head.probe.bias)
+    if head.projection is not None:
+        arrays["projection"] = head.projection
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp.npz")  # writers: the index, the web
+    np.savez(tmp, **arrays)  # type: ignore[arg-type]
+    os.replace(tmp, path)
+    return token
+
+
+def load_head(path) -> tuple[Head, dict] | None:
+    """(head, facts) from the file, or None when there is none or it is from another format."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            facts = json.loads(str(data["facts"]))
+            if facts.get("format") != HEAD_FORMAT:
+                return None
+            probe = (
+                Probe(data["probe_mean"], facts["probe_scale"], data["probe_weight"], data["probe_bias"])
+                if "probe_weight" in data
+                else None
+            )
+            projection = data["projection"] if "projection" in data else None
+    except (OSError, KeyError, ValueError) as e:
+        log.warning("ignoring the stored head %s: %s", path, e)
+        return None
+    head = Head(
+        facts["method"], tuple(facts["classes"]), facts["temperature"], facts["accuracy"], facts["threshold"],
+        facts["coverage"], facts["cv_images"], facts["k"], facts["knn_temperature"],
+        probe=probe, projection=projection, blend_weight=facts["blend_weight"],
+    )
+    return head, facts

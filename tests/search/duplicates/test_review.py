@@ -1,0 +1,188 @@
+"""Reviewing duplicates: the keep suggestion and its reason, choices, dismissals that survive
+re-index runs, and the command line's JSON contract, removal CSV and --move-to (never a delete)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from datetime import datetime
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image as PILImage
+from sqlalchemy import select
+
+from bench.copies import TRANSFORMS
+from indexer.library import Library
+from indexer.pipeline import index_folder
+from indexer.schema import Image
+from lookalike.cli import main
+from search.duplicates.candidates import COPIES, find_duplicates
+from search.duplicates.review import (
+    KEEP,
+    REMOVE,
+    ReviewError,
+    decide,
+    dismiss,
+    dismissed_pairs,
+    move_files,
+    removal_plan,
+    set_choice,
+    suggest_keep,
+)
+from tests.conftest import SAMPLES
+
+
+def row(i, w, h, size, taken=None, mtime=0.0, path=None):
+    return Image(id=i, path=path or f"p/{i}.jpg", folder="p", width=w, height=h, size=size, taken_at=taken, mtime=mtime)
+
+
+def test_keep_the_largest_then_the_least_compressed_then_the_oldest():
+    s = suggest_keep([row(1, 400, 300, 50_000), row(2, 800, 600, 90_000), row(3, 96, 72, 4_000)])
+    assert (s.image_id, s.reason) == (2, "largest (800 x 600)")
+    s = suggest_keep([row(1, 400, 300, 20_000), row(2, 400, 300, 60_000)])
+    assert s.image_id == 2 and s.reason.startswith("least compressed (0.50 bytes/pixel")
+    s = suggest_keep([row(1, 400, 300, 60_000, datetime(2022, 5, 1)), row(2, 400, 300, 60_000, datetime(2019, 1, 2))])
+    assert s.image_id == 2 and s.reason == "oldest (2019-01-02 00:00)"
+
+
+def test_a_group_is_never_emptied():
+    from search.duplicates.candidates import DuplicateGroup
+
+    rows = {1: row(1, 800, 600, 1), 2: row(2, 400, 300, 1)}
+    group = DuplicateGroup([1, 2], [])
+    _, decisions = decide(group, rows, {1: REMOVE, 2: REMOVE})
+    assert [(x.image_id, x.action, x.chosen) for x in decisions] == [(1, KEEP, True), (2, REMOVE, True)]
+    _, decisions = decide(group, rows, {2: KEEP})
+    assert [x.action for x in decisions] == [KEEP, KEEP]
+
+
+@pytest.fixture
+def collection(tmp_path, backbone):
+    """A photo, a half-size WebP copy and a 3/4-size grayscale copy of it, and two other photos; indexed."""
+    photos = tmp_path / "photos"
+    (photos / "a").mkdir(parents=True)
+    src = sorted((SAMPLES / "dress").glob("*.jpg"))[0]
+    shutil.copyfile(src, photos / "a" / "original.jpg")
+    img = PILImage.open(src).convert("RGB")
+    TRANSFORMS["webp_half"](img).save(photos / "a" / "small.jpg", quality=80)
+    gray = TRANSFORMS["grayscale"](img)
+    gray.resize((img.width * 3 // 4, img.height * 3 // 4)).save(photos / "a" / "gray.jpg", quality=80)
+    for other in sorted((SAMPLES / "shoes").glob("*.jpg"))[:2]:
+        shutil.copyfile(other, photos / "a" / other.name)
+    library = Library(tmp_path / "library", create=True)
+    index_folder(photos, library, backbone, workers=0)
+    yield photos, library
+    library.close()
+
+
+def ids_by_path(library) -> dict[str, int]:
+    with library.Session() as s:
+        return {p: i for i, p in s.execute(select(Image.id, Image.path))}
+
+
+def test_dismissed_groups_stay_dismissed_across_re_index_runs(collection, backbone):
+    photos, library = collection
+    [group] = find_duplicates(library)
+    with library.Session.begin() as s:
+        assert dismiss(s, group.image_ids, COPIES) == 3
+    with library.Session() as s:
+        assert find_duplicates(library, dismissed=dismissed_pairs(s, COPIES)) == []
+    # Re-index: one copy moved to another folder, one rewritten with the same bytes (new mtime).
+    (photos / "b").mkdir()
+    shutil.move(photos / "a" / "gray.jpg", photos / "b" / "gray.jpg")
+    os.utime(photos / "a" / "small.jpg", (1_000_000, 1_000_000))
+    report = index_folder(photos, library, backbone, workers=0)
+    assert report.moved == 1 and report.indexed == 1
+    with library.Session() as s:
+        assert find_duplicates(library, dismissed=dismissed_pairs(s, COPIES)) == []
+        assert len(find_duplicates(library)) == 1  # the group itself is still found
+    # The verdict is per tier and per pair: dismissing copies says nothing about similar shots.
+    with library.Session() as s:
+        assert dismissed_pairs(s, "similar") == set()
+    with library.Session.begin() as s, pytest.raises(ReviewError):
+        dismiss(s, group.image_ids[:1], COPIES)
+
+
+def test_choices_change_the_removal_plan(collection):
+    _, library = collection
+    ids = ids_by_path(library)
+    groups = find_duplicates(library)
+    with library.Session() as s:
+        assert sorted(r.path for r in removal_plan(s, groups)) == ["a/gray.jpg", "a/small.jpg"]
+    with library.Session.begin() as s:
+        set_choice(s, ids["a/gray.jpg"], KEEP)
+        set_choice(s, ids["a/original.jpg"], REMOVE)
+    with library.Session() as s:
+        plan = sorted(r.path for r in removal_plan(s, groups))
+    assert plan == ["a/original.jpg", "a/small.jpg"]
+    with library.Session.begin() as s, pytest.raises(ReviewError):
+        set_choice(s, ids["a/gray.jpg"], "delete")
+
+
+@pytest.fixture
+def run():
+    def invoke(*args):
+        return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+    return invoke
+
+
+def test_duplicates_json_keeps_its_contract_and_adds_tier_and_keep(collection, run):
+    photos, library = collection
+    result = run("duplicates", "--library", library.path, "--json")
+    assert result.exit_code == 0, result.output
+    groups = json.loads(result.output)
+    assert isinstance(groups, list) and len(groups) == 1
+    g = groups[0]
+    assert sorted(g["paths"]) == ["a/gray.jpg", "a/original.jpg", "a/small.jpg"]  # relative to the root
+    ids = ids_by_path(library)
+    assert g["image_ids"] == sorted(ids[p] for p in g["paths"])
+    assert g["paths"] == [{v: k for k, v in ids.items()}[i] for i in g["image_ids"]]
+    assert all(len(p) == 3 and p[0] < p[1] and 0 < p[2] <= 1 for p in g["pairs"])
+    assert g["kind"] == "copies"
+    w, h = PILImage.open(photos / "a" / "original.jpg").size
+    assert g["keep"] == {"image_id": ids["a/original.jpg"], "path": "a/original.jpg", "reason": f"largest ({w} x {h})"}
+    assert g["actions"] == {"a/gray.jpg": "remove", "a/original.jpg": "keep", "a/small.jpg": "remove"}
+    similar = json.loads(run("duplicates", "--library", library.path, "--json", "--kind", "similar",
+                             "--threshold", "0.3").output)
+    assert similar and all(x["kind"] == "similar" for x in similar)
+    assert run("duplicates", "--library", library.path, "--kind", "twins").exit_code == 2
+    wrong = run("duplicates", "--library", library.path, "--threshold", "0.8")
+    assert wrong.exit_code == 2 and "--kind similar" in wrong.output
+
+
+def test_remove_csv_and_move_to_never_delete(collection, run, tmp_path):
+    photos, library = collection
+    before = sorted(p.name for p in photos.rglob("*.jpg"))
+    out = tmp_path / "remove.csv"
+    result = run("duplicates", "--library", library.path, "--remove-csv", out)
+    assert result.exit_code == 0, result.output
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["path"] for r in rows) == ["a/gray.jpg", "a/small.jpg"]
+    assert {r["kept"] for r in rows} == {"a/original.jpg"}
+    assert sorted(p.name for p in photos.rglob("*.jpg")) == before  # the CSV alone moves nothing
+
+    inside = run("duplicates", "--library", library.path, "--move-to", photos / "trash")
+    assert inside.exit_code == 1 and "inside the photo folder" in inside.output
+    result = run("duplicates", "--library", library.path, "--move-to", tmp_path / "removed")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.relative_to(tmp_path / "removed").as_posix() for p in (tmp_path / "removed").rglob("*.jpg")) == [
+        "a/gray.jpg", "a/small.jpg"]
+    after = sorted(p.name for p in photos.rglob("*.jpg")) + ["gray.jpg", "small.jpg"]
+    assert sorted(after) == before  # moved, not deleted
+
+
+def test_move_files_refuses_to_overwrite(tmp_path):
+    from search.duplicates.review import Removal
+
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "x.jpg").write_bytes(b"1")
+    (tmp_path / "dest").mkdir()
+    (tmp_path / "dest" / "x.jpg").write_bytes(b"2")
+    with pytest.raises(ReviewError, match="not overwriting"):
+        move_files([Removal("x.jpg", 1, "y.jpg", COPIES)], tmp_path / "root", tmp_path / "dest")
+    assert (tmp_path / "root" / "x.jpg").read_bytes() == b"1"

@@ -1,0 +1,133 @@
+"""Labels in SQLite: validation, one per image, CSV and folder import, CSV export."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from indexer.schema import IMPORTED, USER, Label
+from search.labelling.labels import (
+    LabelFileError,
+    clear_label,
+    export_csv,
+    import_csv,
+    import_folders,
+    label_counts,
+    set_label,
+)
+from search.searcher import NotFound
+
+PATHS = ["cats/a.jpg", "cats/b.jpg", "dogs/c.jpg", "top.jpg"]
+
+
+@pytest.fixture
+def library(vector_library):
+    return vector_library(np.eye(4, dtype=np.float32), PATHS)
+
+
+def test_set_label_strips_and_replaces(library):
+    with library.Session.begin() as s:
+        row = set_label(s, 1, "  tabby  ")
+        assert (row.label, row.source) == ("tabby", USER)
+    with library.Session.begin() as s:
+        set_label(s, 1, "siamese", source="accepted")
+    with library.Session() as s:
+        rows = s.query(Label).all()
+    assert [(r.image_id, r.label, r.source) for r in rows] == [(1, "siamese", "accepted")]
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "x" * 101, "two\nlines"])
+def test_set_label_rejects_bad_labels(library, bad):
+    with library.Session.begin() as s, pytest.raises(ValueError):
+        set_label(s, 1, bad)
+
+
+def test_set_label_accepts_100_characters_and_rejects_unknown_images_and_sources(library):
+    with library.Session.begin() as s:
+        assert len(set_label(s, 2, "y" * 100).label) == 100
+        with pytest.raises(NotFound):
+            set_label(s, 999, "cat")
+        with pytest.raises(ValueError):
+            set_label(s, 1, "cat", source="robot")
+
+
+def test_clear_label_and_counts(library):
+    with library.Session.begin() as s:
+        set_label(s, 1, "cat")
+        set_label(s, 2, "cat")
+        set_label(s, 3, "dog")
+    with library.Session() as s:
+        assert label_counts(s) == {"cat": 2, "dog": 1}
+    with library.Session.begin() as s:
+        clear_label(s, 1)
+        clear_label(s, 4)  # no label: nothing to do
+    with library.Session() as s:
+        assert label_counts(s) == {"cat": 1, "dog": 1}
+
+
+def test_import_folders_labels_by_folder_name_and_skips_the_root(library):
+    assert import_folders(library) == 3
+    with library.Session() as s:
+        labels = {r.image_id: (r.label, r.source) for r in s.query(Label)}
+    assert labels == {1: ("cats", IMPORTED), 2: ("cats", IMPORTED), 3: ("dogs", IMPORTED)}
+    assert import_folders(library) == 0  # nothing changed
+
+
+def test_import_keeps_hand_set_labels_unless_overwrite(library):
+    with library.Session.begin() as s:
+        set_label(s, 1, "lion")
+    import_folders(library)
+    with library.Session() as s:
+        assert s.get(Label, 1).label == "lion"
+    import_folders(library, overwrite=True)
+    with library.Session() as s:
+        assert s.get(Label, 1).label == "cats"
+
+
+def test_import_csv_with_a_header_in_any_column_order(library, tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text(
+        "split,label,path\ntrain,kitten,cats/a.jpg\ntrain,puppy,./dogs/c.jpg\ntest,x,not/there.jpg\n"
+    )
+    assert import_csv(library, path) == 2
+    with library.Session() as s:
+        assert label_counts(s) == {"kitten": 1, "puppy": 1}
+
+
+def test_import_csv_without_a_header_reads_path_then_label(library, tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text("cats/b.jpg,cat\ntop.jpg,misc\n")
+    assert import_csv(library, path) == 2
+
+
+def test_import_csv_reports_the_bad_line(library, tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text("path,label\ncats/a.jpg,cat\ncats/b.jpg,\n")
+    with pytest.raises(LabelFileError, match="line 3"):
+        import_csv(library, path)
+    with library.Session() as s:
+        assert label_counts(s) == {}  # nothing half-imported
+
+
+def test_export_then_import_round_trips(library, tmp_path, vector_library):
+    import_folders(library)
+    out = tmp_path / "out.csv"
+    assert export_csv(library, out) == 3
+    rows = list(csv.DictReader(out.open()))
+    assert [(r["path"], r["label"], r["source"]) for r in rows] == [
+        ("cats/a.jpg", "cats", "imported"),
+        ("cats/b.jpg", "cats", "imported"),
+        ("dogs/c.jpg", "dogs", "imported"),
+    ]
+    other = vector_library(np.eye(4, dtype=np.float32), PATHS, name="other")
+    assert import_csv(other, out) == 3
+    with other.Session() as s:
+        assert label_counts(s) == {"cats": 2, "dogs": 1}
+
+
+def test_import_folders_on_the_sample_library(labelled_samples):
+    with labelled_samples.Session() as s:
+        counts = label_counts(s)
+    assert len(counts) == 10 and set(counts.values()) == {12}

@@ -21,6 +21,7 @@ from sqlalchemy import create_engine, delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.schema import CreateIndex
 
+from indexer.pathnames import is_utf8, printable
 from indexer.schema import BROWSE_INDEXES, INDEXED, SCHEMA_VERSION, Base, Embedding, Image, Meta
 from indexer.vectors import DEFAULT_MEMORY_BUDGET, VectorIndex
 
@@ -64,6 +65,8 @@ class Library:
 
     def __init__(self, path: Path | str, *, create: bool = False) -> None:
         self.path = Path(path).expanduser().resolve()
+        if not is_utf8(self.path):  # SQLite and FAISS take their file names as UTF-8
+            raise LibraryError(f"{printable(self.path)}: the library's path is not UTF-8: use another --library")
         db = self.path / DB_FILE
         if not db.exists():
             if not create:

@@ -74,7 +74,7 @@ def import_openvino() -> ModuleType:
     openvino_telemetry cannot be imported, and a None in sys.modules makes that import fail.
     Raises ImportError when OpenVINO is not installed.
     """
-    sys.modules.setdefault("openvino_telemetry", None)
+    sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]  # None: "cannot be imported"
     import openvino
 
     return openvino

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -411,7 +412,7 @@ class VectorIndex:
         try:
             index = faiss.read_index(str(path))
         except (RuntimeError, MemoryError) as e:  # faiss reports a short read or a bad header this way
-            raise DamagedIndexError(f"faiss cannot read it: {str(e).splitlines()[-1][-200:]}") from None
+            raise DamagedIndexError(f"faiss cannot read it: {_faiss_reason(str(e))}") from None
         try:
             return cls(dim, index)
         except ValueError as e:  # another dimension, or an index type no library holds
@@ -445,6 +446,14 @@ class VectorIndex:
         ivf = faiss.downcast_index(faiss.extract_index_ivf(self.index))  # IVFPQ or IVFScalarQuantizer
         assert isinstance(ivf, faiss.IndexIVF), self.kind
         return ivf
+
+
+def _faiss_reason(message: str) -> str:
+    """What a faiss error says, without the C++ signature, source line and stale errno around it:
+    "read error in PATH: 918 != 61440", 'Index type 0x51517849 ("IxQQ") not recognized'."""
+    reason = re.split(r" at \S+:\d+: (?:Error: )?", message.splitlines()[-1])[-1]
+    reason = re.sub(r"^'[^']*' failed: ", "", reason)
+    return re.sub(r" \([^()]*\)$", "", reason)[:200]
 
 
 def _swig(obj: object) -> Any:

@@ -36,6 +36,17 @@ def wrong_header(data: bytes) -> bytes:  # a FAISS header whose fourcc names no 
     return b"IxQQ" + data[4:]
 
 
+def test_the_reason_given_is_faiss_s_own_without_its_cpp(tmp_path):
+    from indexer.vectors import DamagedIndexError
+
+    path = tmp_path / "vectors.faiss"
+    VectorIndex.empty(4).save(path)
+    path.write_bytes(wrong_header(path.read_bytes()))
+    with pytest.raises(DamagedIndexError) as e:
+        VectorIndex.load(path, 4)
+    assert str(e.value) == 'faiss cannot read it: Index type 0x51517849 ("IxQQ") not recognized'
+
+
 def assert_vectors_match_the_database(library) -> None:
     ids, stored = library.stored_vectors()
     index = VectorIndex.load(library.vectors_path, library.dim)
@@ -65,6 +76,7 @@ def test_a_damaged_file_is_rebuilt_by_status_search_serve_and_index(sample_libra
     assert status.exit_code == 0, status.output
     assert json.loads(status.output)["vectors"] == len(ids) == 120
     assert f"{path} is damaged" in caplog.text and "rebuilding it from the database" in caplog.text
+    assert "index_read.cpp" not in caplog.text and "std::" not in caplog.text  # faiss's reason, not its C++
 
     assert top_hit(library, int(ids[0])) == before
 

@@ -13,6 +13,7 @@ def describe() -> dict[str, str]:
     import torch
 
     from indexer.backbone import cpu_has_native_bf16, pick_device
+    from indexer.engines import import_openvino
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -40,9 +41,7 @@ def describe() -> dict[str, str]:
     else:
         device_text = device.type + (" (native bf16: avx512_bf16/amx)" if cpu_has_native_bf16() else "")
     try:
-        import openvino
-
-        openvino_version = openvino.__version__
+        openvino_version = import_openvino().__version__
     except ImportError:
         openvino_version = "not installed"
     try:

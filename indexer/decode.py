@@ -56,20 +56,35 @@ class DecodedBatch:
         return replace(self, pixels=self.pixels.pin_memory())
 
 
+HASH_CHUNK = 1 << 20  # bytes read at a time to hash a file
+
+
 def file_hash(data: bytes) -> str:
     """The content hash stored with a row; equal hashes mean a moved file, not a new one."""
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
+def hash_file(path: Path) -> str:
+    """`file_hash` of a file's bytes, read in chunks: hashing never holds a file whole. Raises OSError."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def decode_photo(root: Path, task: PhotoTask, preprocess: Preprocess) -> Decoded:
-    """Read, hash, decode and crop one photo. Never raises: a bad file yields its error."""
-    facts: dict = {}
+    """Decode, hash and crop one photo. Never raises: a bad file yields its error.
+
+    Decoded first, from the file: one that is no image, or too large, fails on its header (and its
+    size) before the rest is read; a failed photo's row keeps no hash.
+    """
+    facts: dict = {"hash": None}
     try:
-        data = open_inside(root, root / task.path).read_bytes()  # no link out of the root
-        facts["hash"] = file_hash(data)
-        img, info = load_image(data, min_side=preprocess.resize)
+        path = open_inside(root, root / task.path)  # no link out of the root
+        img, info = load_image(path, min_side=preprocess.resize)
         facts.update(
-            width=info.width, height=info.height, format=info.format,
+            hash=hash_file(path), width=info.width, height=info.height, format=info.format,
             taken_at=info.taken_at, camera=info.camera,
         )
         try:  # hashes of the whole, uncropped photo for the copies tier of duplicates

@@ -15,11 +15,13 @@ import hashlib
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -61,9 +63,26 @@ class EngineChoice:
     note: str = ""
 
 
+def import_openvino() -> ModuleType:
+    """`import openvino`, without its telemetry: the one way this project imports OpenVINO.
+
+    Importing openvino sends a usage event (openvino/tools/ovc/__init__.py) through the
+    openvino_telemetry package, whose GA4 backend posts it from a `multiprocessing.Process`: a fork.
+    A fork while another thread is in an OpenBLAS matmul (the web's retraining) can deadlock the
+    whole process: OpenBLAS's at-fork handler waits for its busy threads with the GIL held, and the
+    thread that would free them waits for the GIL. openvino falls back to its own no-op stub when
+    openvino_telemetry cannot be imported, and a None in sys.modules makes that import fail.
+    Raises ImportError when OpenVINO is not installed.
+    """
+    sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]  # None: "cannot be imported"
+    import openvino
+
+    return openvino
+
+
 def openvino_available() -> bool:
     try:
-        import openvino  # noqa: F401
+        import_openvino()
     except ImportError:
         return False
     return True
@@ -186,8 +205,7 @@ class OpenVinoEngine:
     fallback_note = ""
 
     def __init__(self, backbone: Backbone, *, threads: int | None = None) -> None:
-        import openvino
-
+        openvino = import_openvino()
         self.backbone = backbone
         self.version = openvino.__version__.split("-")[0]
         self._precision = backbone.precision
@@ -217,8 +235,9 @@ class OpenVinoEngine:
         path = self.model_path
         if path.exists() and path.with_suffix(".bin").exists():
             return
-        import openvino
         import torch
+
+        openvino = import_openvino()
 
         log.info("converting %s for OpenVINO into %s (once)", self.backbone.name, path)
         crop = self.backbone.preprocess.crop
@@ -249,8 +268,7 @@ class OpenVinoEngine:
         return self._compiled
 
     def _compile(self) -> Any:
-        import openvino
-
+        openvino = import_openvino()
         self.prepare()
         core = openvino.Core()
         threads = self.threads or _cores()

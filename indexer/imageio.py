@@ -22,6 +22,9 @@ except ImportError:  # pragma: no cover
 # Photos up to ~100 MP decode; beyond that a file is treated as a decompression bomb.
 MAX_PIXELS = 100_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+# A file over this is refused by its size once its header is read, before the rest is: the largest
+# photo MAX_PIXELS allows, uncompressed 16-bit RGBA (800 MB), still fits with its metadata.
+MAX_FILE_BYTES = 1 << 30
 logging.getLogger("PIL").setLevel(logging.CRITICAL)  # decoder chatter; failures are recorded instead
 
 
@@ -67,7 +70,7 @@ _MODEL = 0x0110
 _ORIENTATION = 0x0112
 
 
-TOO_LARGE = "too large to decode"  # ImageError.reason of an image over load_image's max_bytes
+TOO_LARGE = "too large to decode"  # ImageError.reason of a file over MAX_FILE_BYTES, pixels over max_bytes
 
 
 class ImageError(Exception):
@@ -161,9 +164,14 @@ def _open(source: Path | bytes) -> Image.Image:
         if len(source) == 0:
             raise ImageError("empty file", "0 bytes")
         return Image.open(_InMemory(source))
-    if source.stat().st_size == 0:
+    size = source.stat().st_size
+    if size == 0:
         raise ImageError("empty file", "0 bytes")
-    return Image.open(source)
+    img = Image.open(source)  # reads the header only: a file that is no image fails here, unread
+    if size > MAX_FILE_BYTES:
+        img.close()
+        raise ImageError(TOO_LARGE, f"a {size / 2**30:.2f} GiB file, over the {MAX_FILE_BYTES / 2**30:.2f} GiB allowed")
+    return img
 
 
 def load_image(
@@ -176,13 +184,17 @@ def load_image(
     With `max_bytes`, an image whose pixels would take more than that once decoded (after any
     reduced-scale decoding; `decoded_bytes`) is refused before a byte is decoded: ImageError
     with reason TOO_LARGE.
+    A file is read as Pillow needs it, never whole: one that is not an image fails on its header,
+    and one over MAX_FILE_BYTES is TOO_LARGE.
     Raises ImageError for anything that is not a usable image; never anything else.
     """
+    opened: Image.Image | None = None
+    result: Image.Image | None = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow warns about every odd tag; we report real errors
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = _open(source)
+            img = opened = _open(source)
             fmt = img.format
             width, height = img.size
             if width < 1 or height < 1:
@@ -208,6 +220,7 @@ def load_image(
             except Exception:
                 pass  # a broken orientation tag: keep the pixels as stored
             img = to_rgb(img)
+            result = img
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -225,4 +238,7 @@ def load_image(
         raise ImageError("decompression bomb", "ran out of memory while decoding") from None
     except Exception as e:  # a decoder bug must not stop a whole collection
         raise ImageError("corrupt image", f"{type(e).__name__}: {e}") from None
+    finally:
+        if opened is not None and opened is not result:
+            opened.close()  # and its file, which a multi-frame image keeps open
     return img, PhotoInfo(width, height, fmt, taken_at, camera)

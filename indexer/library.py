@@ -22,8 +22,9 @@ from sqlalchemy import create_engine, delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.schema import CreateIndex
 
+from indexer.pathnames import is_utf8, printable
 from indexer.schema import BROWSE_INDEXES, INDEXED, SCHEMA_VERSION, Base, Embedding, Image, Meta
-from indexer.vectors import DEFAULT_MEMORY_BUDGET, VectorIndex
+from indexer.vectors import DEFAULT_MEMORY_BUDGET, DamagedIndexError, VectorIndex
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -33,6 +34,8 @@ VECTORS_FILE = "vectors.faiss"
 BULK_CACHE_KIB = 512 << 10  # SQLite page cache of a bulk load
 LOCK_FILE = "index.lock"
 DERIVED_LOCK_FILE = "derived.lock"
+
+VECTORS_CHECKED = 32  # stored vectors compared with the FAISS file each time it is opened
 
 # The facts that must match for vectors to be comparable.
 IDENTITY_KEYS = ("backbone", "weights", "preprocessing", "dim")
@@ -100,6 +103,8 @@ class Library:
 
     def __init__(self, path: Path | str, *, create: bool = False) -> None:
         self.path = Path(path).expanduser().resolve()
+        if not is_utf8(self.path):  # SQLite and FAISS take their file names as UTF-8
+            raise LibraryError(f"{printable(self.path)}: the library's path is not UTF-8: use another --library")
         db = self.path / DB_FILE
         if not db.exists():
             if not create:
@@ -296,8 +301,11 @@ class Library:
         """The FAISS index, brought in line with the database.
 
         The database wins: ids it has that the file lacks are added from the stored vectors, ids the
-        file has that the database lacks are removed. After a crashed run (`vectors_dirty`) or when
-        `full_check` is asked, the index is rebuilt whole, since a re-embedded image keeps its id.
+        file has that the database lacks are removed. After a crashed run (`vectors_dirty`) with
+        `full_check` (the indexer), the index is rebuilt whole, since a re-embedded image keeps its id.
+        A file that is damaged (unreadable, or holding other vectors than a sample of the stored
+        ones) is derived data: rebuilt from the database like a missing one, and with `full_check`
+        marked dirty, so that the indexer writes it again.
         """
         dim = self.dim
         if dim is None:
@@ -305,7 +313,12 @@ class Library:
         dirty = self.meta().get("vectors_dirty") == "1"
         if not self.vectors_path.exists() or (dirty and full_check):
             return self.build_vectors()
-        index = VectorIndex.load(self.vectors_path, dim)
+        try:
+            index = VectorIndex.load(self.vectors_path, dim)
+        except FileNotFoundError:  # removed since the check: by `--reembed`, or by hand
+            return self.build_vectors()
+        except DamagedIndexError as e:
+            return self._rebuild_damaged(str(e), full_check)
         have = index.ids()
         want = self.indexed_ids()
         extra = np.setdiff1d(have, want, assume_unique=True)
@@ -316,7 +329,16 @@ class Library:
                 return self.build_vectors()
             index.remove(extra)
             index.add(*self.stored_vectors(missing))
+        sample = np.random.default_rng(len(want)).choice(want, min(VECTORS_CHECKED, len(want)), replace=False)
+        if not index.holds(*self.stored_vectors(sample)):
+            return self._rebuild_damaged("it holds vectors that differ from the database", full_check)
         return index
+
+    def _rebuild_damaged(self, why: str, mark_dirty: bool) -> VectorIndex:
+        log.warning("%s is damaged (%s): rebuilding it from the database", self.vectors_path, why)
+        if mark_dirty:
+            self.mark_vectors_dirty()
+        return self.build_vectors()
 
     def save_vectors(self, index: VectorIndex, *, clean: bool, memory_budget: int | None = None) -> VectorIndex:
         """Write the FAISS file; `clean` marks it as matching the database exactly.

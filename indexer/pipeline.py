@@ -24,6 +24,7 @@ from indexer.allocator import keep_freed_memory
 from indexer.backbone import Backbone
 from indexer.hashes import backfill_signals
 from indexer.library import Library, LibraryError
+from indexer.pathnames import is_utf8, printable
 from indexer.plan import check_library, plan_run
 from indexer.report import IndexReport
 from indexer.runners import Runner, get_runner
@@ -61,6 +62,9 @@ def index_folder(
     root = Path(photos).expanduser().resolve()
     if not root.is_dir():
         raise LibraryError(f"{root} is not a folder")
+    if not is_utf8(root):
+        raise LibraryError(f"{printable(root)}: the photo folder's path is not UTF-8, "
+                           f"and the library records it as text: rename it")
     run = get_runner(runner, ray_address=ray_address) if isinstance(runner, str) else runner
     report = IndexReport()
     with library.writer_lock():
@@ -74,6 +78,7 @@ def index_folder(
         scanned = scan(root)
         report.unreadable_dirs = scanned.unreadable_dirs
         report.ignored = scanned.ignored
+        report.bad_names = scanned.bad_names
         plan = plan_run(library, root, scanned.files, report)
         if plan.removed_ids or plan.todo:
             library.mark_vectors_dirty()

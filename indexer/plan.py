@@ -14,7 +14,7 @@ from typing import NamedTuple
 from sqlalchemy import delete, insert, select, update
 
 from indexer.backbone import Backbone
-from indexer.decode import PhotoTask, file_hash
+from indexer.decode import PhotoTask, hash_file
 from indexer.library import Library, LibraryError
 from indexer.report import IndexReport
 from indexer.scan import FileEntry
@@ -136,7 +136,7 @@ def plan_run(library: Library, root: Path, files: list[FileEntry], report: Index
 
 def _hash_file(path: Path) -> str | None:
     try:
-        return file_hash(path.read_bytes())
+        return hash_file(path)
     except OSError:
         return None
 

@@ -17,6 +17,7 @@ class IndexReport:
     failed: Counter = field(default_factory=Counter)
     unreadable_dirs: list[str] = field(default_factory=list)
     ignored: int = 0  # files skipped by extension (not image formats)
+    bad_names: list[str] = field(default_factory=list)  # image files skipped: their path is not UTF-8
     seconds: float = 0.0
     embed_seconds: float = 0.0  # model time, summed over the processes that ran it
     decode_seconds: float = 0.0  # read + hash + decode + crop, summed over workers
@@ -37,6 +38,8 @@ class IndexReport:
         )
         if self.ignored:
             line += f", ignored {self.ignored} non-image files"
+        if self.bad_names:
+            line += f", skipped {len(self.bad_names)} files whose names are not UTF-8"
         if self.unreadable_dirs:
             line += f", unreadable folders {len(self.unreadable_dirs)}"
         if self.signals_backfilled:

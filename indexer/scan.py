@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from indexer.imageio import EXTENSIONS
+from indexer.pathnames import is_utf8, printable
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ class ScanResult:
     unreadable_dirs: list[str] = field(default_factory=list)
     skipped_links: int = 0  # loops, dangling links, links that lead out of the root
     ignored: int = 0  # files whose extension is not an image format's, and non-regular files
+    bad_names: list[str] = field(default_factory=list)  # image files whose path is not UTF-8, escaped
 
 
 class OutsideRoot(LookupError):
@@ -58,7 +60,8 @@ def scan(root: Path) -> ScanResult:
 
     Symlinked folders are followed once each (by device and inode), so a link back up the tree
     cannot loop; a symlink that leads out of `root` is skipped, so nothing outside the photo
-    folder is ever indexed; folders that cannot be listed are reported, not fatal.
+    folder is ever indexed; folders that cannot be listed, and files whose path is not UTF-8,
+    are reported, not fatal.
     """
     result = ScanResult()
     result.files = sorted(_walk(Path(root), result), key=lambda f: f.path)
@@ -101,6 +104,13 @@ def _walk(root: Path, result: ScanResult) -> Iterator[FileEntry]:
                 elif entry.is_dir():  # follows symlinks; loops are caught by seen_dirs
                     stack.append((entry.path, rel))
                 elif os.path.splitext(entry.name)[1].lower() in EXTENSIONS:
+                    if not is_utf8(rel):
+                        # The library stores paths as UTF-8 text; os.scandir gives undecodable bytes
+                        # as lone surrogates, which no UTF-8 text can hold.
+                        shown = printable(rel)
+                        log.warning("skipping %s: its name is not UTF-8; rename it to index it", shown)
+                        result.bad_names.append(shown)
+                        continue
                     st = entry.stat()  # follows symlinks; cached by scandir for plain files
                     if stat.S_ISREG(st.st_mode):
                         yield FileEntry(rel, st.st_size, st.st_mtime)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,10 @@ RECALL_QUERIES = 300  # stored vectors held out as queries when an index is meas
 EF_SEARCH_STEPS = (16, 32, 64, 128, 256, 512, 1024)
 NPROBE_STEPS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 PQ_BYTES = (256, 160, 128, 80, 64, 40, 32, 20, 16, 8)  # preferred code sizes, largest first
+
+
+class DamagedIndexError(Exception):
+    """A FAISS file that is not an index of this library: truncated, garbage, empty, another dimension."""
 
 
 @dataclass(frozen=True)
@@ -400,7 +405,32 @@ class VectorIndex:
 
     @classmethod
     def load(cls, path: Path, dim: int) -> VectorIndex:
-        return cls(dim, faiss.read_index(str(path)))
+        """The index in `path`. Raises DamagedIndexError if it is not a `dim`-d index of a kind this
+        module writes, FileNotFoundError if there is none."""
+        if not Path(path).exists():
+            raise FileNotFoundError(path)
+        try:
+            index = faiss.read_index(str(path))
+        except (RuntimeError, MemoryError) as e:  # faiss reports a short read or a bad header this way
+            raise DamagedIndexError(f"faiss cannot read it: {_faiss_reason(str(e))}") from None
+        try:
+            return cls(dim, index)
+        except ValueError as e:  # another dimension, or an index type no library holds
+            raise DamagedIndexError(str(e)) from None
+
+    def holds(self, ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32]) -> bool:
+        """Whether the index holds these vectors under these ids (a sample of the stored ones).
+
+        Flat and HNSW keep the vectors themselves: they must come back exactly. IVF keeps lossy
+        codes: most vectors must at least find themselves among their 10 nearest.
+        """
+        if not len(ids):
+            return True
+        if self.kind in (FLAT, HNSW):
+            kept = np.stack([self.index.reconstruct(int(i)) for i in ids])
+            return bool(np.allclose(kept, vectors, rtol=0, atol=1e-6))
+        _, found = self.search(vectors, 10)
+        return float(np.mean([i in row for i, row in zip(ids, found, strict=True)])) >= 0.5
 
     def _id_map(self) -> faiss.IndexIDMap2:
         """The id map around a flat or HNSW index (IVF indexes keep their ids in their lists)."""
@@ -416,6 +446,14 @@ class VectorIndex:
         ivf = faiss.downcast_index(faiss.extract_index_ivf(self.index))  # IVFPQ or IVFScalarQuantizer
         assert isinstance(ivf, faiss.IndexIVF), self.kind
         return ivf
+
+
+def _faiss_reason(message: str) -> str:
+    """What a faiss error says, without the C++ signature, source line and stale errno around it:
+    "read error in PATH: 918 != 61440", 'Index type 0x51517849 ("IxQQ") not recognized'."""
+    reason = re.split(r" at \S+:\d+: (?:Error: )?", message.splitlines()[-1])[-1]
+    reason = re.sub(r"^'[^']*' failed: ", "", reason)
+    return re.sub(r" \([^()]*\)$", "", reason)[:200]
 
 
 def _swig(obj: object) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from typing import Any
 
 from flask import Flask
 from flask.json.provider import DefaultJSONProvider
@@ -22,6 +23,14 @@ log = logging.getLogger(__name__)
 
 class WrittenOrderJSON(DefaultJSONProvider):
     sort_keys = False  # payloads keep their written order: id and path first
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        """Parse JSON; input nested too deeply for Python's parser is invalid JSON like any other
+        (a ValueError, which request.get_json turns into a 400), not a RecursionError and a 500."""
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
 
 
 def create_app(settings: Settings | None = None, *, searcher: Searcher | None = None) -> Flask:

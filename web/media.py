@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import mimetypes
+import unicodedata
+from urllib.parse import quote
 
-from flask import Blueprint, abort, request, send_file
+from flask import Blueprint, Response, abort, request, send_file
 
 from indexer.imageio import ImageError
 from indexer.schema import Image
@@ -17,6 +19,23 @@ log = logging.getLogger(__name__)
 bp = Blueprint("media", __name__)
 
 YEAR = 365 * 24 * 3600
+
+
+def ascii_file_name(name: str) -> str:
+    """`name` as plain ASCII for a header's `filename`: accents dropped (NFKD), other non-ASCII
+    characters left out, and control characters, quotes and backslashes (which clients unescape
+    differently, RFC 6266 appendix D) made "_"."""
+    plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    return "".join("_" if c < " " or c in '\x7f"\\' else c for c in plain)
+
+
+def set_download_name(response: Response, name: str) -> None:
+    """Content-Disposition: inline, naming any file (RFC 6266): a plain ASCII `filename` for old
+    clients and, when that is not the name itself, the exact name as `filename*` (RFC 5987:
+    percent-encoded UTF-8, where a newline is %0A and cannot split the header)."""
+    fallback = ascii_file_name(name)
+    exact = {"filename*": f"UTF-8''{quote(name, safe='!#$&+-.^_`|~')}"} if fallback != name else {}
+    response.headers.set("Content-Disposition", "inline", filename=fallback, **exact)
 
 
 def get_image(image_id: int) -> Image:
@@ -80,8 +99,9 @@ def original(image_id: int):
         mimetype = "application/octet-stream"
     response = send_file(
         path, mimetype=mimetype, conditional=True, etag=f"o{image_id}-{version_of(row)}", max_age=0,
-        download_name=path.name,
+        download_name=ascii_file_name(path.name),  # Werkzeug refuses a name with a newline in it
     )
+    set_download_name(response, path.name)
     response.cache_control.private = True
     response.cache_control.no_cache = True
     return response

@@ -102,10 +102,30 @@ def token_ok(token: str) -> bool:
     """The request carries the token, or comes from a session unlocked with it."""
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
-    if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
+    if scheme.lower() == "bearer" and bearer_matches(given.strip(), token):
         return True
     unlocked = session.get("unlocked")
     return isinstance(unlocked, str) and hmac.compare_digest(unlocked.encode(), fingerprint(token).encode())
+
+
+def bearer_matches(given: str, token: str) -> bool:
+    """Whether a Bearer value is the token, compared as bytes in constant time.
+
+    A WSGI server hands header bytes over decoded as latin-1 (PEP 3333), so they are taken back to
+    bytes first: a client that sends the token in UTF-8 (curl, a browser) matches its UTF-8 bytes,
+    and one that sends it in latin-1 (Python's http.client), its latin-1 bytes.
+    """
+    try:
+        raw = given.encode("latin-1")
+    except UnicodeEncodeError:  # not bytes from a server: text handed over as it is
+        raw = given.encode()
+    try:
+        as_latin1 = token.encode("latin-1")
+    except UnicodeEncodeError:
+        as_latin1 = b""
+    in_utf8 = hmac.compare_digest(raw, token.encode())
+    in_latin1 = bool(as_latin1) and hmac.compare_digest(raw, as_latin1)
+    return in_utf8 or in_latin1
 
 
 def fingerprint(token: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -10,6 +12,8 @@ from indexer.imageio import ImageError, load_image
 from indexer.scan import OutsideRoot, open_inside
 from indexer.schema import Image
 from search.searcher import ImageRow
+
+log = logging.getLogger(__name__)
 
 # Longest side in pixels. "small" fills a grid cell on a 2x screen, "large" the photo page.
 SIZES = {"small": 360, "large": 1600}
@@ -39,24 +43,56 @@ def version_of(row: Image | ImageRow) -> str:
     return f"{row.size:x}-{int(row.mtime * 1000):x}"
 
 
+def is_whole_jpeg(path: Path) -> bool:
+    """Whether `path` is a file that starts and ends as a JPEG does: a cached thumbnail to serve.
+
+    Two small reads, not a decode: catches a folder in its place, an empty, truncated or foreign file.
+    """
+    try:
+        with open(path, "rb") as f:
+            if f.read(3) != b"\xff\xd8\xff":
+                return False
+            f.seek(-2, os.SEEK_END)
+            return f.read(2) == b"\xff\xd9"
+    except OSError:  # missing, a folder, unreadable, or too short to seek back 2 bytes
+        return False
+
+
 class Thumbnails:
-    """A folder of `<size>/<id>-<version>.jpg` files, written atomically."""
+    """A folder of `<size>/<id>-<version>.jpg` files, written atomically.
+
+    The folder is derived data: a cached file that is damaged is made again, and where no file can
+    be written (the folder is a file, a folder stands where the thumbnail goes, a read-only or
+    full disk) the thumbnail is served from memory.
+    """
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
+        self._warned = False
 
     def path(self, row: Image, size: str) -> Path:
         return self.folder / size / f"{row.id}-{version_of(row)}.jpg"
 
-    def get(self, root: Path, row: Image, size: str) -> Path:
-        """The cached thumbnail, made now if missing.
+    def get(self, root: Path, row: Image, size: str) -> Path | io.BytesIO:
+        """The cached thumbnail, made now if missing or damaged; made in memory if it cannot be cached.
 
         Raises OutsideRoot, indexer.imageio.ImageError (gone or undecodable), KeyError (unknown size).
         """
-        side = SIZES[size]
         target = self.path(row, size)
-        if target.exists():
+        if is_whole_jpeg(target):
             return target
+        data = self._make(root, row, size)
+        try:
+            self._write(target, data)
+        except OSError as e:
+            if not self._warned:  # once: every thumbnail of every page would say the same
+                log.warning("thumbnails are not cached, but made for each request: %s", e)
+                self._warned = True
+            return io.BytesIO(data)
+        return target
+
+    def _make(self, root: Path, row: Image, size: str) -> bytes:
+        side = SIZES[size]
         try:
             original = original_path(root, row.path)
         except FileNotFoundError as e:
@@ -65,14 +101,18 @@ class Thumbnails:
             raise ImageError("unreadable file", str(e)) from None
         img, _ = load_image(original, min_side=side)  # upright RGB
         img.thumbnail((side, side))
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=QUALITY[size], optimize=True, progressive=size == "large")
+        return buf.getvalue()
+
+    def _write(self, target: Path, data: bytes) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         # Two requests may make the same thumbnail at once: each writes its own temporary file.
         fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                img.save(f, "JPEG", quality=QUALITY[size], optimize=True, progressive=size == "large")
-            os.replace(tmp, target)
+                f.write(data)
+            os.replace(tmp, target)  # over a damaged file; a folder in its place refuses
         except BaseException:
             os.unlink(tmp)
             raise
-        return target

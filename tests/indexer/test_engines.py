@@ -4,6 +4,7 @@ cache of converted models, the fallback without OpenVINO and the CLI option."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -165,3 +166,47 @@ def test_machine_without_openvino_falls_back_and_says_so(tmp_path):
     assert asked.returncode == 1
     assert "Error: the openvino engine is not installed: `pip install openvino`, or --engine torch" in asked.stderr
     assert "Traceback" not in asked.stderr
+
+
+# A child that imports OpenVINO the project's way while another thread runs OpenBLAS matmuls, as the
+# web's retraining does while its warm-up loads the engine. It prints how many forks the import made.
+IMPORT_DURING_MATMUL = """
+import atexit, os, sys, threading
+import numpy as np
+from indexer.engines import import_openvino
+
+forks = []
+os.register_at_fork(before=lambda: forks.append(1))
+parent = os.getpid()
+# atexit runs after the interpreter has joined its threads, telemetry's sender pool included.
+atexit.register(lambda: os.getpid() == parent and print("forks", len(forks), flush=True))
+a, b = np.ones((2000, 1280), np.float32), np.ones((1280, 128), np.float32)
+stop = threading.Event()
+
+def multiply():
+    while not stop.is_set():
+        a @ b
+
+thread = threading.Thread(target=multiply)
+thread.start()
+import_openvino()
+stop.set()
+thread.join()
+"""
+
+
+def test_importing_openvino_while_openblas_runs_neither_forks_nor_hangs(tmp_path):
+    """Issue 22, item 1: `import openvino` sent telemetry from a forked process, and a fork during an
+    OpenBLAS matmul on another thread deadlocked the web server (1 run in 3 of this script hung)."""
+    pytest.importorskip("openvino")
+    home = tmp_path / "home"  # no telemetry consent file: OpenVINO's telemetry would be on
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL")}  # its CI opt-out
+    env["HOME"] = str(home)
+    for _ in range(6):
+        # A deadlocked child never exits: the generous timeout turns a hang into a failure.
+        done = subprocess.run([sys.executable, "-c", IMPORT_DURING_MATMUL], capture_output=True, text=True,
+                              cwd=REPO, env=env, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines() == ["forks 0"], done.stdout + done.stderr
+    assert list(home.iterdir()) == []  # no telemetry client id or stats written either

@@ -322,3 +322,63 @@ def test_classify_uses_a_torchvision_backbones_own_classifier(tmp_path):
         expected = reference(torch.stack([net.transform(im) for im in images])).softmax(dim=1)
     assert torch.allclose(probs, expected, atol=1e-5)
     assert net.embed_images(images).shape == (2, 1280)  # the features still skip the classifier
+
+
+# Decodes each file given with decode_photo in a fresh process and prints its error and how far the
+# peak resident memory rose (ru_maxrss, KiB on Linux): the memory itself, not a time.
+DECODE_AND_MEASURE = """
+import resource, sys
+from pathlib import Path
+from indexer.backbone import Preprocess
+from indexer.decode import PhotoTask, decode_photo
+
+pre = Preprocess(256, 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+root = Path(sys.argv[1])
+decode_photo(root, PhotoTask(0, "good.jpg"), pre)  # everything a decode imports or allocates, once
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+for name in sys.argv[2:]:
+    print(decode_photo(root, PhotoTask(0, name), pre).error)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+
+
+def test_a_huge_file_named_like_a_photo_is_failed_without_being_read_whole(tmp_path, library, backbone):
+    """Issue 22, item 4: a 1.5 GB `sparse.jpg` raised peak memory by twice its size, read whole before
+    Pillow found it was no image. The header is sniffed first, a file over MAX_FILE_BYTES is refused
+    by its size, and the hash is read in chunks. Sparse files: 1.5 GB each that take no disk."""
+    from indexer.imageio import MAX_FILE_BYTES
+
+    root = tmp_path / "photos"
+    good = photo(root / "good.jpg", 1)
+    with open(root / "sparse.jpg", "wb") as f:  # zeros: no format's header
+        f.truncate(1536 << 20)
+    shutil.copy(good, root / "huge.jpg")  # a real JPEG, followed by 1.5 GB of zeros
+    with open(root / "huge.jpg", "r+b") as f:
+        f.truncate(1536 << 20)
+    assert (root / "huge.jpg").stat().st_size > MAX_FILE_BYTES
+
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", DECODE_AND_MEASURE, str(root), "sparse.jpg", "huge.jpg"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    sparse_error, huge_error, rise_mib = done.stdout.splitlines()
+    assert sparse_error == f"not an image: cannot identify image file '{root / 'sparse.jpg'}'"
+    assert huge_error == "too large to decode: a 1.50 GiB file, over the 1.00 GiB allowed"
+    assert int(rise_mib) < 64, f"peak memory rose by {rise_mib} MiB"
+
+    report = index_folder(root, library, backbone, batch_size=4, workers=1)
+    assert report.indexed == 1
+    assert dict(report.failed) == {"not an image": 1, "too large to decode": 1}
+    by_path = rows(library)
+    assert by_path["sparse.jpg"].status == by_path["huge.jpg"].status == FAILED
+    assert by_path["huge.jpg"].error == huge_error
+
+
+def test_a_file_hashed_in_chunks_has_the_hash_of_its_bytes(tmp_path):
+    from indexer.decode import HASH_CHUNK, file_hash, hash_file
+
+    data = np.random.default_rng(0).bytes(2 * HASH_CHUNK + 123)  # two whole chunks and a part
+    (tmp_path / "x.jpg").write_bytes(data)
+    assert hash_file(tmp_path / "x.jpg") == file_hash(data)

@@ -133,3 +133,14 @@ def test_the_library_builds_records_and_reconciles_an_approximate_index(
     assert written.kind == HNSW and library.meta()["index_type"] == HNSW
     hits = Searcher(library).by_id(7, k=10)
     assert len(hits) == 10 and 7 not in [h.image_id for h in hits]
+
+
+@pytest.mark.parametrize("kind", [FLAT, HNSW, IVF_SQ8, IVF_PQ])
+def test_every_index_type_tells_its_own_vectors_from_others_under_the_same_ids(data, kind):
+    """The check a library makes on opening its FAISS file (issue 22, item 5)."""
+    base, ids, _, _ = data
+    index = VectorIndex.build(32, ids, base, kind=kind)
+    sample = np.random.default_rng(3).choice(len(ids), 32, replace=False)
+    assert index.holds(ids[sample], base[sample])
+    assert not index.holds(ids[sample], base[(sample + 1) % len(ids)])  # another id's vector each
+    assert index.holds(ids[:0], base[:0])  # nothing to compare: nothing to fault

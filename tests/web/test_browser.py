@@ -79,12 +79,12 @@ def page(browser, live_server):
     assert not errors, f"errors in the browser console: {errors}"
 
 
-def shot(page, name: str) -> None:
+def shot(page, name: str, *, full_page: bool = True) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     # A full-page picture should show every thumbnail, not only those scrolled into view.
     page.evaluate("() => document.querySelectorAll('img[loading=lazy]').forEach(i => i.loading = 'eager')")
     page.wait_for_load_state("networkidle")
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=full_page)
 
 
 def label_of(library, image_id: int) -> tuple[str, str] | None:
@@ -266,3 +266,68 @@ def test_about_page(page):
     expect(page.locator("#methods .chosen")).to_contain_text("(used)")
     expect(page.locator("#label-efficiency")).to_contain_text("of the collection correctly")
     shot(page, "about")
+
+
+# -- phones ------------------------------------------------------------------------------------------
+
+PHONES = {"360x740": {"width": 360, "height": 740}, "390x844": {"width": 390, "height": 844}}
+# Whether each element of a selector lies within the viewport's width and is the one a tap at its
+# centre reaches (not clipped by its container, nor covered by another element): what "on the screen
+# and usable" means for a link or a button. Scrolled to first, one at a time, where it is below.
+OFF_SCREEN = """(selector) => {
+  const width = document.documentElement.clientWidth;
+  const bad = [];
+  for (const el of document.querySelectorAll(selector)) {
+    el.scrollIntoView({block: "nearest", inline: "nearest"});
+    const r = el.getBoundingClientRect();
+    const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+    if (r.width === 0 || r.left < 0 || r.right > width || !(hit && (hit === el || el.contains(hit))))
+      bad.push(`${el.textContent.trim()} at ${Math.round(r.left)}..${Math.round(r.right)} of ${width}`);
+  }
+  window.scrollTo(0, 0);
+  return bad;
+}"""
+
+
+def phone_pages(live_library) -> list[str]:
+    with live_library.Session() as s:
+        image_id = s.scalar(select(Image.id).where(Image.status == INDEXED).limit(1))
+    return ["/", "/search", "/map", "/queue", "/duplicates", "/about", f"/images/{image_id}"]
+
+
+@pytest.mark.parametrize("phone", list(PHONES))
+def test_every_page_fits_a_phone(browser, live_server, live_library, phone):
+    """Issue 22, items 19-20: on a phone the navigation cut "Duplicates" and hid "About", and the
+    queue's photo, wider than the screen, pushed the label buttons out of sight."""
+    viewport = PHONES[phone]
+    context = browser.new_context(base_url=live_server, viewport=viewport, device_scale_factor=2,
+                                  is_mobile=True, has_touch=True)
+    page = context.new_page()
+    problems: list[str] = []
+    try:
+        for url in phone_pages(live_library):
+            page.goto(url)
+            page.wait_for_load_state("networkidle")
+            name = url.strip("/").split("/")[0] or "browse"
+            shot(page, f"phone-{phone}-{name}", full_page=False)  # the first screen, as the phone shows it
+            wide = page.evaluate("() => document.documentElement.scrollWidth")
+            if wide > viewport["width"]:
+                problems.append(f"{url} is {wide} px wide")
+            problems += [f"{url}: {link}" for link in page.evaluate(OFF_SCREEN, ".top nav a, .top .brand")]
+            assert page.locator(".top nav a").count() == 6
+        page.goto("/queue")
+        expect(page.locator("#q-suggested")).to_be_visible()
+        photo = page.locator("#q-img").bounding_box()
+        assert photo is not None
+        if photo["x"] < 0 or photo["x"] + photo["width"] > viewport["width"]:
+            problems.append(f"the queue's photo spans {photo['x']:.0f}..{photo['x'] + photo['width']:.0f}")
+        # The label buttons: inside the screen's width, and the first of them on the first screen.
+        problems += [f"/queue: {b}" for b in page.evaluate(OFF_SCREEN, "#q-choices button, #q-form button")]
+        first_choice = page.locator("#q-choices button").first.bounding_box()
+        assert first_choice is not None
+        if first_choice["y"] + first_choice["height"] > viewport["height"]:
+            problems.append(f"the first label button is below the first screen, at {first_choice['y']:.0f}")
+        shot(page, f"phone-{phone}-queue", full_page=False)
+        assert not problems, "\n".join(problems)
+    finally:
+        context.close()

@@ -34,7 +34,7 @@ class LinearProbe:
 
 def fit_probe(
     vectors: npt.NDArray[np.float32], codes: npt.NDArray[np.int64], n_classes: int,
-    *, iterations: int = PROBE_ITERATIONS,
+    *, iterations: int = PROBE_ITERATIONS, weight_decay: float = PROBE_WEIGHT_DECAY,
 ) -> LinearProbe:
     """Fit the probe on unit vectors [N, D] and class codes in [0, n_classes)."""
     import torch
@@ -49,7 +49,7 @@ def fit_probe(
 
     def closure():
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(x @ w + b, y) + PROBE_WEIGHT_DECAY * (w * w).sum()
+        loss = torch.nn.functional.cross_entropy(x @ w + b, y) + weight_decay * (w * w).sum()
         loss.backward()
         return loss
 

@@ -48,6 +48,7 @@ class TuneConfig:
     weight_decay: float = 0.01
     holdout: float = 0.2  # share of each class held out for early stopping (when none is given)
     min_scale: float = 0.25  # RandomResizedCrop's smallest area
+    probe_weight_decay: float = 1e-4  # L2 of the warm-start probe (LP) on standardised features
     max_photos: int = 2000  # labelled photos held in memory at most (a stratified sample beyond)
     precision: str = "auto"  # auto: bf16 autocast on CUDA and on CPUs with native bf16; fp32 otherwise
 
@@ -109,8 +110,10 @@ def fine_tune(
     """Fine-tune a copy of `backbone` (its name, weights and device; the Backbone is not changed) on
     labelled photo files: (path, class code in [0, n_classes)).
 
-    `heldout`: the photos early stopping scores on; by default a stratified `config.holdout` of
-    `photos`. Files that do not decode are skipped (listed in the result). Raises TuneError,
+    `heldout`: the photos early stopping scores on; by default (None) a stratified `config.holdout`
+    of `photos`. An empty `heldout` trains on every photo for exactly `config.max_epochs` epochs and
+    returns the last weights (the final run once cross-validation has chosen the epochs); the
+    accuracies are then NaN. Files that do not decode are skipped (listed in the result). Raises TuneError,
     BackboneError, indexer.cancel.Cancelled when `cancel` is set (checked between batches); a
     KeyboardInterrupt passes through. Nothing is written anywhere: see `save_weights`.
     """
@@ -141,7 +144,8 @@ def fine_tune(
         held = load_photos(heldout, pp.resize, cancel=cancel,
                            progress=lambda d, _: report("decode", len(items) + d, n_decode))
         skipped += held.skipped
-    if len(train) < 2 or not len(held):
+    stop_early = heldout is None or len(heldout) > 0
+    if len(train) < 2 or (stop_early and not len(held)):
         raise TuneError(f"too few labelled photos that decode to fine-tune and hold some out "
                         f"({len(train)} to train, {len(held)} held out): label at least 2 photos of a class")
 
@@ -183,10 +187,9 @@ def fine_tune(
     report("probe", 0, 1)
     y_train = torch.as_tensor(train.code_array)
     y_held = torch.as_tensor(held.code_array)
-    probe = fit_probe(embed(train).numpy(), train.code_array, n_classes)
+    probe = fit_probe(embed(train).numpy(), train.code_array, n_classes, weight_decay=config.probe_weight_decay)
     head = _make_head(probe).to(device)
-    held_vectors = embed(held)
-    probe_loss, probe_acc = _evaluate(head, held_vectors, y_held)
+    probe_loss, probe_acc = _evaluate(head, embed(held), y_held) if stop_early else (math.nan, math.nan)
     report("probe", 1, 1, 0, probe_acc)
     log.info("linear probe: held-out accuracy %.3f on %d photos", probe_acc, len(held))
 
@@ -217,19 +220,23 @@ def fine_tune(
             loss.backward()
             opt.step()
             schedule.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             step += 1
             report("train", step, total_steps, epoch, best[0])
-        held_loss, held_acc = _evaluate(head, embed(held), y_held)
+        held_loss, held_acc = _evaluate(head, embed(held), y_held) if stop_early else (math.nan, math.nan)
         history.append(EpochStats(epoch, float(np.mean(losses)), held_loss, held_acc,
                                   time.perf_counter() - epoch_started))
         log.info("epoch %d: train loss %.3f, held-out loss %.3f, accuracy %.3f", epoch,
                  history[-1].train_loss, held_loss, held_acc)
-        if (held_acc, -held_loss) > best:
+        if not stop_early:
+            best, best_epoch = (held_acc, -held_loss), epoch
+        elif (held_acc, -held_loss) > best:
             best, best_epoch, best_tail = (held_acc, -held_loss), epoch, _tail_state(model, tail)
         elif epoch - best_epoch >= config.patience:
             break
 
+    if not stop_early:
+        best_tail = _tail_state(model, tail)
     with torch.no_grad():
         params = dict(model.named_parameters())
         for key, value in best_tail.items():

@@ -1,4 +1,5 @@
-"""The library's SQLite schema: one row per photo, its vector, its label, and the library's identity."""
+"""The library's SQLite schema: one row per photo, its vector, its label, the library's identity and the
+versions of its vector space (representations)."""
 
 from __future__ import annotations
 

@@ -241,14 +241,19 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def _file_identity(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The hex sha256 of a weights file's bytes. Raises BackboneError if it is not there."""
     if not Path(path).is_file():
         raise BackboneError(f"weights file {path} does not exist")
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    return f"sha256:{h.hexdigest()[:16]}"  # the content, not the file name: a copy elsewhere matches
+    return h.hexdigest()
+
+
+def _file_identity(path: Path) -> str:
+    return f"sha256:{file_sha256(path)[:16]}"  # the content, not the file name: a copy elsewhere matches
 
 
 # -- device and precision ---------------------------------------------------------------------------

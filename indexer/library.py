@@ -23,7 +23,18 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.schema import CreateIndex
 
 from indexer.pathnames import is_utf8, printable
-from indexer.schema import BROWSE_INDEXES, INDEXED, SCHEMA_VERSION, Base, Embedding, Image, Meta
+from indexer.schema import (
+    BROWSE_INDEXES,
+    INDEXED,
+    SCHEMA_VERSION,
+    Base,
+    Embedding,
+    Image,
+    Meta,
+    Representation,
+    StagedEmbedding,
+    utcnow,
+)
 from indexer.vectors import DEFAULT_MEMORY_BUDGET, DamagedIndexError, VectorIndex
 
 log = logging.getLogger(__name__)
@@ -39,6 +50,8 @@ VECTORS_CHECKED = 32  # stored vectors compared with the FAISS file each time it
 
 # The facts that must match for vectors to be comparable.
 IDENTITY_KEYS = ("backbone", "weights", "preprocessing", "dim")
+CURRENT_REPRESENTATION = "representation"  # meta key: id of the current Representation row
+REPRESENTATIONS_DIR = "representations"  # tuned weights files, <library>/representations/<sha256>.pth
 
 
 @contextmanager
@@ -127,6 +140,10 @@ class Library:
                     f"library {self.path} has schema version {version.value}, this lookalike "
                     f"understands {SCHEMA_VERSION}: index into a new --library"
                 )
+            # New tables appear in existing libraries through create_all above (as new indexes do
+            # through BROWSE_INDEXES); a library indexed before representations existed gets its
+            # first one recorded from its meta here, once.
+            self._sync_representation(s)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -179,6 +196,129 @@ class Library:
     def identity(self) -> dict[str, str]:
         meta = self.meta()
         return {key: meta[key] for key in IDENTITY_KEYS if key in meta}
+
+    # -- representations (schema.Representation) -------------------------------------------------------
+
+    @property
+    def representations_dir(self) -> Path:
+        return self.path / REPRESENTATIONS_DIR
+
+    def representations(self) -> list[Representation]:
+        """Every representation recorded, oldest first."""
+        with self.Session() as s:
+            return list(s.scalars(select(Representation).order_by(Representation.id)))
+
+    def representation(self, representation_id: int) -> Representation | None:
+        with self.Session() as s:
+            return s.get(Representation, int(representation_id))
+
+    def current_representation(self) -> Representation | None:
+        """The representation the stored vectors are in; None before the first photo is indexed."""
+        with self.Session() as s:
+            current = s.get(Meta, CURRENT_REPRESENTATION)
+            return s.get(Representation, int(current.value)) if current is not None else None
+
+    def root_representation(self, representation: Representation) -> Representation:
+        """The first ancestor of `representation` (the backbone's own weights it was tuned from)."""
+        with self.Session() as s:
+            rep = representation
+            seen = {rep.id}
+            while rep.parent_id is not None and rep.parent_id not in seen:
+                parent = s.get(Representation, rep.parent_id)
+                if parent is None:
+                    break
+                seen.add(parent.id)
+                rep = parent
+            return rep
+
+    def representation_weights(self, representation: Representation) -> Path | None:
+        """The weights file of a representation as a path (None: the backbone's own weights)."""
+        if not representation.weights_file:
+            return None
+        path = Path(representation.weights_file)
+        return path if path.is_absolute() else self.path / path
+
+    def add_representation(
+        self,
+        *,
+        backbone: str,
+        weights_file: Path | None,
+        weights: str,
+        weights_sha256: str | None = None,
+        labels: object = None,
+        parent_id: int | None = None,
+        metrics: object = None,
+    ) -> Representation:
+        """Record a representation (not current: indexer.reembed makes it so once its vectors are in).
+
+        `weights_file` inside the library folder is stored relative to it, so the library can move.
+        `labels` and `metrics` are stored as JSON.
+        """
+        stored: str | None = None
+        if weights_file is not None:
+            path = Path(weights_file)
+            try:
+                stored = path.resolve().relative_to(self.path).as_posix()
+            except ValueError:
+                stored = str(path.resolve())
+        rep = Representation(
+            backbone=backbone, weights_file=stored, weights=weights, weights_sha256=weights_sha256,
+            labels=None if labels is None else json.dumps(labels, sort_keys=True),
+            parent_id=parent_id, metrics=None if metrics is None else json.dumps(metrics, sort_keys=True),
+        )
+        with self.Session.begin() as s:
+            s.add(rep)
+        return rep
+
+    def set_representation_metrics(self, representation_id: int, metrics: object) -> None:
+        """Replace what a representation measured (JSON): e.g. before/after accuracy."""
+        with self.Session.begin() as s:
+            rep = s.get(Representation, int(representation_id))
+            if rep is None:
+                raise LibraryError(f"no representation {representation_id} in {self.path}")
+            rep.metrics = json.dumps(metrics, sort_keys=True)
+
+    def record_representation(self, identity: dict[str, str], weights_file: Path | None) -> Representation:
+        """Make the representation of this backbone identity current: called once the vectors are
+        in it (an `index` run that recorded `identity`). The current one if it matches, else the
+        latest with the same weights, else a new first representation (no parent)."""
+        with self.Session.begin() as s:
+            return self._record(s, identity["backbone"], identity["weights"], weights_file)
+
+    def _record(self, s: Session, backbone: str, weights: str, weights_file: Path | str | None) -> Representation:
+        current = s.get(Meta, CURRENT_REPRESENTATION)
+        rep = s.get(Representation, int(current.value)) if current is not None else None
+        if rep is not None and (rep.backbone, rep.weights) == (backbone, weights):
+            return rep
+        rep = s.scalars(
+            select(Representation)
+            .where(Representation.backbone == backbone, Representation.weights == weights)
+            .order_by(Representation.id.desc())
+        ).first()
+        if rep is None:
+            rep = Representation(backbone=backbone, weights=weights,
+                                 weights_file=str(Path(weights_file).resolve()) if weights_file else None)
+            s.add(rep)
+            s.flush()
+        rep.activated_at = utcnow()
+        self.set_meta(s, **{CURRENT_REPRESENTATION: str(rep.id)})
+        return rep
+
+    def _sync_representation(self, s: Session) -> None:
+        """Record the representation of a library indexed before they existed (or whose record a
+        `--reembed` run reset), and keep the meta key `weights_file` (read by search to embed
+        queries) pointing at the current representation's file wherever the library folder is."""
+        meta = {m.key: m.value for m in s.scalars(select(Meta))}
+        if "backbone" not in meta or "weights" not in meta:
+            return  # nothing indexed yet
+        if CURRENT_REPRESENTATION not in meta:
+            self._record(s, meta["backbone"], meta["weights"], meta.get("weights_file") or None)
+            return
+        current = s.get(Representation, int(meta[CURRENT_REPRESENTATION]))
+        if current is not None and current.weights == meta["weights"]:
+            path = self.representation_weights(current)
+            if str(path or "") != meta.get("weights_file", ""):
+                self.set_meta(s, weights_file=str(path or ""))
 
     # -- writer lock ------------------------------------------------------------------------------
 
@@ -382,11 +522,14 @@ class Library:
         }
 
     def reset_vectors(self) -> None:
-        """Forget every vector (for a full re-embed with another backbone); rows and labels stay."""
+        """Forget every vector (for a full re-embed with another backbone); rows and labels stay.
+
+        Representations stay as history; the next `index` run records which one is current."""
         with self.Session.begin() as s:
             s.execute(delete(Embedding))
+            s.execute(delete(StagedEmbedding))
             s.query(Image).update({Image.status: "pending", Image.indexed_at: None})
-            for key in IDENTITY_KEYS:
+            for key in (*IDENTITY_KEYS, CURRENT_REPRESENTATION):
                 m = s.get(Meta, key)
                 if m is not None:
                     s.delete(m)

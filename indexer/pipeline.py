@@ -27,6 +27,7 @@ from indexer.library import Library, LibraryError
 from indexer.pathnames import is_utf8, printable
 from indexer.plan import check_library, plan_run
 from indexer.report import IndexReport
+from indexer.representations import backbone_for_library
 from indexer.runners import Runner, get_runner
 from indexer.runners.local import _worker_init, default_workers
 from indexer.scan import scan
@@ -55,7 +56,9 @@ def index_folder(
     """Bring `library` in line with the photos under `photos`. Raises LibraryError on misuse.
 
     `engine` is auto, torch or openvino (indexer.engines); `embed_in_workers` picks the local
-    runner's CPU layout (None: the measured default).
+    runner's CPU layout (None: the measured default). After `lookalike tune`, a `backbone` with the
+    backbone's own weights embeds with the library's current (tuned) weights instead
+    (indexer.representations).
     """
     started = time.perf_counter()
     keep_freed_memory()
@@ -68,7 +71,9 @@ def index_folder(
     run = get_runner(runner, ray_address=ray_address) if isinstance(runner, str) else runner
     report = IndexReport()
     with library.writer_lock():
+        backbone = backbone_for_library(library, backbone)  # a tuned library embeds with its tuned weights
         check_library(library, root, backbone, reembed)
+        library.record_representation(backbone.identity(), backbone.weights)
         if memory_budget is not None:  # remembered: readers rebuilding the index keep to it
             with library.Session.begin() as s:
                 library.set_meta(s, memory_budget=str(memory_budget))

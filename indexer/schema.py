@@ -1,4 +1,5 @@
-"""The library's SQLite schema: one row per photo, its vector, its label, and the library's identity."""
+"""The library's SQLite schema: one row per photo, its vector, its label, the library's identity and the
+versions of its vector space (representations)."""
 
 from __future__ import annotations
 
@@ -227,6 +228,50 @@ class DuplicateChoice(Base):
     )
     choice: Mapped[str] = mapped_column(String)  # "keep" or "remove"
     set_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Representation(Base):
+    """One version of the space the vectors live in: a backbone with one set of weights.
+
+    The first is the backbone the library was indexed with (its `weights_file` None for the
+    backbone's own weights, or the `--weights` file given); `lookalike tune` adds fine-tuned ones,
+    each with its `parent`. Which one is current is the meta key `representation` (written in the
+    same transaction as the vectors it describes, see indexer/reembed.py).
+    """
+
+    __tablename__ = "representations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    backbone: Mapped[str] = mapped_column(String)  # indexer.backbone.BACKBONES name
+    # Relative to the library folder for tuned weights (representations/<sha256>.pth); absolute
+    # for a --weights file given to `index`; None for the backbone's own weights.
+    weights_file: Mapped[str | None] = mapped_column(String)
+    weights: Mapped[str] = mapped_column(String)  # Backbone.weights_identity, as the meta key `weights`
+    weights_sha256: Mapped[str | None] = mapped_column(String)  # the whole digest of weights_file
+    labels: Mapped[str | None] = mapped_column(Text)  # JSON: what the weights were trained on
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("representations.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    activated_at: Mapped[datetime | None] = mapped_column()  # last made current; None: never yet
+    metrics: Mapped[str | None] = mapped_column(Text)  # JSON: what was measured, before and after
+
+
+class StagedEmbedding(Base):
+    """A vector computed for a representation that is not current yet (indexer/reembed.py).
+
+    `source_indexed_at` is the image's `indexed_at` when it was staged: an image re-embedded by
+    `index` since then (a changed file) is staged again. `vector` None: the photo failed to decode,
+    `error` says why.
+    """
+
+    __tablename__ = "staged_embeddings"
+
+    representation_id: Mapped[int] = mapped_column(
+        ForeignKey("representations.id", ondelete="CASCADE"), primary_key=True
+    )
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    source_indexed_at: Mapped[datetime | None] = mapped_column()
+    vector: Mapped[bytes | None] = mapped_column(LargeBinary)
+    error: Mapped[str | None] = mapped_column(Text)
 
 
 Index("ix_images_status_path", Image.status, Image.path)

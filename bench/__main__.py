@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from bench import indexing, rescan, search_http
-from bench.machine import describe
+from bench.machine import describe, kind
 from bench.report import Report
 from bench.sections import write_section
 
@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     report.seconds = time.perf_counter() - started
     text = report.markdown()
     print(report.table())
-    write_section(args.out, "bench", text)  # the other benchmarks' sections stay
+    # One section per machine kind: a run on another CPU leaves this one's figures alone.
+    write_section(args.out, f"bench {kind()}", text)
     say(f"wrote {args.out} ({report.seconds:.0f}s)")
     return 0
 

@@ -7,6 +7,21 @@ import platform
 from pathlib import Path
 
 
+def kind() -> str:
+    """The machine kind a BENCHMARKS.md section belongs to: cuda, amx, avx512_bf16, avx512 or avx2."""
+    try:
+        flags = set(" ".join(line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                             if line.startswith("flags")).split())
+    except OSError:
+        flags = set()
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "") != "-1" and Path("/dev/nvidia0").exists():
+        return "cuda"
+    for flag in ("amx_bf16", "avx512_bf16", "avx512f", "avx2"):
+        if flag in flags:
+            return {"amx_bf16": "amx", "avx512f": "avx512"}.get(flag, flag)
+    return platform.machine()
+
+
 def describe() -> dict[str, str]:
     import faiss
     import PIL

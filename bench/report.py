@@ -149,33 +149,31 @@ class Report:
     def markdown(self) -> str:
         when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         out = [
-            "# Benchmarks",
+            "## `python -m bench`: indexing, re-scan, search",
             "",
             f"Written by `python -m bench{' --quick' if self.quick else ''}` on {when} "
             f"({self.seconds / 60:.0f} min). Each figure is the median of {self.reps} runs, interleaved "
             "with the others so that a noisy machine slows all of them alike; ratios are taken from "
             "figures of the same run.",
             "",
-            "## Machine",
+            "### Machine",
             "",
             "| | |",
             "|---|---|",
             *[f"| {k} | {v} |" for k, v in self.machine.items()],
             "",
-            "## Results",
+            "### Results",
             "",
             "| measurement | result | goal | |",
             "|---|---|---|---|",
             *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in self._rows()],
             "",
             METHOD,
-            NOTES,
-            LEVERS,
         ]
         return "\n".join(out) + "\n"
 
 
-METHOD = """## How it is measured
+METHOD = """### How it is measured
 
 - **End to end** is `indexer.pipeline.index_folder` into a fresh library, wall clock from the call to
   its return (scan, decode, model, SQLite, FAISS file), default workers and batch 32, with the
@@ -215,43 +213,3 @@ METHOD = """## How it is measured
   client. RSS is the server process's, read from `/proc` after the load.
 """
 
-NOTES = """## Where goals are missed, and why
-
-- **12-MP JPEGs at 0.8 x the clothing rate** is out of reach on 2 CPU cores. Reduced-scale decoding
-  (Pillow's `draft`, 1/8 scale) skips most of the inverse DCT, but not the entropy (Huffman) decoding
-  of every coefficient in the file: ~8 CPU ms for a 0.8 MB 12-MP JPEG (more for real phone photos of
-  3 to 5 MB) against ~1 ms for a clothing photo, beside ~9 ms of model per image. Per CPU-second the
-  12-MP files can reach at best ~(1 + 9) / (8 + 1 + 9), about 0.55 of the clothing rate; start-up
-  (forking workers, the first batch) weighs more on 100 files than on 3,781. Only a decoder running
-  on other hardware (nvJPEG on a GPU) or more cores changes that.
-- **Search by id at 10k (flat index) is slower than at 100k (HNSW)**: exact search of 10k x 1280
-  takes ~2.5 ms in process; the rest is spent in the web and search layers. At 100k the goal
-  is met.
-- **Concurrent clients** share 2 cores with the server: throughput, not latency, is the figure to
-  read there (the p50 is about clients / throughput).
-"""
-
-
-LEVERS = """## Speed levers tried (measured while tuning, not by this run)
-
-Same machine, 2 cores shared with other jobs (load average 3 to 5 during most runs), so only
-figures from one run are compared; medians of 2 to 3 runs, Lite0 bf16 autocast + channels_last.
-
-| lever | measured | kept? |
-|---|---|---|
-| model in one-thread worker processes (each decodes and embeds its own batch) vs one decode worker feeding a 2-thread model | 2 x 1 thread: model-only 86 img/s vs 1 x 2 threads 21 img/s; end to end 84 img/s vs 15.7 img/s (the old pipeline) on 480 photos. A second busy process (a decoder, or anyone else's job) stalls OpenMP's 2-thread team at every barrier | kept: the CPU layout |
-| default workers = cores (2) instead of cores - 1 (1), now that workers run the model | 84 / 80 img/s vs 75 / 89 img/s with 1 worker: a tie under load (the other jobs held about one core); 2 workers use the second core when it is free | kept |
-| workers forked after the parent ran OpenMP, with 2 threads each | hangs (libgomp is not fork-safe): workers keep 1 thread | n/a |
-| uint8 crops from workers, normalised per batch (4x fewer bytes between processes) vs float32 | 14.8 vs 16.1 img/s with the model in the main process: within noise; the model's ~300 ms a batch dwarfs copying 19 MB | kept (free, and a quarter of the bytes to a GPU) |
-| torchvision uint8 resize (AVX2) vs Pillow resize of only the crop's source box | 0.5 vs 1.0 CPU ms/img; torchvision's output is bit-identical to the old transform | torchvision kept, box resize dropped |
-| executemany UPDATE + upsert per batch vs per-row UPDATE + ORM merge | 0.033 vs 0.52 CPU ms/img in the main process | kept |
-| reduced-scale JPEG decoding (Pillow draft, already in imageio) on 12-MP JPEGs | 8.2 CPU ms/img vs ~60 to 110 ms full decode | kept; entropy decoding stays ~8 ms |
-| batch size for a one-thread model | 9.3 / 10.9 / 10.7 / 11.0 CPU ms/img at 4 / 8 / 16 / 32 | no gain: 32 kept |
-| short runs: batches of equal size, a multiple of the workers in number (100 photos: 4 x 25, not 32 + 32 + 32 + 4); workers capped at the number of batches | 12-MP JPEGs (100 files) 67.4 -> 75.1 img/s in two full runs a few minutes apart | kept |
-| torch.jit.trace + freeze (conv-BN folding) under bf16 autocast | fails on timm's Conv2dSame (constant requiring grad) | not pursued |
-
-Equivalence: the new preprocessing is the old torchvision pipeline split in two, so crops are
-bit-identical (max pixel difference 1.2e-7 after normalisation); fp32 embeddings of 200 clothing
-photos: cosine min 0.9999998 to the old path. (For reference, bf16 autocast, already the default
-on this CPU, is itself at cosine min 0.9965, median 0.9994, to fp32.)
-"""

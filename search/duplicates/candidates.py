@@ -44,7 +44,7 @@ KINDS = (COPIES, SIMILAR)
 # On clothing_small distinct garments shot the same way reach cosine 0.948; its one real duplicate is 1.0.
 DEFAULT_THRESHOLD = 0.95
 # Similar shots: bursts and the same scene moments apart. Below ~0.90 different garments photographed
-# alike on clothing_small start to join (80 pairs of them above 0.90): a judgement, see the README.
+# alike on clothing_small start to join (80 pairs of them above 0.90): a judgement, see docs/design.md.
 SIMILAR_THRESHOLD = 0.90
 
 # PDQ Hamming distances (of 256 bits; the smaller of photo-photo and mirror-photo). Measured on edited

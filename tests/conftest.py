@@ -81,3 +81,26 @@ def labelled_samples(sample_library) -> Library:
 
     assert import_folders(sample_library) == 120
     return sample_library
+
+
+# -- leaving the test process ------------------------------------------------------------------------
+# A full run ends with native threads still alive in this process: torch's and OpenBLAS's pools,
+# OpenVINO's streams, the threads Ray leaves behind in a driver. Tearing the interpreter down under
+# them crashed the process after every test had been reported (exit 139 on a 2-core AMX Xeon, once
+# in a full run here; stop 15's CI died the same way). Once pytest has written its summary there is
+# nothing left to do, so the process leaves with pytest's own exit status without that teardown.
+_exit_status: list[int] = []
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _exit_status.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    if _exit_status and not hasattr(config, "workerinput"):
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_exit_status[-1])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import unicodedata
 from pathlib import Path
 
 from sqlalchemy import delete, func, select
@@ -23,10 +24,11 @@ class LabelFileError(ValueError):
 
 
 def clean_label(label: str) -> str:
-    """The label stripped of surrounding space; ValueError unless 1..100 printable characters."""
+    """The label in Unicode NFC (so "café" typed composed or decomposed is one label), stripped of
+    surrounding space; ValueError unless 1..100 printable characters."""
     if not isinstance(label, str):
         raise ValueError("a label is text")  # not TypeError: callers map ValueError to a 400
-    label = label.strip()
+    label = unicodedata.normalize("NFC", label).strip()
     if not label:
         raise ValueError("a label cannot be empty")
     if len(label) > MAX_LABEL_LENGTH:

@@ -131,3 +131,12 @@ def test_import_folders_on_the_sample_library(labelled_samples):
     with labelled_samples.Session() as s:
         counts = label_counts(s)
     assert len(counts) == 10 and set(counts.values()) == {12}
+
+
+def test_a_label_typed_composed_or_decomposed_is_one_label(library):
+    nfc, nfd = "caf\u00e9", "cafe\u0301"
+    with library.Session.begin() as s:
+        set_label(s, 1, nfc)
+        set_label(s, 2, nfd)
+    with library.Session() as s:
+        assert label_counts(s) == {nfc: 2}

@@ -23,20 +23,22 @@ def labels():
 @library_option
 def labels_import(csv_file, folders, overwrite, library):
     """Labels from CSV_FILE (path,label columns; paths relative to the photo root) or from --folders."""
-    from search.labelling.labels import LabelFileError, import_csv, import_folders
+    from search.labelling.labels import LabelFileError, apply_labels, import_folders, read_csv
 
     if bool(csv_file) == bool(folders):
         raise click.UsageError("give either CSV_FILE or --folders")
+    repeated = 0
     try:
         with open_library(settings_from(library=library)) as lib:
-            n = (
-                import_folders(lib, overwrite=overwrite)
-                if folders
-                else import_csv(lib, csv_file, overwrite=overwrite)
-            )
+            if folders:
+                n = import_folders(lib, overwrite=overwrite)
+            else:
+                by_path, repeated = read_csv(csv_file)
+                n = apply_labels(lib, by_path, overwrite=overwrite)
     except LabelFileError as e:
         raise click.ClickException(str(e)) from None
-    click.echo(f"set {n} labels from {'folder names' if folders else csv_file}")
+    twice = f"; {repeated} {'path' if repeated == 1 else 'paths'} listed twice, the last row kept" if repeated else ""
+    click.echo(f"set {n} labels from {'folder names' if folders else csv_file}{twice}")
     if n:  # the stored head's labels fingerprint no longer matches: the next suggest, queue or web request retrains
         click.echo("the labeller retrains on its next use (`lookalike learn` trains now)")
 

@@ -117,11 +117,11 @@ def _apply(library: Library, by_path: dict[str, str], *, overwrite: bool) -> int
     return done
 
 
-def import_csv(library: Library, path: Path | str, *, overwrite: bool = False) -> int:
-    """Labels from a CSV with `path` and `label` columns (a header, or those two columns first).
+def read_csv(path: Path | str) -> tuple[dict[str, str], int]:
+    """The path -> label rows of a CSV with `path` and `label` columns (a header, or those two
+    columns first), and how many paths were listed more than once (the last row of each wins).
 
-    Paths are relative to the library's root, '/'-separated. Returns how many labels were set;
-    labels set by hand (source user or accepted) are kept unless `overwrite`.
+    Paths are relative to the library's root, '/'-separated.
     Raises LabelFileError for an unreadable file or a bad label.
     """
     path = Path(path)
@@ -132,7 +132,7 @@ def import_csv(library: Library, path: Path | str, *, overwrite: bool = False) -
         raise LabelFileError(f"cannot read {path}: {e}") from None
     rows = [r for r in rows if any(cell.strip() for cell in r)]
     if not rows:
-        return 0
+        return {}, 0
     header = [cell.strip().lower() for cell in rows[0]]
     if "path" in header and "label" in header:
         path_col, label_col = header.index("path"), header.index("label")
@@ -140,15 +140,33 @@ def import_csv(library: Library, path: Path | str, *, overwrite: bool = False) -
     else:
         path_col, label_col = 0, 1
     by_path: dict[str, str] = {}
+    repeated: set[str] = set()
     for line, row in enumerate(rows, start=2):
         if len(row) <= max(path_col, label_col):
             raise LabelFileError(f"{path} line {line}: expected path and label columns")
         try:
-            by_path[row[path_col].strip().replace("\\", "/").removeprefix("./")] = clean_label(
-                row[label_col]
-            )
+            label = clean_label(row[label_col])
         except ValueError as e:
             raise LabelFileError(f"{path} line {line}: {e}") from None
+        image_path = row[path_col].strip().replace("\\", "/").removeprefix("./")
+        if image_path in by_path:
+            repeated.add(image_path)
+        by_path[image_path] = label
+    if repeated:
+        log.warning("%d paths listed more than once in %s: the last row of each kept", len(repeated), path)
+    return by_path, len(repeated)
+
+
+def apply_labels(library: Library, by_path: dict[str, str], *, overwrite: bool = False) -> int:
+    """Set imported labels on the images at these paths; returns how many were set. Labels set by
+    hand (source user or accepted) are kept unless `overwrite`."""
+    return _apply(library, by_path, overwrite=overwrite)
+
+
+def import_csv(library: Library, path: Path | str, *, overwrite: bool = False) -> int:
+    """Labels from a CSV (see `read_csv`). Returns how many labels were set; labels set by hand
+    (source user or accepted) are kept unless `overwrite`. Raises LabelFileError."""
+    by_path, _ = read_csv(path)
     return _apply(library, by_path, overwrite=overwrite)
 
 

@@ -15,6 +15,7 @@ from search.labelling.labels import (
     import_csv,
     import_folders,
     label_counts,
+    read_csv,
     set_label,
 )
 from search.searcher import NotFound
@@ -100,6 +101,22 @@ def test_import_csv_without_a_header_reads_path_then_label(library, tmp_path):
     path = tmp_path / "labels.csv"
     path.write_text("cats/b.jpg,cat\ntop.jpg,misc\n")
     assert import_csv(library, path) == 2
+
+
+def test_labels_import_says_when_a_path_is_listed_twice(library, tmp_path):
+    from click.testing import CliRunner
+
+    from lookalike.cli import main
+
+    path = tmp_path / "labels.csv"
+    path.write_text("path,label\ncats/a.jpg,cat\ndogs/c.jpg,dog\ncats/a.jpg,kitten\n")
+    assert read_csv(path) == ({"cats/a.jpg": "kitten", "dogs/c.jpg": "dog"}, 1)
+    result = CliRunner().invoke(main, ["labels", "import", str(path), "--library", str(library.path)])
+    assert result.exit_code == 0, result.output
+    first = result.output.splitlines()[0]
+    assert first == f"set 2 labels from {path}; 1 path listed twice, the last row kept"
+    with library.Session() as s:
+        assert label_counts(s) == {"kitten": 1, "dog": 1}
 
 
 def test_import_csv_reports_the_bad_line(library, tmp_path):

@@ -20,6 +20,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from indexer.schema import DismissedPair, DuplicateChoice, Image, utcnow
+from search.csv_cells import safe_cell
 from search.duplicates.candidates import KINDS, DuplicateGroup
 
 KEEP = "keep"
@@ -204,12 +205,13 @@ def removal_plan(session: Session, groups: list[DuplicateGroup]) -> list[Removal
 
 
 def plan_csv(plan: list[Removal]) -> str:
-    """The removal plan as CSV text: path (relative to the photo root), image_id, kept, kind."""
+    """The removal plan as CSV text: path (relative to the photo root), image_id, kept, kind. A path
+    a spreadsheet would read as a formula (=1+2.jpg) starts with an apostrophe (see csv_cells)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["path", "image_id", "kept", "kind"])
     for r in plan:
-        w.writerow([r.path, r.image_id, r.kept, r.kind])
+        w.writerow([safe_cell(r.path), r.image_id, safe_cell(r.kept), r.kind])
     return buf.getvalue()
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from indexer.library import Library
 from indexer.schema import ACCEPTED, IMPORTED, LABEL_SOURCES, USER, Image, Label, utcnow
+from search.csv_cells import safe_cell, unsafe_cell
 from search.searcher import NotFound
 
 log = logging.getLogger(__name__)
@@ -145,10 +146,10 @@ def read_csv(path: Path | str) -> tuple[dict[str, str], int]:
         if len(row) <= max(path_col, label_col):
             raise LabelFileError(f"{path} line {line}: expected path and label columns")
         try:
-            label = clean_label(row[label_col])
+            label = clean_label(unsafe_cell(row[label_col].strip()))
         except ValueError as e:
             raise LabelFileError(f"{path} line {line}: {e}") from None
-        image_path = row[path_col].strip().replace("\\", "/").removeprefix("./")
+        image_path = unsafe_cell(row[path_col].strip()).replace("\\", "/").removeprefix("./")
         if image_path in by_path:
             repeated.add(image_path)
         by_path[image_path] = label
@@ -188,7 +189,8 @@ def import_folders(library: Library, *, overwrite: bool = False) -> int:
 
 
 def export_csv(library: Library, path: Path | str) -> int:
-    """Write path,label,source,set_at for every labelled image, by path. Returns the row count."""
+    """Write path,label,source,set_at for every labelled image, by path. Returns the row count.
+    A cell a spreadsheet would read as a formula starts with an apostrophe; `read_csv` removes it."""
     path = Path(path)
     with library.Session() as s:
         rows = s.execute(
@@ -201,6 +203,8 @@ def export_csv(library: Library, path: Path | str) -> int:
         writer = csv.writer(f)
         writer.writerow(["path", "label", "source", "set_at"])
         for image_path, label, source, set_at in rows:
-            writer.writerow([image_path, label, source, set_at.isoformat(timespec="seconds")])
+            writer.writerow(
+                [safe_cell(image_path), safe_cell(label), source, set_at.isoformat(timespec="seconds")]
+            )
     tmp.replace(path)
     return len(rows)

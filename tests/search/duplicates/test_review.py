@@ -186,3 +186,15 @@ def test_move_files_refuses_to_overwrite(tmp_path):
     with pytest.raises(ReviewError, match="not overwriting"):
         move_files([Removal("x.jpg", 1, "y.jpg", COPIES)], tmp_path / "root", tmp_path / "dest")
     assert (tmp_path / "root" / "x.jpg").read_bytes() == b"1"
+
+
+def test_remove_csv_neutralises_paths_a_spreadsheet_would_run():
+    from search.duplicates.review import Removal, plan_csv
+
+    text = plan_csv([Removal("=1+2+cmd|calc.jpg", 7, "@keep.jpg", COPIES), Removal("a/b.jpg", 8, "-x.jpg", COPIES)])
+    rows = list(csv.reader(text.splitlines()))
+    assert rows == [
+        ["path", "image_id", "kept", "kind"],
+        ["'=1+2+cmd|calc.jpg", "7", "'@keep.jpg", COPIES],
+        ["a/b.jpg", "8", "'-x.jpg", COPIES],
+    ]

@@ -157,3 +157,24 @@ def test_a_label_typed_composed_or_decomposed_is_one_label(library):
         set_label(s, 2, nfd)
     with library.Session() as s:
         assert label_counts(s) == {nfc: 2}
+
+
+def test_export_neutralises_formula_cells_and_import_reads_them_back(vector_library, tmp_path):
+    paths = ["=1+2+cmd|calc.jpg", "@sum.jpg", "plain.jpg"]
+    library = vector_library(np.eye(3, dtype=np.float32), paths)
+    with library.Session.begin() as s:
+        set_label(s, 1, "+cat")
+        set_label(s, 2, "-1")
+        set_label(s, 3, "dog")
+    out = tmp_path / "out.csv"
+    assert export_csv(library, out) == 3
+    rows = list(csv.DictReader(out.open()))
+    assert [(r["path"], r["label"]) for r in rows] == [
+        ("'=1+2+cmd|calc.jpg", "'+cat"),
+        ("'@sum.jpg", "'-1"),
+        ("plain.jpg", "dog"),
+    ]
+    other = vector_library(np.eye(3, dtype=np.float32), paths, name="other")
+    assert import_csv(other, out) == 3
+    with other.Session() as s:
+        assert label_counts(s) == {"+cat": 1, "-1": 1, "dog": 1}

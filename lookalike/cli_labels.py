@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -44,18 +45,22 @@ def labels_import(csv_file, folders, overwrite, library):
 
 
 @labels.command("export")
-@click.argument("csv_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("csv_file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
 @library_option
 def labels_export(csv_file, library):
-    """Write every label to CSV_FILE (path,label,source,set_at)."""
-    from search.labelling.labels import export_csv
+    """Write every label to CSV_FILE (path,label,source,set_at); - writes to standard output."""
+    from search.labelling.labels import export_csv, write_csv
 
+    to_stdout = str(csv_file) == "-"
     try:
         with open_library(settings_from(library=library)) as lib:
-            n = export_csv(lib, csv_file)
+            if to_stdout:
+                n = write_csv(lib, sys.stdout)
+            else:
+                n = export_csv(lib, csv_file)
     except OSError as e:
         raise click.ClickException(f"cannot write {csv_file}: {e}") from None
-    click.echo(f"exported {n} labels to {csv_file}")
+    click.echo(f"exported {n} labels to {'standard output' if to_stdout else csv_file}", err=to_stdout)
 
 
 @labels.command("counts")

@@ -6,6 +6,7 @@ import csv
 import logging
 import unicodedata
 from pathlib import Path
+from typing import TextIO
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
@@ -188,23 +189,35 @@ def import_folders(library: Library, *, overwrite: bool = False) -> int:
     return _apply(library, by_path, overwrite=overwrite)
 
 
-def export_csv(library: Library, path: Path | str) -> int:
-    """Write path,label,source,set_at for every labelled image, by path. Returns the row count.
-    A cell a spreadsheet would read as a formula starts with an apostrophe; `read_csv` removes it."""
-    path = Path(path)
+def write_csv(library: Library, f: TextIO) -> int:
+    """Write path,label,source,set_at for every labelled image, by path, to an open text file.
+    Returns the row count. A cell a spreadsheet would read as a formula starts with an apostrophe;
+    `read_csv` removes it."""
     with library.Session() as s:
         rows = s.execute(
             select(Image.path, Label.label, Label.source, Label.set_at)
             .join(Label)
             .order_by(Image.path)
         ).all()
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "label", "source", "set_at"])
-        for image_path, label, source, set_at in rows:
-            writer.writerow(
-                [safe_cell(image_path), safe_cell(label), source, set_at.isoformat(timespec="seconds")]
-            )
-    tmp.replace(path)
+    writer = csv.writer(f)
+    writer.writerow(["path", "label", "source", "set_at"])
+    for image_path, label, source, set_at in rows:
+        writer.writerow(
+            [safe_cell(image_path), safe_cell(label), source, set_at.isoformat(timespec="seconds")]
+        )
     return len(rows)
+
+
+def export_csv(library: Library, path: Path | str) -> int:
+    """`write_csv` to a file. A regular file (or a new one) is replaced atomically: written beside
+    it, then renamed over it; a symlink's target gets that, and the link stays. Anything else (a
+    FIFO, a device such as /dev/stdout) is written through, never replaced. Returns the row count."""
+    target = Path(path).resolve()
+    if target.exists() and not target.is_file():
+        with open(target, "w", newline="", encoding="utf-8") as f:
+            return write_csv(library, f)
+    tmp = target.with_name(target.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        n = write_csv(library, f)
+    tmp.replace(target)
+    return n

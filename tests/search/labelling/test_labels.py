@@ -178,3 +178,38 @@ def test_export_neutralises_formula_cells_and_import_reads_them_back(vector_libr
     assert import_csv(other, out) == 3
     with other.Session() as s:
         assert label_counts(s) == {"+cat": 1, "-1": 1, "dog": 1}
+
+
+def test_export_writes_through_symlinks_fifos_and_stdout(library, tmp_path):
+    import os
+    import threading
+
+    from click.testing import CliRunner
+
+    from lookalike.cli import main
+
+    import_folders(library)
+    # A symlink stays a symlink; its target gets the labels.
+    target = tmp_path / "real.csv"
+    target.write_text("old")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    assert export_csv(library, link) == 3
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert target.read_text().startswith("path,label,source,set_at")
+    # A FIFO is written into, not replaced by a regular file.
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+    reader.start()
+    assert export_csv(library, fifo) == 3
+    reader.join()
+    assert fifo.is_fifo() and got[0].count("\n") == 4
+    # - is standard output; the summary goes to standard error.
+    result = CliRunner().invoke(main, ["labels", "export", "-", "--library", str(library.path)])
+    assert result.exit_code == 0, result.output
+    assert [r["path"] for r in csv.DictReader(result.stdout.splitlines())] == [
+        "cats/a.jpg", "cats/b.jpg", "dogs/c.jpg"
+    ]
+    assert "exported 3 labels to standard output" in result.stderr

@@ -47,6 +47,14 @@ DEFAULT_THRESHOLD = 0.95
 # alike on clothing_small start to join (80 pairs of them above 0.90): a judgement, see the README.
 SIMILAR_THRESHOLD = 0.90
 
+
+def check_similar_threshold(value: float) -> float:
+    """The similar tier's cosine threshold, checked: in (0, 1], the one range the CLI and the web
+    accept (at 0 or below nearly every pair is "similar"). Raises ValueError saying so."""
+    if not 0.0 < value <= 1.0:  # NaN fails too
+        raise ValueError(f"threshold must be a cosine in (0, 1], not {value:g}")
+    return value
+
 # PDQ Hamming distances (of 256 bits; the smaller of photo-photo and mirror-photo). Measured on edited
 # copies of clothing_small photos among same-class look-alikes (bench/duplicates.py): every copy the
 # hash can see (re-encoded, gray, squashed, thumbnail, blurred, recoloured, mirrored) is within
@@ -429,8 +437,7 @@ def find_tiers(library: Library, *, similar_threshold: float = SIMILAR_THRESHOLD
                progress: Callable[[int, int], None] | None = None) -> Tiers:
     """Copy pairs and similar-shot pairs of the whole library (verification reads photo files);
     `progress(done, total)` follows the candidate pairs."""
-    if not -1.0 <= similar_threshold <= 1.0:
-        raise ValueError("threshold is a cosine similarity between -1 and 1")
+    check_similar_threshold(similar_threshold)
     cand = candidates(library)
     verifier = FileVerifier(library) if verify else None
     copies = copy_pairs(cand, verifier, progress)

@@ -198,3 +198,20 @@ def test_remove_csv_neutralises_paths_a_spreadsheet_would_run():
         ["'=1+2+cmd|calc.jpg", "7", "'@keep.jpg", COPIES],
         ["a/b.jpg", "8", "'-x.jpg", COPIES],
     ]
+
+
+@pytest.mark.parametrize("threshold", ["-1", "0", "1.5", "nan"])
+def test_cli_and_web_refuse_the_same_similar_thresholds(collection, run, tmp_path, monkeypatch, threshold):
+    from web.app import create_app
+
+    photos, library = collection
+    before = sorted(p.relative_to(photos).as_posix() for p in photos.rglob("*.jpg"))
+    result = run("duplicates", "--library", library.path, "--kind", "similar", "--threshold", threshold,
+                 "--move-to", tmp_path / "removed")
+    assert result.exit_code == 2 and "threshold must be a cosine in (0, 1]" in result.output
+    assert sorted(p.relative_to(photos).as_posix() for p in photos.rglob("*.jpg")) == before
+    assert not (tmp_path / "removed").exists()
+    monkeypatch.setenv("LOOKALIKE_LIBRARY", str(library.path))
+    app = create_app()
+    response = app.test_client().get(f"/api/duplicates?kind=similar&threshold={threshold}")
+    assert response.status_code == 400 and "(0, 1]" in response.get_data(as_text=True)

@@ -215,3 +215,16 @@ def test_cli_and_web_refuse_the_same_similar_thresholds(collection, run, tmp_pat
     app = create_app()
     response = app.test_client().get(f"/api/duplicates?kind=similar&threshold={threshold}")
     assert response.status_code == 400 and "(0, 1]" in response.get_data(as_text=True)
+
+
+def test_move_to_checks_every_destination_before_moving_anything(collection, run, tmp_path):
+    photos, library = collection
+    removed = tmp_path / "removed"
+    (removed / "a").mkdir(parents=True)
+    (removed / "a" / "small.jpg").write_bytes(b"already here")  # the second of the two planned moves
+    result = run("duplicates", "--library", library.path, "--move-to", removed)
+    assert result.exit_code == 1
+    assert "small.jpg exists already: not overwriting it; nothing was moved" in result.output
+    assert (photos / "a" / "gray.jpg").is_file() and (photos / "a" / "small.jpg").is_file()
+    assert sorted(p.name for p in removed.rglob("*")) == ["a", "small.jpg"]
+    assert (removed / "a" / "small.jpg").read_bytes() == b"already here"

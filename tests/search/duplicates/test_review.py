@@ -228,3 +228,23 @@ def test_move_to_checks_every_destination_before_moving_anything(collection, run
     assert (photos / "a" / "gray.jpg").is_file() and (photos / "a" / "small.jpg").is_file()
     assert sorted(p.name for p in removed.rglob("*")) == ["a", "small.jpg"]
     assert (removed / "a" / "small.jpg").read_bytes() == b"already here"
+
+
+def test_a_symlink_and_its_target_are_one_photo_not_two_copies(collection, run, tmp_path, backbone):
+    photos, library = collection
+    (photos / "z").mkdir()
+    (photos / "z" / "l.jpg").symlink_to("../a/original.jpg")  # shorter path, same size, age and bytes
+    index_folder(photos, library, backbone, workers=0)
+    ids = ids_by_path(library)
+    assert "z/l.jpg" in ids
+    [group] = find_duplicates(library)
+    assert ids["z/l.jpg"] not in group.image_ids  # the link is the same file, not a copy
+    result = run("duplicates", "--library", library.path, "--json")
+    [g] = json.loads(result.output)
+    assert g["keep"]["path"] == "a/original.jpg"
+    assert g["actions"] == {"a/gray.jpg": "remove", "a/original.jpg": "keep", "a/small.jpg": "remove"}
+    result = run("duplicates", "--library", library.path, "--move-to", tmp_path / "removed")
+    assert result.exit_code == 0, result.output
+    assert (photos / "a" / "original.jpg").is_file() and (photos / "z" / "l.jpg").is_file()
+    index_folder(photos, library, backbone, workers=0)
+    assert {"a/original.jpg", "z/l.jpg"} <= set(ids_by_path(library))

@@ -482,7 +482,7 @@ def one_file_aliases(library: Library, ids: set[int]) -> set[int]:
             continue  # gone: nothing to protect
         linked = os.path.realpath(full) != full
         by_file.setdefault((st.st_dev, st.st_ino), []).append((linked, len(path), path, image_id))
-    aliases = set()
+    aliases: set[int] = set()
     for names in by_file.values():
         if len(names) > 1:
             names.sort()

@@ -23,9 +23,10 @@ DEFAULT_DUPLICATE_THRESHOLD = 0.9  # search.duplicates.candidates.SIMILAR_THRESH
 )
 @click.option(
     "--threshold",
-    type=click.FloatRange(-1, 1),
+    type=float,
     default=None,
-    help=f"Cosine above which two photos are similar shots (--kind similar) [{DEFAULT_DUPLICATE_THRESHOLD}].",
+    help="Cosine above which two photos are similar shots (--kind similar), in (0, 1] "
+    f"[{DEFAULT_DUPLICATE_THRESHOLD}].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of groups.")
 @click.option(
@@ -45,8 +46,14 @@ def duplicates(library, kind, threshold, as_json, remove_csv, move_to):
     """Groups of near-duplicate photos, largest first, each with the copy to keep."""
     if threshold is not None and kind == "copies":
         raise click.UsageError("--threshold sets the similar tier's cosine: add --kind similar")
-    from search.duplicates.candidates import SIMILAR_THRESHOLD, find_tiers, groups_of
+    from search.duplicates.candidates import SIMILAR_THRESHOLD, check_similar_threshold, find_tiers, groups_of
     from search.duplicates.review import ReviewError, dismissed_pairs, move_files, plan_csv, removal_plan, review
+
+    if threshold is not None:
+        try:
+            check_similar_threshold(threshold)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="'--threshold'") from None
 
     with open_library(settings_from(library=library)) as lib:
         tiers = find_tiers(lib, similar_threshold=SIMILAR_THRESHOLD if threshold is None else threshold)

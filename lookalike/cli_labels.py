@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -23,37 +24,43 @@ def labels():
 @library_option
 def labels_import(csv_file, folders, overwrite, library):
     """Labels from CSV_FILE (path,label columns; paths relative to the photo root) or from --folders."""
-    from search.labelling.labels import LabelFileError, import_csv, import_folders
+    from search.labelling.labels import LabelFileError, apply_labels, import_folders, read_csv
 
     if bool(csv_file) == bool(folders):
         raise click.UsageError("give either CSV_FILE or --folders")
+    repeated = 0
     try:
         with open_library(settings_from(library=library)) as lib:
-            n = (
-                import_folders(lib, overwrite=overwrite)
-                if folders
-                else import_csv(lib, csv_file, overwrite=overwrite)
-            )
+            if folders:
+                n = import_folders(lib, overwrite=overwrite)
+            else:
+                by_path, repeated = read_csv(csv_file)
+                n = apply_labels(lib, by_path, overwrite=overwrite)
     except LabelFileError as e:
         raise click.ClickException(str(e)) from None
-    click.echo(f"set {n} labels from {'folder names' if folders else csv_file}")
+    twice = f"; {repeated} {'path' if repeated == 1 else 'paths'} listed twice, the last row kept" if repeated else ""
+    click.echo(f"set {n} labels from {'folder names' if folders else csv_file}{twice}")
     if n:  # the stored head's labels fingerprint no longer matches: the next suggest, queue or web request retrains
         click.echo("the labeller retrains on its next use (`lookalike learn` trains now)")
 
 
 @labels.command("export")
-@click.argument("csv_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("csv_file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
 @library_option
 def labels_export(csv_file, library):
-    """Write every label to CSV_FILE (path,label,source,set_at)."""
-    from search.labelling.labels import export_csv
+    """Write every label to CSV_FILE (path,label,source,set_at); - writes to standard output."""
+    from search.labelling.labels import export_csv, write_csv
 
+    to_stdout = str(csv_file) == "-"
     try:
         with open_library(settings_from(library=library)) as lib:
-            n = export_csv(lib, csv_file)
+            if to_stdout:
+                n = write_csv(lib, sys.stdout)
+            else:
+                n = export_csv(lib, csv_file)
     except OSError as e:
         raise click.ClickException(f"cannot write {csv_file}: {e}") from None
-    click.echo(f"exported {n} labels to {csv_file}")
+    click.echo(f"exported {n} labels to {'standard output' if to_stdout else csv_file}", err=to_stdout)
 
 
 @labels.command("counts")

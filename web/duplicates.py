@@ -8,7 +8,16 @@ from collections.abc import Mapping
 from flask import abort, current_app
 
 from search.duplicates import review
-from search.duplicates.candidates import COPIES, KINDS, SIMILAR_THRESHOLD, Pair, Tiers, find_tiers, groups_of
+from search.duplicates.candidates import (
+    COPIES,
+    KINDS,
+    SIMILAR_THRESHOLD,
+    Pair,
+    Tiers,
+    check_similar_threshold,
+    find_tiers,
+    groups_of,
+)
 from web.context import get_session, in_background, services
 from web.ids import is_id
 from web.media import get_image
@@ -35,9 +44,10 @@ def threshold_arg(args: Mapping[str, str]) -> float:
         value = float(raw)
     except ValueError:
         abort(400, description="threshold must be a number")
-    if not 0 < value <= 1:
-        abort(400, description="threshold must be in (0, 1]")
-    return value
+    try:
+        return check_similar_threshold(value)
+    except ValueError as e:
+        abort(400, description=str(e))
 
 
 def _signals_key() -> tuple:

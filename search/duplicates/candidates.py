@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -46,6 +47,14 @@ DEFAULT_THRESHOLD = 0.95
 # Similar shots: bursts and the same scene moments apart. Below ~0.90 different garments photographed
 # alike on clothing_small start to join (80 pairs of them above 0.90): a judgement, see docs/design.md.
 SIMILAR_THRESHOLD = 0.90
+
+
+def check_similar_threshold(value: float) -> float:
+    """The similar tier's cosine threshold, checked: in (0, 1], the one range the CLI and the web
+    accept (at 0 or below nearly every pair is "similar"). Raises ValueError saying so."""
+    if not 0.0 < value <= 1.0:  # NaN fails too
+        raise ValueError(f"threshold must be a cosine in (0, 1], not {value:g}")
+    return value
 
 # PDQ Hamming distances (of 256 bits; the smaller of photo-photo and mirror-photo). Measured on edited
 # copies of clothing_small photos among same-class look-alikes (bench/duplicates.py): every copy the
@@ -429,8 +438,7 @@ def find_tiers(library: Library, *, similar_threshold: float = SIMILAR_THRESHOLD
                progress: Callable[[int, int], None] | None = None) -> Tiers:
     """Copy pairs and similar-shot pairs of the whole library (verification reads photo files);
     `progress(done, total)` follows the candidate pairs."""
-    if not -1.0 <= similar_threshold <= 1.0:
-        raise ValueError("threshold is a cosine similarity between -1 and 1")
+    check_similar_threshold(similar_threshold)
     cand = candidates(library)
     verifier = FileVerifier(library) if verify else None
     copies = copy_pairs(cand, verifier, progress)
@@ -439,8 +447,48 @@ def find_tiers(library: Library, *, similar_threshold: float = SIMILAR_THRESHOLD
     similar = [
         Pair(a, b, s, cand.hash_distance.get((a, b))) for a, b, s in find_pairs(library, similar_threshold)
     ]
+    aliases = one_file_aliases(library, {i for p in (*copies, *similar) for i in (p.a, p.b)})
+    copies = [p for p in copies if p.a not in aliases and p.b not in aliases]
     copied = {(p.a, p.b) for p in copies}
-    return Tiers(copies, [p for p in similar if (p.a, p.b) not in copied], cand.missing_signals)
+    similar = [p for p in similar if (p.a, p.b) not in copied and p.a not in aliases and p.b not in aliases]
+    return Tiers(copies, similar, cand.missing_signals)
+
+
+def one_file_aliases(library: Library, ids: set[int]) -> set[int]:
+    """Those of these photos that are another path to one file also among them: a symlink (or a path
+    through a linked folder) to it, or a second hard link. They are not copies and join no group, so
+    a review never keeps a link while moving its target away. Of the paths to one file the one kept
+    in groups is reached without a link if any, else the shortest."""
+    from sqlalchemy import select
+
+    from indexer.schema import Image
+
+    root = library.root
+    if root is None or not ids:
+        return set()
+    wanted = sorted(ids)
+    paths: dict[int, str] = {}
+    with library.Session() as s:
+        for start in range(0, len(wanted), 500):
+            part = wanted[start : start + 500]
+            paths.update(s.execute(select(Image.id, Image.path).where(Image.id.in_(part))).all())
+    real_root = os.path.realpath(root)
+    by_file: dict[tuple[int, int], list[tuple[bool, int, str, int]]] = {}
+    for image_id, path in paths.items():
+        full = os.path.join(real_root, path)
+        try:
+            st = os.stat(full)
+        except OSError:
+            continue  # gone: nothing to protect
+        linked = os.path.realpath(full) != full
+        by_file.setdefault((st.st_dev, st.st_ino), []).append((linked, len(path), path, image_id))
+    aliases: set[int] = set()
+    for names in by_file.values():
+        if len(names) > 1:
+            names.sort()
+            aliases.update(image_id for *_, image_id in names[1:])
+            log.info("one file under %d paths, not copies: %s", len(names), ", ".join(n[2] for n in names))
+    return aliases
 
 
 def find_duplicates(

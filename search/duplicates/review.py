@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import shutil
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,7 +21,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from indexer.schema import DismissedPair, DuplicateChoice, Image, utcnow
+from search.csv_cells import safe_cell
 from search.duplicates.candidates import KINDS, DuplicateGroup
+
+log = logging.getLogger(__name__)
 
 KEEP = "keep"
 REMOVE = "remove"
@@ -204,32 +208,41 @@ def removal_plan(session: Session, groups: list[DuplicateGroup]) -> list[Removal
 
 
 def plan_csv(plan: list[Removal]) -> str:
-    """The removal plan as CSV text: path (relative to the photo root), image_id, kept, kind."""
+    """The removal plan as CSV text: path (relative to the photo root), image_id, kept, kind. A path
+    a spreadsheet would read as a formula (=1+2.jpg) starts with an apostrophe (see csv_cells)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["path", "image_id", "kept", "kind"])
     for r in plan:
-        w.writerow([r.path, r.image_id, r.kept, r.kind])
+        w.writerow([safe_cell(r.path), r.image_id, safe_cell(r.kept), r.kind])
     return buf.getvalue()
 
 
 def move_files(plan: list[Removal], root: Path, target: Path) -> list[str]:
-    """Move each planned file from `root` into `target` under its relative path. Never overwrites;
-    returns the paths moved. Raises ReviewError when `target` lies inside the photo root (the next
-    index run would find the moved photos again)."""
+    """Move each planned file from `root` into `target` under its relative path. Never overwrites:
+    every destination is checked before anything moves. Returns the paths moved. Raises ReviewError
+    when `target` lies inside the photo root (the next index run would find the moved photos
+    again), when a destination exists, or when a move fails (saying how many moved before it)."""
     root, target = root.resolve(), target.expanduser().resolve()
     if target == root or root in target.parents:
         raise ReviewError(f"{target} is inside the photo folder {root}: choose a folder outside it")
-    moved = []
-    for r in plan:
-        src, dst = root / r.path, target / r.path
-        if not src.is_file():
-            continue  # gone already (moved by an earlier run)
-        if dst.exists():
-            raise ReviewError(f"{dst} exists already: not overwriting it")
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(src, dst)
-        moved.append(r.path)
+    todo = [r.path for r in plan if (root / r.path).is_file()]  # others are gone already (an earlier run)
+    taken = [target / p for p in todo if (target / p).exists() or (target / p).is_symlink()]
+    if taken:
+        more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
+        raise ReviewError(f"{taken[0]} exists already{more}: not overwriting it; nothing was moved")
+    moved: list[str] = []
+    for path in todo:
+        dst = target / path
+        try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(root / path, dst)
+        except OSError as e:
+            raise ReviewError(
+                f"cannot move {root / path} to {dst}: {e}; {len(moved)} photos were moved to {target} before it"
+            ) from None
+        log.info("moved %s to %s", root / path, dst)
+        moved.append(path)
     return moved
 
 

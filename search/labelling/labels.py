@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import csv
 import logging
+import unicodedata
 from pathlib import Path
+from typing import TextIO
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from indexer.library import Library
 from indexer.schema import ACCEPTED, IMPORTED, LABEL_SOURCES, USER, Image, Label, utcnow
+from search.csv_cells import safe_cell, unsafe_cell
 from search.searcher import NotFound
 
 log = logging.getLogger(__name__)
@@ -23,10 +26,11 @@ class LabelFileError(ValueError):
 
 
 def clean_label(label: str) -> str:
-    """The label stripped of surrounding space; ValueError unless 1..100 printable characters."""
+    """The label in Unicode NFC (so "café" typed composed or decomposed is one label), stripped of
+    surrounding space; ValueError unless 1..100 printable characters."""
     if not isinstance(label, str):
         raise ValueError("a label is text")  # not TypeError: callers map ValueError to a 400
-    label = label.strip()
+    label = unicodedata.normalize("NFC", label).strip()
     if not label:
         raise ValueError("a label cannot be empty")
     if len(label) > MAX_LABEL_LENGTH:
@@ -115,11 +119,11 @@ def _apply(library: Library, by_path: dict[str, str], *, overwrite: bool) -> int
     return done
 
 
-def import_csv(library: Library, path: Path | str, *, overwrite: bool = False) -> int:
-    """Labels from a CSV with `path` and `label` columns (a header, or those two columns first).
+def read_csv(path: Path | str) -> tuple[dict[str, str], int]:
+    """The path -> label rows of a CSV with `path` and `label` columns (a header, or those two
+    columns first), and how many paths were listed more than once (the last row of each wins).
 
-    Paths are relative to the library's root, '/'-separated. Returns how many labels were set;
-    labels set by hand (source user or accepted) are kept unless `overwrite`.
+    Paths are relative to the library's root, '/'-separated.
     Raises LabelFileError for an unreadable file or a bad label.
     """
     path = Path(path)
@@ -130,7 +134,7 @@ def import_csv(library: Library, path: Path | str, *, overwrite: bool = False) -
         raise LabelFileError(f"cannot read {path}: {e}") from None
     rows = [r for r in rows if any(cell.strip() for cell in r)]
     if not rows:
-        return 0
+        return {}, 0
     header = [cell.strip().lower() for cell in rows[0]]
     if "path" in header and "label" in header:
         path_col, label_col = header.index("path"), header.index("label")
@@ -138,15 +142,33 @@ def import_csv(library: Library, path: Path | str, *, overwrite: bool = False) -
     else:
         path_col, label_col = 0, 1
     by_path: dict[str, str] = {}
+    repeated: set[str] = set()
     for line, row in enumerate(rows, start=2):
         if len(row) <= max(path_col, label_col):
             raise LabelFileError(f"{path} line {line}: expected path and label columns")
         try:
-            by_path[row[path_col].strip().replace("\\", "/").removeprefix("./")] = clean_label(
-                row[label_col]
-            )
+            label = clean_label(unsafe_cell(row[label_col].strip()))
         except ValueError as e:
             raise LabelFileError(f"{path} line {line}: {e}") from None
+        image_path = unsafe_cell(row[path_col].strip()).replace("\\", "/").removeprefix("./")
+        if image_path in by_path:
+            repeated.add(image_path)
+        by_path[image_path] = label
+    if repeated:
+        log.warning("%d paths listed more than once in %s: the last row of each kept", len(repeated), path)
+    return by_path, len(repeated)
+
+
+def apply_labels(library: Library, by_path: dict[str, str], *, overwrite: bool = False) -> int:
+    """Set imported labels on the images at these paths; returns how many were set. Labels set by
+    hand (source user or accepted) are kept unless `overwrite`."""
+    return _apply(library, by_path, overwrite=overwrite)
+
+
+def import_csv(library: Library, path: Path | str, *, overwrite: bool = False) -> int:
+    """Labels from a CSV (see `read_csv`). Returns how many labels were set; labels set by hand
+    (source user or accepted) are kept unless `overwrite`. Raises LabelFileError."""
+    by_path, _ = read_csv(path)
     return _apply(library, by_path, overwrite=overwrite)
 
 
@@ -167,20 +189,35 @@ def import_folders(library: Library, *, overwrite: bool = False) -> int:
     return _apply(library, by_path, overwrite=overwrite)
 
 
-def export_csv(library: Library, path: Path | str) -> int:
-    """Write path,label,source,set_at for every labelled image, by path. Returns the row count."""
-    path = Path(path)
+def write_csv(library: Library, f: TextIO) -> int:
+    """Write path,label,source,set_at for every labelled image, by path, to an open text file.
+    Returns the row count. A cell a spreadsheet would read as a formula starts with an apostrophe;
+    `read_csv` removes it."""
     with library.Session() as s:
         rows = s.execute(
             select(Image.path, Label.label, Label.source, Label.set_at)
             .join(Label)
             .order_by(Image.path)
         ).all()
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "label", "source", "set_at"])
-        for image_path, label, source, set_at in rows:
-            writer.writerow([image_path, label, source, set_at.isoformat(timespec="seconds")])
-    tmp.replace(path)
+    writer = csv.writer(f)
+    writer.writerow(["path", "label", "source", "set_at"])
+    for image_path, label, source, set_at in rows:
+        writer.writerow(
+            [safe_cell(image_path), safe_cell(label), source, set_at.isoformat(timespec="seconds")]
+        )
     return len(rows)
+
+
+def export_csv(library: Library, path: Path | str) -> int:
+    """`write_csv` to a file. A regular file (or a new one) is replaced atomically: written beside
+    it, then renamed over it; a symlink's target gets that, and the link stays. Anything else (a
+    FIFO, a device such as /dev/stdout) is written through, never replaced. Returns the row count."""
+    target = Path(path).resolve()
+    if target.exists() and not target.is_file():
+        with open(target, "w", newline="", encoding="utf-8") as f:
+            return write_csv(library, f)
+    tmp = target.with_name(target.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        n = write_csv(library, f)
+    tmp.replace(target)
+    return n

@@ -186,3 +186,65 @@ def test_move_files_refuses_to_overwrite(tmp_path):
     with pytest.raises(ReviewError, match="not overwriting"):
         move_files([Removal("x.jpg", 1, "y.jpg", COPIES)], tmp_path / "root", tmp_path / "dest")
     assert (tmp_path / "root" / "x.jpg").read_bytes() == b"1"
+
+
+def test_remove_csv_neutralises_paths_a_spreadsheet_would_run():
+    from search.duplicates.review import Removal, plan_csv
+
+    text = plan_csv([Removal("=1+2+cmd|calc.jpg", 7, "@keep.jpg", COPIES), Removal("a/b.jpg", 8, "-x.jpg", COPIES)])
+    rows = list(csv.reader(text.splitlines()))
+    assert rows == [
+        ["path", "image_id", "kept", "kind"],
+        ["'=1+2+cmd|calc.jpg", "7", "'@keep.jpg", COPIES],
+        ["a/b.jpg", "8", "'-x.jpg", COPIES],
+    ]
+
+
+@pytest.mark.parametrize("threshold", ["-1", "0", "1.5", "nan"])
+def test_cli_and_web_refuse_the_same_similar_thresholds(collection, run, tmp_path, monkeypatch, threshold):
+    from web.app import create_app
+
+    photos, library = collection
+    before = sorted(p.relative_to(photos).as_posix() for p in photos.rglob("*.jpg"))
+    result = run("duplicates", "--library", library.path, "--kind", "similar", "--threshold", threshold,
+                 "--move-to", tmp_path / "removed")
+    assert result.exit_code == 2 and "threshold must be a cosine in (0, 1]" in result.output
+    assert sorted(p.relative_to(photos).as_posix() for p in photos.rglob("*.jpg")) == before
+    assert not (tmp_path / "removed").exists()
+    monkeypatch.setenv("LOOKALIKE_LIBRARY", str(library.path))
+    app = create_app()
+    response = app.test_client().get(f"/api/duplicates?kind=similar&threshold={threshold}")
+    assert response.status_code == 400 and "(0, 1]" in response.get_data(as_text=True)
+
+
+def test_move_to_checks_every_destination_before_moving_anything(collection, run, tmp_path):
+    photos, library = collection
+    removed = tmp_path / "removed"
+    (removed / "a").mkdir(parents=True)
+    (removed / "a" / "small.jpg").write_bytes(b"already here")  # the second of the two planned moves
+    result = run("duplicates", "--library", library.path, "--move-to", removed)
+    assert result.exit_code == 1
+    assert "small.jpg exists already: not overwriting it; nothing was moved" in result.output
+    assert (photos / "a" / "gray.jpg").is_file() and (photos / "a" / "small.jpg").is_file()
+    assert sorted(p.name for p in removed.rglob("*")) == ["a", "small.jpg"]
+    assert (removed / "a" / "small.jpg").read_bytes() == b"already here"
+
+
+def test_a_symlink_and_its_target_are_one_photo_not_two_copies(collection, run, tmp_path, backbone):
+    photos, library = collection
+    (photos / "z").mkdir()
+    (photos / "z" / "l.jpg").symlink_to("../a/original.jpg")  # shorter path, same size, age and bytes
+    index_folder(photos, library, backbone, workers=0)
+    ids = ids_by_path(library)
+    assert "z/l.jpg" in ids
+    [group] = find_duplicates(library)
+    assert ids["z/l.jpg"] not in group.image_ids  # the link is the same file, not a copy
+    result = run("duplicates", "--library", library.path, "--json")
+    [g] = json.loads(result.output)
+    assert g["keep"]["path"] == "a/original.jpg"
+    assert g["actions"] == {"a/gray.jpg": "remove", "a/original.jpg": "keep", "a/small.jpg": "remove"}
+    result = run("duplicates", "--library", library.path, "--move-to", tmp_path / "removed")
+    assert result.exit_code == 0, result.output
+    assert (photos / "a" / "original.jpg").is_file() and (photos / "z" / "l.jpg").is_file()
+    index_folder(photos, library, backbone, workers=0)
+    assert {"a/original.jpg", "z/l.jpg"} <= set(ids_by_path(library))

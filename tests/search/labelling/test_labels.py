@@ -15,6 +15,7 @@ from search.labelling.labels import (
     import_csv,
     import_folders,
     label_counts,
+    read_csv,
     set_label,
 )
 from search.searcher import NotFound
@@ -102,6 +103,22 @@ def test_import_csv_without_a_header_reads_path_then_label(library, tmp_path):
     assert import_csv(library, path) == 2
 
 
+def test_labels_import_says_when_a_path_is_listed_twice(library, tmp_path):
+    from click.testing import CliRunner
+
+    from lookalike.cli import main
+
+    path = tmp_path / "labels.csv"
+    path.write_text("path,label\ncats/a.jpg,cat\ndogs/c.jpg,dog\ncats/a.jpg,kitten\n")
+    assert read_csv(path) == ({"cats/a.jpg": "kitten", "dogs/c.jpg": "dog"}, 1)
+    result = CliRunner().invoke(main, ["labels", "import", str(path), "--library", str(library.path)])
+    assert result.exit_code == 0, result.output
+    first = result.output.splitlines()[0]
+    assert first == f"set 2 labels from {path}; 1 path listed twice, the last row kept"
+    with library.Session() as s:
+        assert label_counts(s) == {"kitten": 1, "dog": 1}
+
+
 def test_import_csv_reports_the_bad_line(library, tmp_path):
     path = tmp_path / "labels.csv"
     path.write_text("path,label\ncats/a.jpg,cat\ncats/b.jpg,\n")
@@ -131,3 +148,68 @@ def test_import_folders_on_the_sample_library(labelled_samples):
     with labelled_samples.Session() as s:
         counts = label_counts(s)
     assert len(counts) == 10 and set(counts.values()) == {12}
+
+
+def test_a_label_typed_composed_or_decomposed_is_one_label(library):
+    nfc, nfd = "caf\u00e9", "cafe\u0301"
+    with library.Session.begin() as s:
+        set_label(s, 1, nfc)
+        set_label(s, 2, nfd)
+    with library.Session() as s:
+        assert label_counts(s) == {nfc: 2}
+
+
+def test_export_neutralises_formula_cells_and_import_reads_them_back(vector_library, tmp_path):
+    paths = ["=1+2+cmd|calc.jpg", "@sum.jpg", "plain.jpg"]
+    library = vector_library(np.eye(3, dtype=np.float32), paths)
+    with library.Session.begin() as s:
+        set_label(s, 1, "+cat")
+        set_label(s, 2, "-1")
+        set_label(s, 3, "dog")
+    out = tmp_path / "out.csv"
+    assert export_csv(library, out) == 3
+    rows = list(csv.DictReader(out.open()))
+    assert [(r["path"], r["label"]) for r in rows] == [
+        ("'=1+2+cmd|calc.jpg", "'+cat"),
+        ("'@sum.jpg", "'-1"),
+        ("plain.jpg", "dog"),
+    ]
+    other = vector_library(np.eye(3, dtype=np.float32), paths, name="other")
+    assert import_csv(other, out) == 3
+    with other.Session() as s:
+        assert label_counts(s) == {"+cat": 1, "-1": 1, "dog": 1}
+
+
+def test_export_writes_through_symlinks_fifos_and_stdout(library, tmp_path):
+    import os
+    import threading
+
+    from click.testing import CliRunner
+
+    from lookalike.cli import main
+
+    import_folders(library)
+    # A symlink stays a symlink; its target gets the labels.
+    target = tmp_path / "real.csv"
+    target.write_text("old")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    assert export_csv(library, link) == 3
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert target.read_text().startswith("path,label,source,set_at")
+    # A FIFO is written into, not replaced by a regular file.
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+    reader.start()
+    assert export_csv(library, fifo) == 3
+    reader.join()
+    assert fifo.is_fifo() and got[0].count("\n") == 4
+    # - is standard output; the summary goes to standard error.
+    result = CliRunner().invoke(main, ["labels", "export", "-", "--library", str(library.path)])
+    assert result.exit_code == 0, result.output
+    assert [r["path"] for r in csv.DictReader(result.stdout.splitlines())] == [
+        "cats/a.jpg", "cats/b.jpg", "dogs/c.jpg"
+    ]
+    assert "exported 3 labels to standard output" in result.stderr

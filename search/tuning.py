@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 MIN_PER_CLASS = 3  # a class needs a photo to train on, one to stop early on and one to score on
 SCORING_FOLD = 0.3  # share of each class's labelled photos held out to score tuned vs frozen
 DEFAULT_STAGES = (1, 2)  # candidate numbers of unfrozen stages, chosen by the early-stopping fold
+# Below this many photos in the early-stopping fold, its accuracy moves in steps too coarse to stop
+# on (the probe alone often scores 1.0 on 3 photos): train `max_epochs` on every training photo with
+# the last of `stages`, and let the scoring fold decide.
+MIN_EARLY_STOP = 20
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total): decode, probe, train, score, reembed, refresh
 
@@ -157,19 +161,22 @@ def tune_library(
     try:
         frozen = representation_backbone(library, current, device=settings.device, precision=settings.precision)
         base = config or TuneConfig()
+        early_stop = round(len(train) * base.holdout) >= MIN_EARLY_STOP
+        candidates = list(stages) if early_stop else list(stages)[-1:]
         best = None
-        for n_stages in stages:
+        for n_stages in candidates:
             def tick(p, n_stages=n_stages):
                 if progress:
-                    progress(p.phase if len(stages) == 1 else f"{p.phase} ({n_stages} stages)", p.done, p.total)
+                    progress(p.phase if len(candidates) == 1 else f"{p.phase} ({n_stages} stages)", p.done, p.total)
 
             result = fine_tune(train, len(classes), frozen, config=replace(base, stages=n_stages), seed=seed,
-                               progress=tick, cancel=cancel)
+                               heldout=None if early_stop else (), progress=tick, cancel=cancel)
             log.info("%d stages: early-stopping accuracy %.3f (probe %.3f), best epoch %d", n_stages,
                      result.tuned_accuracy, result.probe_accuracy, result.best_epoch)
             if best is None or result.tuned_accuracy > best[1].tuned_accuracy:
                 best = (n_stages, result)
-        assert best is not None, "no stages to try"
+        if best is None:
+            raise TuneFailed("no number of stages to try")
         n_stages, result = best
         saved = save_weights(library, result.state_dict)
         try:

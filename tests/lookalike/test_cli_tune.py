@@ -103,3 +103,26 @@ def test_status_shows_a_tuned_representation_and_revert_returns_to_its_parent(li
         _, after = lib.stored_vectors()
     assert (after * before).sum(axis=1).min() > 0.9999
     assert np.allclose(np.linalg.norm(after, axis=1), 1.0, atol=1e-4)
+
+
+def test_ctrl_c_while_training_is_one_line_and_leaves_the_library_as_it_was(library, monkeypatch):
+    from lookalike import cli_tune
+
+    real_update = cli_tune._Bar.update
+
+    def ctrl_c_in_training(self, phase, done, total):  # the key pressed while the real training runs
+        real_update(self, phase, done, total)
+        if phase == "train":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_tune._Bar, "update", ctrl_c_in_training)
+    with Library(library) as lib:
+        reps_before = [r.id for r in lib.representations()]
+        fingerprint = lib.vectors_fingerprint()
+    result = CliRunner(env=ENV).invoke(main, ["tune", "--library", str(library), "--epochs", "1"])
+    assert result.exit_code == 130
+    assert result.output.strip().splitlines()[-1] == "interrupted: the library is as it was"
+    assert "Traceback" not in result.output
+    with Library(library) as lib:
+        assert [r.id for r in lib.representations()] == reps_before and lib.vectors_fingerprint() == fingerprint
+        assert not list(lib.representations_dir.glob("*.pth"))

@@ -58,9 +58,9 @@ def tune(library, as_json, revert, epochs, quiet):
         return
     figures = (f"held-out accuracy {report.frozen_accuracy:.3f} -> {report.tuned_accuracy:.3f} "
                f"({100 * report.gain:+.1f} points)")
-    if report.resumed:
-        click.echo(f"tuned: resumed the interrupted re-embedding ({figures}), kept; re-embedded "
-                   f"{report.reembedded} photos")
+    if report.resumed:  # figures from when it was tuned (none for an interrupted --revert)
+        click.echo(f"tuned: resumed the interrupted re-embedding into representation {report.representation}; "
+                   f"re-embedded {report.reembedded} photos")
     elif report.kept:
         click.echo(f"tuned: {figures}, kept; re-embedded {report.reembedded} photos")
     else:

@@ -70,11 +70,17 @@ class TuneReport:
 
     def as_dict(self) -> dict:
         return {
-            "kept": self.kept, "frozen_accuracy": self.frozen_accuracy, "tuned_accuracy": self.tuned_accuracy,
+            "kept": self.kept, "frozen_accuracy": _number(self.frozen_accuracy),
+            "tuned_accuracy": _number(self.tuned_accuracy),
             "representation": self.representation, "reembedded": self.reembedded, "resumed": self.resumed,
             "stages": self.stages, "epochs": self.epochs, "n_train": self.n_train, "n_heldout": self.n_heldout,
             "seconds": round(self.seconds, 1),
         }
+
+
+def _number(x: float) -> float | None:
+    """JSON has no NaN: a figure not measured (a resumed revert's) is null."""
+    return None if x != x else x
 
 
 def labelled_photos(library: Library) -> tuple[list[tuple[Path, int]], list[str]]:

@@ -1,7 +1,7 @@
 """`lookalike`: the command line. Each command parses, builds Settings, calls one library function.
 
 The commands live in one module per subject (cli_index, cli_search, cli_labels, cli_eval,
-cli_duplicates, cli_learn, cli_web, cli_map); this module only makes the group and registers them.
+cli_duplicates, cli_learn, cli_web, cli_map, cli_tune); this module only makes the group and registers them.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import logging
 
 import click
 
-from lookalike import cli_duplicates, cli_eval, cli_index, cli_labels, cli_learn, cli_map, cli_search, cli_web
+from lookalike import cli_duplicates, cli_eval, cli_index, cli_labels, cli_learn, cli_map, cli_search, cli_tune, cli_web
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,7 +24,7 @@ def main(verbose: bool) -> None:
     )
 
 
-for _module in (cli_index, cli_search, cli_labels, cli_eval, cli_duplicates, cli_learn, cli_web, cli_map):
+for _module in (cli_index, cli_search, cli_labels, cli_eval, cli_duplicates, cli_learn, cli_web, cli_map, cli_tune):
     for _command in _module.COMMANDS:
         main.add_command(_command)
 

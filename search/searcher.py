@@ -58,6 +58,9 @@ class Searcher:
         self._embed_lock = threading.Lock()  # one forward pass at a time: they share the cores
         self._index: VectorIndex | None = None
         self._stamp: tuple | None = None
+        # The library's meta `weights` when the query backbone was taken: `lookalike tune` (or
+        # --revert) switching the representation changes it, and queries must embed with the new one.
+        self._weights: str | None = library.meta().get("weights") if backbone is not None else None
         # What the loaded index holds: the library's vectors fingerprint when it matched the
         # database exactly, None while an indexer run is under way (derived data keys on this).
         self.source: list[str] | None = None
@@ -99,27 +102,46 @@ class Searcher:
 
     @property
     def backbone(self) -> Backbone:
-        """The library's own backbone, built on first use; raises LibraryError if it cannot be."""
-        if self._backbone is None:
+        """The library's own backbone, built on first use and again after the library's
+        representation changed (its meta `weights`); raises LibraryError if it cannot be."""
+        self._forget_stale_backbone()
+        backbone = self._backbone
+        if backbone is None:
             with self._lock:
                 if self._backbone is None:
-                    self._backbone = self._library_backbone()
-        return self._backbone
+                    weights = self.library.meta().get("weights")
+                    self._backbone, self._engine, self._weights = self._library_backbone(), None, weights
+                backbone = self._backbone
+        return backbone
+
+    def _forget_stale_backbone(self) -> None:
+        """Drop the query backbone and engine if the library's weights are no longer theirs (one
+        small SQLite read a query)."""
+        if self._backbone is None:
+            return
+        weights = self.library.meta().get("weights")
+        if weights != self._weights:
+            with self._lock:
+                if self._backbone is not None and weights != self._weights:
+                    log.info("the library's weights are now %s: rebuilding the query backbone", weights)
+                    self._backbone, self._engine = None, None
 
     @property
     def engine(self) -> Engine:
         """The engine that embeds queries (the settings' engine, device and precision)."""
-        if self._engine is None:
+        backbone = self.backbone  # rebuilt (and the engine dropped) after a representation switch
+        engine = self._engine
+        if engine is None:
             from indexer.engines import EngineError, make_engine
 
-            backbone = self.backbone
             with self._lock:
                 if self._engine is None:
                     try:
                         self._engine = make_engine(backbone, self.settings.engine)
                     except EngineError as e:
                         raise LibraryError(f"cannot embed queries: {e}") from None
-        return self._engine
+                engine = self._engine
+        return engine
 
     def warm_up(self) -> None:
         """Load (and compile) the query model now rather than on the first query."""
@@ -184,7 +206,8 @@ class Searcher:
             img = to_rgb(data)
         else:
             img, _ = load_image(bytes(data), min_side=self.backbone.preprocess.resize)
-        engine, crop = self.engine, self.backbone.preprocess.crop_uint8
+        engine = self.engine
+        crop = self.backbone.preprocess.crop_uint8
         with self._embed_lock:
             vector = engine.embed_uint8(crop(img).unsqueeze(0))[0]
         return self.by_vector(vector, k)

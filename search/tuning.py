@@ -1,0 +1,291 @@
+"""`lookalike tune`: fine-tune the backbone on the library's labels, keep the tuned weights only if
+they beat the frozen representation on held-out labels, then re-embed and refresh what derives
+from the vectors (neighbour lists, suggestions, queue clusters).
+
+    labelled photos --split--> scoring fold (never trained on, nor early-stopped on)
+                              + the rest --fine_tune (its own early-stopping fold)--> tuned weights
+    score_candidate(rest, scoring fold, frozen, tuned) -> kept only when gain > 0
+
+An interrupted re-embedding (a recorded representation with staged vectors, not current) is
+resumed by the next `tune_library` instead of training again. torch is imported inside functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from indexer.library import Library, LibraryError
+from indexer.settings import Settings
+
+if TYPE_CHECKING:
+    from indexer.backbone import Backbone
+    from indexer.finetune import TuneConfig
+    from indexer.schema import Representation
+
+log = logging.getLogger(__name__)
+
+MIN_PER_CLASS = 3  # a class needs a photo to train on, one to stop early on and one to score on
+SCORING_FOLD = 0.3  # share of each class's labelled photos held out to score tuned vs frozen
+DEFAULT_STAGES = (1, 2)  # candidate numbers of unfrozen stages, chosen by the early-stopping fold
+# Below this many photos in the early-stopping fold, its accuracy moves in steps too coarse to stop
+# on (the probe alone often scores 1.0 on 3 photos): train `max_epochs` on every training photo with
+# the last of `stages`, and let the scoring fold decide.
+MIN_EARLY_STOP = 20
+
+Progress = Callable[[str, int, int], None]  # (phase, done, total): decode, probe, train, score, reembed, refresh
+
+
+class TuneFailed(Exception):
+    """Tuning cannot run (too few labels, no photos indexed, another writer); one line says why."""
+
+
+@dataclass
+class TuneReport:
+    """What one `tune_library` call did."""
+
+    kept: bool
+    frozen_accuracy: float  # held-out accuracy of a probe on the frozen vectors
+    tuned_accuracy: float  # the same on the tuned vectors
+    representation: int | None  # the current representation's id afterwards
+    reembedded: int = 0  # photos re-embedded by this call
+    resumed: bool = False  # an interrupted re-embedding was finished instead of training
+    stages: int = 0
+    epochs: int = 0  # the chosen epoch (0: the probe on the untouched backbone won)
+    n_train: int = 0
+    n_heldout: int = 0
+    seconds: float = 0.0
+    skipped: list[str] = field(default_factory=list)  # labelled photos that did not decode
+
+    @property
+    def gain(self) -> float:
+        return self.tuned_accuracy - self.frozen_accuracy
+
+    def as_dict(self) -> dict:
+        return {
+            "kept": self.kept, "frozen_accuracy": _number(self.frozen_accuracy),
+            "tuned_accuracy": _number(self.tuned_accuracy),
+            "representation": self.representation, "reembedded": self.reembedded, "resumed": self.resumed,
+            "stages": self.stages, "epochs": self.epochs, "n_train": self.n_train, "n_heldout": self.n_heldout,
+            "seconds": round(self.seconds, 1),
+        }
+
+
+def _number(x: float) -> float | None:
+    """JSON has no NaN: a figure not measured (a resumed revert's) is null."""
+    return None if x != x else x
+
+
+def labelled_photos(library: Library) -> tuple[list[tuple[Path, int]], list[str]]:
+    """(photo file, class code) of every indexed, labelled photo whose class has MIN_PER_CLASS
+    photos or more, and the class names (code order)."""
+    from sqlalchemy import select
+
+    from indexer.schema import INDEXED, Image, Label
+
+    root = library.root
+    if root is None:
+        raise TuneFailed(f"{library.path} has no photos indexed yet: run `lookalike index` first")
+    with library.Session() as s:
+        rows = s.execute(select(Image.path, Label.label).join(Label, Label.image_id == Image.id)
+                         .where(Image.status == INDEXED).order_by(Image.path)).all()
+    counts: dict[str, int] = {}
+    for _, label in rows:
+        counts[label] = counts.get(label, 0) + 1
+    classes = sorted(c for c, n in counts.items() if n >= MIN_PER_CLASS)
+    code = {c: i for i, c in enumerate(classes)}
+    return [(root / path, code[label]) for path, label in rows if label in code], classes
+
+
+def pending_representation(library: Library) -> Representation | None:
+    """A representation whose re-embedding was interrupted: staged vectors, not current."""
+    from sqlalchemy import func, select
+
+    from indexer.schema import StagedEmbedding
+
+    current = library.current_representation()
+    with library.Session() as s:
+        rep_id = s.scalar(select(StagedEmbedding.representation_id).group_by(StagedEmbedding.representation_id)
+                          .order_by(func.count().desc()).limit(1))
+    if rep_id is None or (current is not None and current.id == rep_id):
+        return None
+    return library.representation(rep_id)
+
+
+def tune_library(
+    settings: Settings,
+    library: Library,
+    *,
+    config: TuneConfig | None = None,
+    stages: Sequence[int] = DEFAULT_STAGES,
+    seed: int = 0,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+) -> TuneReport:
+    """Fine-tune on the library's labels and keep the result only if it wins (see the module doc).
+
+    `config`'s `stages` is replaced by each of `stages` in turn; the one with the best
+    early-stopping accuracy (fewer stages on a tie) is scored. Raises TuneFailed,
+    indexer.cancel.Cancelled (the library as it was, or a re-embedding the next call resumes).
+    """
+    from dataclasses import replace
+
+    from indexer.backbone import Backbone, BackboneError
+    from indexer.finetune import TuneConfig, TuneError, fine_tune, save_weights, score_candidate, stratified_split
+    from indexer.representations import representation_backbone
+    from search.labelling.labels import labels_fingerprint
+
+    started = time.perf_counter()
+    pending = pending_representation(library)
+    if pending is not None:
+        log.info("resuming the interrupted re-embedding into representation %d", pending.id)
+        report = _report_from_metrics(pending)
+        report.resumed = True
+        report.reembedded = _switch(settings, library, pending.id, progress, cancel)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    current = library.current_representation()
+    if current is None:
+        raise TuneFailed(f"{library.path} has no photos indexed yet: run `lookalike index` first")
+    items, classes = labelled_photos(library)
+    if len(classes) < 2:
+        raise TuneFailed(f"too few labels to tune: label at least {MIN_PER_CLASS} photos of each of 2 classes "
+                         f"or more ({len(items)} usable labelled photos, {len(classes)} classes)")
+    rng = np.random.default_rng(seed)
+    codes = np.asarray([c for _, c in items], dtype=np.int64)
+    train_rows, score_rows = stratified_split(codes, SCORING_FOLD, rng)
+    train = [items[i] for i in train_rows]
+    scoring = [items[i] for i in score_rows]
+    try:
+        frozen = representation_backbone(library, current, device=settings.device, precision=settings.precision)
+        base = config or TuneConfig()
+        early_stop = round(len(train) * base.holdout) >= MIN_EARLY_STOP
+        candidates = list(stages) if early_stop else list(stages)[-1:]
+        best = None
+        for n_stages in candidates:
+            def tick(p, n_stages=n_stages):
+                if progress:
+                    progress(p.phase if len(candidates) == 1 else f"{p.phase} ({n_stages} stages)", p.done, p.total)
+
+            result = fine_tune(train, len(classes), frozen, config=replace(base, stages=n_stages), seed=seed,
+                               heldout=None if early_stop else (), progress=tick, cancel=cancel)
+            log.info("%d stages: early-stopping accuracy %.3f (probe %.3f), best epoch %d", n_stages,
+                     result.tuned_accuracy, result.probe_accuracy, result.best_epoch)
+            if best is None or result.tuned_accuracy > best[1].tuned_accuracy:
+                best = (n_stages, result)
+        if best is None:
+            raise TuneFailed("no number of stages to try")
+        n_stages, result = best
+        saved = save_weights(library, result.state_dict)
+        try:
+            tuned = Backbone(frozen.name, weights=saved.path, device=settings.device, precision=settings.precision)
+            if progress:
+                progress("score", 0, 1)
+            score = score_candidate(train, scoring, len(classes), frozen, tuned, engine=_engine(settings),
+                                    cancel=cancel)
+        except BaseException:
+            _forget_unused(library, saved.path, saved.sha256)
+            raise
+        if progress:
+            progress("score", 1, 1)
+    except (TuneError, BackboneError) as e:
+        raise TuneFailed(str(e)) from None
+    report = TuneReport(
+        kept=score.gain > 0, frozen_accuracy=score.frozen_accuracy, tuned_accuracy=score.tuned_accuracy,
+        representation=current.id, stages=n_stages, epochs=result.best_epoch, n_train=score.n_train,
+        n_heldout=score.n_heldout, skipped=[str(p) for p, _ in result.skipped],
+    )
+    log.info("tuned vs frozen on %d held-out labels: %.3f vs %.3f (%s)", score.n_heldout, score.tuned_accuracy,
+             score.frozen_accuracy, "kept" if report.kept else "discarded")
+    if not report.kept:
+        _forget_unused(library, saved.path, saved.sha256)
+        report.seconds = time.perf_counter() - started
+        return report
+    rep = library.add_representation(
+        backbone=frozen.name, weights_file=saved.path, weights=saved.identity, weights_sha256=saved.sha256,
+        parent_id=current.id,
+        labels={"fingerprint": labels_fingerprint(library), "classes": classes, "photos": len(items)},
+        metrics={"frozen_accuracy": score.frozen_accuracy, "tuned_accuracy": score.tuned_accuracy,
+                 "gain": score.gain, "n_train": score.n_train, "n_heldout": score.n_heldout,
+                 "stages": n_stages, "epochs": result.best_epoch, "tune_seconds": round(result.seconds, 1)},
+    )
+    report.representation = rep.id
+    report.reembedded = _switch(settings, library, rep.id, progress, cancel)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def revert_library(
+    settings: Settings, library: Library, *, progress: Progress | None = None, cancel: threading.Event | None = None
+) -> int:
+    """Back to the current representation's parent (re-embedded, crash-safe), then refresh.
+    Returns the photos re-embedded. Raises TuneFailed when there is no parent."""
+    current = library.current_representation()
+    if current is None or current.parent_id is None:
+        raise TuneFailed(f"{library.path} is in its first representation: there is nothing to revert to")
+    return _switch(settings, library, current.parent_id, progress, cancel)
+
+
+def refresh_after_switch(settings: Settings, library: Library, backbone: Backbone | None = None) -> None:
+    """Neighbour lists, the learned head, suggestions and queue clusters on the new vectors."""
+    from search.labelling.labeller import Labeller
+    from search.searcher import Searcher
+
+    labeller = Labeller(Searcher(library, backbone, settings=settings), k=settings.k, temperature=settings.temperature)
+    labeller.retrain()  # the vectors changed: the head is stale and retrains, then the lists refresh
+    labeller.clusters()
+
+
+def _switch(settings: Settings, library: Library, rep_id: int, progress: Progress | None,
+            cancel: threading.Event | None) -> int:
+    from indexer.reembed import reembed
+
+    def tick(done: int, total: int) -> None:
+        if progress:
+            progress("reembed", done, total)
+
+    try:
+        done = reembed(library, rep_id, device=settings.device, precision=settings.precision,
+                       engine=_engine(settings), runner="ray" if settings.engine == "ray" else settings.runner,
+                       batch_size=settings.batch_size,
+                       workers=settings.workers, progress=tick, cancel=cancel)
+    except LibraryError as e:
+        raise TuneFailed(str(e)) from None
+    if progress:
+        progress("refresh", 0, 1)
+    refresh_after_switch(settings, library)
+    if progress:
+        progress("refresh", 1, 1)
+    return done.embedded
+
+
+def _forget_unused(library: Library, path: Path, sha256: str) -> None:
+    """Delete a weights file no representation refers to: the library as it was before the tune."""
+    if not any(r.weights_sha256 == sha256 for r in library.representations()):
+        path.unlink(missing_ok=True)
+
+
+def _engine(settings: Settings) -> str:
+    return "auto" if settings.engine == "ray" else settings.engine
+
+
+def _report_from_metrics(rep: Representation) -> TuneReport:
+    import json
+
+    m = json.loads(rep.metrics or "{}")
+    return TuneReport(kept=True, frozen_accuracy=float(m.get("frozen_accuracy", float("nan"))),
+                      tuned_accuracy=float(m.get("tuned_accuracy", float("nan"))), representation=rep.id,
+                      stages=int(m.get("stages", 0)), epochs=int(m.get("epochs", 0)),
+                      n_train=int(m.get("n_train", 0)), n_heldout=int(m.get("n_heldout", 0)))
+
+
+__all__ = ["TuneFailed", "TuneReport", "labelled_photos", "pending_representation", "refresh_after_switch",
+           "revert_library", "tune_library"]

@@ -1,0 +1,128 @@
+"""`lookalike tune`, `tune --revert` and the representation in `status`, through click's runner on a
+real library of sample photos with the real backbone."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from indexer.finetune import save_weights
+from indexer.library import Library
+from indexer.pipeline import index_folder
+from indexer.reembed import reembed
+from lookalike.cli import main
+from search.labelling.labels import import_folders
+from tests.conftest import SAMPLES
+
+CLASSES = ("dress", "hat", "shoes")
+PER_CLASS = 6
+ENV = {"LOOKALIKE_ENGINE": "torch", "LOOKALIKE_WORKERS": "0", "LOOKALIKE_DEVICE": "cpu", "LOOKALIKE_BATCH_SIZE": "6"}
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory, backbone):
+    root = tmp_path_factory.mktemp("photos")
+    for c in CLASSES:
+        (root / c).mkdir()
+        for f in sorted((SAMPLES / c).glob("*.jpg"))[:PER_CLASS]:
+            shutil.copy(f, root / c / f.name)
+    path = tmp_path_factory.mktemp("indexed") / "library"
+    with Library(path, create=True) as library:
+        index_folder(root, library, backbone, workers=0, engine="torch")
+        import_folders(library)
+    return path
+
+
+@pytest.fixture
+def library(indexed, tmp_path):
+    path = tmp_path / "library"
+    shutil.copytree(indexed, path)
+    return path
+
+
+def run(*args):
+    return CliRunner(env=ENV).invoke(main, list(args))
+
+
+def test_a_tune_that_cannot_win_prints_both_figures_and_keeps_nothing(library):
+    result = run("tune", "--library", str(library), "--epochs", "0", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert {"kept", "frozen_accuracy", "tuned_accuracy", "representation", "reembedded"} <= set(out)
+    assert out["kept"] is False and out["tuned_accuracy"] == out["frozen_accuracy"] and out["reembedded"] == 0
+    status = json.loads(run("status", "--library", str(library), "--json").output)
+    assert status["representation"]["id"] == out["representation"] and status["representation"]["parent"] is None
+
+
+def test_too_few_labels_and_nothing_to_revert_are_one_line_errors(library):
+    with Library(library) as lib:
+        with lib.Session.begin() as s:
+            from sqlalchemy import text
+
+            s.execute(text("DELETE FROM labels WHERE image_id % 3 != 0"))
+    result = run("tune", "--library", str(library))
+    assert result.exit_code == 1 and result.output.startswith("Error: too few labels to tune")
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    result = run("tune", "--library", str(library), "--revert")
+    assert result.exit_code == 1 and "nothing to revert" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_status_shows_a_tuned_representation_and_revert_returns_to_its_parent(library, backbone):
+    with Library(library) as lib:  # a second representation, as `tune` records one (weights nudged)
+        first = lib.current_representation()
+        _, before = lib.stored_vectors()
+        state = {k: v.detach().clone() for k, v in backbone.model.state_dict().items()}
+        w = state["conv_head.weight"]
+        state["conv_head.weight"] = w + 0.2 * w.std() * torch.randn(w.shape, generator=torch.Generator().manual_seed(0))
+        saved = save_weights(lib, state)
+        rep = lib.add_representation(backbone=first.backbone, weights_file=saved.path, weights=saved.identity,
+                                     weights_sha256=saved.sha256, parent_id=first.id,
+                                     metrics={"frozen_accuracy": 0.8, "tuned_accuracy": 0.9})
+        reembed(lib, rep.id, engine="torch", workers=0, batch_size=6, device="cpu")
+
+    status = run("status", "--library", str(library), "--json")
+    facts = json.loads(status.output)
+    assert facts["representation"] == {"id": rep.id, "parent": first.id, "weights": saved.identity, "tuned": True,
+                                       "frozen_accuracy": 0.8, "tuned_accuracy": 0.9}
+    assert facts["weights"] == saved.identity  # the existing keys are still there
+    text_status = run("status", "--library", str(library)).output
+    assert f"representation: {rep.id} (tuned from {first.id}, held-out accuracy 0.800 -> 0.900)" in text_status
+
+    result = run("tune", "--library", str(library), "--revert", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out == {"reverted": True, "representation": first.id, "reembedded": PER_CLASS * len(CLASSES)}
+    with Library(library) as lib:
+        assert lib.current_representation().id == first.id
+        _, after = lib.stored_vectors()
+    assert (after * before).sum(axis=1).min() > 0.9999
+    assert np.allclose(np.linalg.norm(after, axis=1), 1.0, atol=1e-4)
+
+
+def test_ctrl_c_while_training_is_one_line_and_leaves_the_library_as_it_was(library, monkeypatch):
+    from lookalike import cli_tune
+
+    real_update = cli_tune._Bar.update
+
+    def ctrl_c_in_training(self, phase, done, total):  # the key pressed while the real training runs
+        real_update(self, phase, done, total)
+        if phase == "train":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_tune._Bar, "update", ctrl_c_in_training)
+    with Library(library) as lib:
+        reps_before = [r.id for r in lib.representations()]
+        fingerprint = lib.vectors_fingerprint()
+    result = CliRunner(env=ENV).invoke(main, ["tune", "--library", str(library), "--epochs", "1"])
+    assert result.exit_code == 130
+    assert result.output.strip().splitlines()[-1] == "interrupted: the library is as it was"
+    assert "Traceback" not in result.output
+    with Library(library) as lib:
+        assert [r.id for r in lib.representations()] == reps_before and lib.vectors_fingerprint() == fingerprint
+        assert not list(lib.representations_dir.glob("*.pth"))

@@ -1,0 +1,171 @@
+"""`tune_library` (search/tuning.py) on a real library of sample photos with the real backbone: a tune
+that wins is kept (its re-embedding interrupted once, then resumed), one that cannot win is discarded,
+--revert returns to the parent's vectors, and search by upload follows each switch."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+
+import numpy as np
+import pytest
+from sqlalchemy import delete, select
+
+from indexer.cancel import Cancelled
+from indexer.finetune import TuneConfig
+from indexer.library import Library
+from indexer.pipeline import index_folder
+from indexer.schema import Label
+from indexer.settings import Settings
+from search.labelling.labeller import Labeller
+from search.labelling.labels import import_folders
+from search.searcher import Searcher
+from search.tuning import TuneFailed, pending_representation, revert_library, tune_library
+from tests.conftest import SAMPLES
+
+CLASSES = ("shirt", "t-shirt", "longsleeve")  # close classes: the frozen probe gets some wrong
+PER_CLASS = 6  # 18 photos: 12 to train, 6 to score tuned vs frozen
+# Short and strong enough to move the last stages in 2 epochs. With seed 0 and bf16 autocast the tuned
+# probe scores 1.000 vs 0.833 frozen (measured on an AMX / AVX512_BF16 CPU); seeds 1 and 2 scored 0.667
+# vs 0.667, and fp32 training did not win with seeds 0-4: the win is fragile. It is measured, not
+# assumed, and checked (gain > 0) before the keep path is tested.
+WINS = TuneConfig(max_epochs=2, batch_size=8, lr_backbone=1e-3, precision="bf16")
+SEED = 0
+
+
+def settings_for(path) -> Settings:
+    return Settings.from_env(library=str(path), engine="torch", workers=0, device="cpu", batch_size=6)
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory, backbone):
+    """The photos indexed with the backbone's own weights, each labelled by its folder."""
+    root = tmp_path_factory.mktemp("photos")
+    for c in CLASSES:
+        (root / c).mkdir()
+        for f in sorted((SAMPLES / c).glob("*.jpg"))[:PER_CLASS]:
+            shutil.copy(f, root / c / f.name)
+    path = tmp_path_factory.mktemp("indexed") / "library"
+    with Library(path, create=True) as library:
+        index_folder(root, library, backbone, workers=0, engine="torch")
+        import_folders(library)
+    return path
+
+
+def copy_of(path, tmp_path, name="library"):
+    shutil.copytree(path, tmp_path / name)
+    return Library(tmp_path / name)
+
+
+@pytest.fixture(scope="module")
+def tuned(indexed, tmp_path_factory):
+    """A tune that wins, cancelled after its first re-embedded batch, then resumed by a second call."""
+    library = copy_of(indexed, tmp_path_factory.mktemp("tuned"))
+    settings = settings_for(library.path)
+    cancel = threading.Event()
+    seen: list[tuple[str, int, int]] = []
+
+    def stop_midway(phase, done, total):
+        seen.append((phase, done, total))
+        if phase == "reembed" and done > 0:
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        tune_library(settings, library, config=WINS, stages=(2,), seed=SEED, progress=stop_midway, cancel=cancel)
+    interrupted = dict(pending=pending_representation(library), current=library.current_representation(),
+                       vectors=library.stored_vectors())
+    report = tune_library(settings, library, config=WINS, stages=(2,), seed=SEED)
+    yield library, interrupted, report, seen
+    library.close()
+
+
+def test_a_tune_that_wins_is_kept_and_an_interrupted_reembedding_resumes(tuned, indexed):
+    library, interrupted, report, seen = tuned
+    with Library(indexed) as before:
+        first = before.current_representation()
+        ids_before, vectors_before = before.stored_vectors()
+    # Interrupted: the tuned representation was recorded, the old vectors kept serving.
+    assert {p for p, _, _ in seen} >= {"decode", "probe", "train", "score", "reembed"}
+    assert interrupted["pending"] is not None and interrupted["pending"].parent_id == first.id
+    assert interrupted["current"].id == first.id
+    assert np.array_equal(interrupted["vectors"][1], vectors_before)
+    # The second call resumed that re-embedding rather than training again.
+    assert report.resumed and report.kept and report.representation == interrupted["pending"].id
+    assert report.gain > 0 and report.tuned_accuracy > report.frozen_accuracy  # measured on 6 held-out photos
+    assert 0 < report.reembedded < len(ids_before)  # the first batch was staged before the interrupt
+    current = library.current_representation()
+    assert current.id == report.representation and current.parent_id == first.id
+    assert library.meta()["weights"] == current.weights != first.weights
+    assert pending_representation(library) is None
+    ids, vectors = library.stored_vectors()
+    assert np.array_equal(ids, ids_before)
+    cosine = (vectors * vectors_before).sum(axis=1)
+    assert cosine.max() < 0.99  # every photo has a new vector (lr 1e-3 moves the space far: cosines 0.1-0.3)
+    # The head, suggestions and lists were refreshed on the new vectors: nothing is stale.
+    labeller = Labeller(Searcher(library, settings=settings_for(library.path)))
+    assert not labeller.is_stale() and labeller.facts()["current"]
+
+
+def test_search_by_upload_follows_the_switch_and_revert_returns_to_the_parent(tuned, indexed, tmp_path):
+    library = copy_of(tuned[0].path, tmp_path)
+    with Library(indexed) as before:
+        first = before.current_representation()
+        _, vectors_before = before.stored_vectors()
+    try:
+        searcher = Searcher(library, settings=settings_for(library.path))  # one long-lived process's
+        ids, tuned_vectors = library.stored_vectors()
+        path = library.root / library_path(library, int(ids[0]))
+        hit = searcher.by_image(path.read_bytes(), k=1)[0]
+        assert hit.image_id == ids[0] and hit.score > 0.99  # the query embedded with the tuned weights
+
+        assert revert_library(settings_for(library.path), library) == len(ids)
+        assert library.current_representation().id == first.id
+        _, reverted = library.stored_vectors()
+        assert (reverted * vectors_before).sum(axis=1).min() > 0.9999  # the parent's vectors again
+        searcher.reload()
+        hit = searcher.by_image(path.read_bytes(), k=1)[0]
+        assert hit.image_id == ids[0] and hit.score > 0.99  # the same searcher now embeds with the parent's
+        assert float(reverted[0] @ tuned_vectors[0]) < 0.9999
+        with pytest.raises(TuneFailed, match="nothing to revert"):
+            revert_library(settings_for(library.path), library)
+    finally:
+        library.close()
+
+
+def library_path(library: Library, image_id: int) -> str:
+    from indexer.schema import Image
+
+    with library.Session() as s:
+        return s.scalar(select(Image.path).where(Image.id == image_id))
+
+
+def test_a_tune_that_cannot_win_is_discarded_and_changes_nothing(indexed, tmp_path):
+    """Zero epochs: the tuned weights are the frozen ones, so the gain is 0 and nothing is kept."""
+    library = copy_of(indexed, tmp_path)
+    try:
+        reps_before = [(r.id, r.weights) for r in library.representations()]
+        ids_before, vectors_before = library.stored_vectors()
+        fingerprint = library.vectors_fingerprint()
+        report = tune_library(settings_for(library.path), library, config=TuneConfig(max_epochs=0, batch_size=8),
+                              stages=(2,))
+        assert not report.kept and report.gain == 0.0 and report.n_heldout == 6
+        assert report.representation == reps_before[0][0] and report.reembedded == 0
+        assert [(r.id, r.weights) for r in library.representations()] == reps_before
+        assert not list(library.representations_dir.glob("*.pth"))  # the unused weights file is gone
+        ids, vectors = library.stored_vectors()
+        assert np.array_equal(ids, ids_before) and np.array_equal(vectors, vectors_before)
+        assert library.vectors_fingerprint() == fingerprint
+    finally:
+        library.close()
+
+
+def test_too_few_labels_is_one_clear_error(indexed, tmp_path):
+    library = copy_of(indexed, tmp_path)
+    try:
+        with library.Session.begin() as s:  # two photos of each class: none can be trained, stopped and scored
+            keep = [row[0] for row in s.execute(select(Label.image_id).order_by(Label.image_id))][::3]
+            s.execute(delete(Label).where(Label.image_id.not_in(keep)))
+        with pytest.raises(TuneFailed, match="too few labels to tune"):
+            tune_library(settings_for(library.path), library)
+    finally:
+        library.close()

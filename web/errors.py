@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, jsonify, make_response, render_template, request
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed
 
 log = logging.getLogger(__name__)
@@ -37,9 +38,19 @@ def handle_http_error(e: HTTPException):
     return response
 
 
+READ_ONLY_MESSAGE = "this library is read-only (the server cannot write its folder): nothing can be changed"
+
+
+def is_read_only_write(e: BaseException) -> bool:
+    """A write refused by SQLite because the library was opened read-only."""
+    return isinstance(e, OperationalError) and "readonly database" in str(e.orig)
+
+
 def handle_unexpected(e: Exception):
     if isinstance(e, HTTPException):
         return handle_http_error(e)
+    if is_read_only_write(e):
+        return error_response(503, READ_ONLY_MESSAGE)
     log.exception("unhandled error on %s %s", request.method, request.path)
     return error_response(500, InternalServerError.description)
 

@@ -19,6 +19,7 @@ from typing import Generic, TypeVar
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy import create_engine, delete, func, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.schema import CreateIndex
 
@@ -115,6 +116,14 @@ def is_read_only(path: Path) -> bool:
     """Whether this process cannot write the library folder or its database (then it is opened read-only)."""
     db = path / DB_FILE
     return not os.access(path, os.W_OK) or (db.exists() and not os.access(db, os.W_OK))
+
+
+READ_ONLY_MESSAGE = "this library is read-only (this user cannot write its folder or database): nothing can be changed"
+
+
+def is_read_only_write(e: BaseException) -> bool:
+    """Whether `e` is SQLite refusing a write to a library opened read-only."""
+    return isinstance(e, OperationalError) and "readonly database" in str(e.orig)
 
 
 def read_only_url(db: Path) -> str:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, jsonify, make_response, render_template, request
-from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed
+
+from indexer.library import READ_ONLY_MESSAGE, is_read_only_write
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +37,6 @@ def handle_http_error(e: HTTPException):
     if isinstance(e, MethodNotAllowed) and e.valid_methods:
         response.headers["Allow"] = ", ".join(e.valid_methods)
     return response
-
-
-READ_ONLY_MESSAGE = "this library is read-only (the server cannot write its folder): nothing can be changed"
-
-
-def is_read_only_write(e: BaseException) -> bool:
-    """A write refused by SQLite because the library was opened read-only."""
-    return isinstance(e, OperationalError) and "readonly database" in str(e.orig)
 
 
 def handle_unexpected(e: Exception):

@@ -12,14 +12,14 @@ import os
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from indexer.library import Library, is_read_only
-from indexer.schema import Meta
+from indexer.library import READ_ONLY_MESSAGE, Library, is_read_only
+from indexer.schema import Label, Meta
 from lookalike.cli import main
 from tests.conftest import SAMPLES
 from tests.web.library_setup import make_app, stored_label
-from web.errors import READ_ONLY_MESSAGE
 
 
 @pytest.fixture
@@ -65,6 +65,14 @@ def test_status_works_and_index_refuses_in_one_line(unwritable):
     assert index.exit_code == 1 and "Traceback" not in index.output
     refusal = f"library {unwritable.path} is read-only for this user: nothing can be written to it"
     assert index.output == f"Error: {refusal}\n"
+
+
+def test_other_writing_commands_refuse_in_one_line(unwritable):
+    result = CliRunner().invoke(main, ["labels", "import", "--folders", "--library", str(unwritable.path)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output == f"Error: {READ_ONLY_MESSAGE}\n"
+    with Library(unwritable.path, read_only=False) as library, library.Session() as s:
+        assert s.scalar(select(func.count()).select_from(Label)) == 0
 
 
 def test_the_web_reads_and_answers_writes_503(sample_library, backbone):

@@ -89,3 +89,16 @@ def test_the_web_reads_and_answers_writes_503(sample_library, backbone):
         assert stored_label(library, image_id) is None
     finally:
         library.close()
+
+
+def test_serve_s_app_starts_read_only_on_a_library_nobody_may_write(unwritable):
+    from web import create_app, services
+    from web.settings import Settings
+
+    app = create_app(Settings(library=unwritable.path))
+    with app.app_context():
+        assert services().library.read_only
+    client = app.test_client()
+    assert client.get("/api/status").get_json() == {"status": "ok", "images": 120, "indexed": 120}
+    r = client.delete(f"/api/images/{int(unwritable.indexed_ids()[0])}/label")
+    assert r.status_code == 503 and r.get_json()["error"]["message"] == READ_ONLY_MESSAGE

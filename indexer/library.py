@@ -19,6 +19,7 @@ from typing import Generic, TypeVar
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy import create_engine, delete, func, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.schema import CreateIndex
 
@@ -111,10 +112,32 @@ class LibraryError(Exception):
     """A library cannot be opened or used as asked; the message says what to do."""
 
 
+def is_read_only(path: Path) -> bool:
+    """Whether this process cannot write the library folder or its database (then it is opened read-only)."""
+    db = path / DB_FILE
+    return not os.access(path, os.W_OK) or (db.exists() and not os.access(db, os.W_OK))
+
+
+READ_ONLY_MESSAGE = "this library is read-only (this user cannot write its folder or database): nothing can be changed"
+
+
+def is_read_only_write(e: BaseException) -> bool:
+    """Whether `e` is SQLite refusing a write to a library opened read-only."""
+    return isinstance(e, OperationalError) and "readonly database" in str(e.orig)
+
+
+def read_only_url(db: Path) -> str:
+    """SQLite opened immutable: no lock, journal or -shm file is written, so a folder nobody may
+    write can still be read. A WAL left by a writer that did not close is not read."""
+    return f"sqlite:///file:{db}?immutable=1&uri=true"
+
+
 class Library:
     """Handle on one library directory. Cheap to open; holds one SQLAlchemy engine."""
 
-    def __init__(self, path: Path | str, *, create: bool = False) -> None:
+    def __init__(self, path: Path | str, *, create: bool = False, read_only: bool | None = None) -> None:
+        """`read_only`: None decides by `is_read_only`; a read-only library reads, and any write
+        raises sqlalchemy's OperationalError (a read-only database)."""
         self.path = Path(path).expanduser().resolve()
         if not is_utf8(self.path):  # SQLite and FAISS take their file names as UTF-8
             raise LibraryError(f"{printable(self.path)}: the library's path is not UTF-8: use another --library")
@@ -125,25 +148,35 @@ class Library:
                     f"no library at {self.path}: run `lookalike index PHOTOS_DIR --library {self.path}` first"
                 )
             self.path.mkdir(parents=True, exist_ok=True)
-        self.engine = create_engine(f"sqlite:///{db}")
+        self.read_only = is_read_only(self.path) if read_only is None else read_only
+        self.engine = create_engine(read_only_url(db) if self.read_only else f"sqlite:///{db}")
         self.Session = sessionmaker(self.engine, expire_on_commit=False)
+        if self.read_only:
+            self._check_version()
+            return
         Base.metadata.create_all(self.engine)
         with self.engine.begin() as conn:  # create_all adds indexes only with new tables
             for index in BROWSE_INDEXES:
                 conn.execute(CreateIndex(index, if_not_exists=True))
         with self.Session.begin() as s:
-            version = s.get(Meta, "schema_version")
-            if version is None:
+            if s.get(Meta, "schema_version") is None:
                 s.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
-            elif int(version.value) != SCHEMA_VERSION:
-                raise LibraryError(
-                    f"library {self.path} has schema version {version.value}, this lookalike "
-                    f"understands {SCHEMA_VERSION}: index into a new --library"
-                )
+            self._check_version(s)
             # New tables appear in existing libraries through create_all above (as new indexes do
             # through BROWSE_INDEXES); a library indexed before representations existed gets its
             # first one recorded from its meta here, once.
             self._sync_representation(s)
+
+    def _check_version(self, session: Session | None = None) -> None:
+        if session is None:
+            with self.Session() as s:
+                return self._check_version(s)
+        version = session.get(Meta, "schema_version")
+        if version is not None and int(version.value) != SCHEMA_VERSION:
+            raise LibraryError(
+                f"library {self.path} has schema version {version.value}, this lookalike "
+                f"understands {SCHEMA_VERSION}: index into a new --library"
+            )
 
     def close(self) -> None:
         self.engine.dispose()
@@ -323,7 +356,9 @@ class Library:
     # -- writer lock ------------------------------------------------------------------------------
 
     def writer_lock(self) -> AbstractContextManager[None]:
-        """Only one indexer may write a library at a time."""
+        """Only one indexer may write a library at a time; none a read-only one (LibraryError)."""
+        if self.read_only:
+            raise LibraryError(f"library {self.path} is read-only for this user: nothing can be written to it")
         return file_lock(self.path / LOCK_FILE, busy=LibraryError(f"another `lookalike index` is writing {self.path}"))
 
     def derived_lock(self) -> AbstractContextManager[None]:

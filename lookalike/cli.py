@@ -13,7 +13,22 @@ import click
 from lookalike import cli_duplicates, cli_eval, cli_index, cli_labels, cli_learn, cli_map, cli_search, cli_tune, cli_web
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Group(click.Group):
+    """The command group; a write to a library opened read-only ends in one line, not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except Exception as e:
+            if type(e).__name__ == "OperationalError":  # sqlalchemy's: not imported before a command runs
+                from indexer.library import READ_ONLY_MESSAGE, is_read_only_write
+
+                if is_read_only_write(e):
+                    raise click.ClickException(READ_ONLY_MESSAGE) from None
+            raise
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens.")
 @click.version_option(package_name="lookalike")
 def main(verbose: bool) -> None:

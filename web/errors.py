@@ -7,6 +7,8 @@ import logging
 from flask import Flask, Response, jsonify, make_response, render_template, request
 from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed
 
+from indexer.library import READ_ONLY_MESSAGE, is_read_only_write
+
 log = logging.getLogger(__name__)
 
 
@@ -40,6 +42,8 @@ def handle_http_error(e: HTTPException):
 def handle_unexpected(e: Exception):
     if isinstance(e, HTTPException):
         return handle_http_error(e)
+    if is_read_only_write(e):
+        return error_response(503, READ_ONLY_MESSAGE)
     log.exception("unhandled error on %s %s", request.method, request.path)
     return error_response(500, InternalServerError.description)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 from flask import abort
@@ -13,6 +14,8 @@ from search.labelling import labels
 from search.labelling.labeller import Suggestion
 from search.searcher import NotFound
 from web.context import get_session, services
+
+log = logging.getLogger(__name__)
 
 WRITE_SOURCES = (USER, ACCEPTED)  # "imported" belongs to the importers
 MAX_BATCH = 1000
@@ -61,8 +64,7 @@ def label_images(image_ids: list[int], label: str, source: str = USER) -> None:
         except BaseException:
             session.rollback()
             raise
-        for image_id in image_ids:
-            svc.labeller.on_label_changed(image_id)
+        _after_label_change(image_ids)
 
 
 def unlabel_image(image_id: int) -> None:
@@ -77,7 +79,19 @@ def unlabel_image(image_id: int) -> None:
         except BaseException:
             session.rollback()
             raise
-        svc.labeller.on_label_changed(image_id)
+        _after_label_change([image_id])
+
+
+def _after_label_change(image_ids: list[int]) -> None:
+    """Re-vote the neighbours of relabelled images. The labels are committed by now: a failure
+    here is logged, never answered as a failed write (the next read redoes every suggestion,
+    since the labels no longer match those they were made from)."""
+    labeller = services().labeller
+    try:
+        for image_id in image_ids:
+            labeller.on_label_changed(image_id)
+    except Exception:
+        log.exception("labels of %s saved, but re-voting their neighbours failed", image_ids)
 
 
 def _not_found_message(e: NotFound) -> str:

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import threading
 import uuid
 
 import numpy as np
 
+from indexer.npz import read_npz
 from search.labelling.learned_head import Head, Probe
-
-log = logging.getLogger(__name__)
 
 HEAD_FILE = "head.npz"  # beside the library's SQLite file
 HEAD_FORMAT = 1
@@ -49,21 +47,21 @@ def save_head(path, head: Head, fingerprint: dict) -> str:
 
 
 def load_head(path) -> tuple[Head, dict] | None:
-    """(head, facts) from the file, or None when there is none or it is from another format."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            facts = json.loads(str(data["facts"]))
-            if facts.get("format") != HEAD_FORMAT:
-                return None
-            probe = (
-                Probe(data["probe_mean"], facts["probe_scale"], data["probe_weight"], data["probe_bias"])
-                if "probe_weight" in data
-                else None
-            )
-            projection = data["projection"] if "projection" in data else None
-    except (OSError, KeyError, ValueError) as e:
-        log.warning("ignoring the stored head %s: %s", path, e)
+    """(head, facts) from the file, or None when there is none, it is damaged (a warning: the
+    labeller retrains it) or it is from another format."""
+    return read_npz(path, _read_head)
+
+
+def _read_head(data) -> tuple[Head, dict] | None:
+    facts = json.loads(str(data["facts"]))
+    if not isinstance(facts, dict) or facts.get("format") != HEAD_FORMAT:
         return None
+    probe = (
+        Probe(data["probe_mean"], facts["probe_scale"], data["probe_weight"], data["probe_bias"])
+        if "probe_weight" in data
+        else None
+    )
+    projection = data["projection"] if "projection" in data else None
     head = Head(
         facts["method"], tuple(facts["classes"]), facts["temperature"], facts["accuracy"], facts["threshold"],
         facts["coverage"], facts["cv_images"], facts["k"], facts["knn_temperature"],

@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from indexer.library import Library
+from indexer.npz import read_npz
 from search.labelling.queue_order import Clusters, assign, cluster_count, fit_centres, sample_positions
 
 CLUSTERS_FILE = "queue_clusters.npz"  # the queue's k-means, beside the library's SQLite file
@@ -56,13 +57,9 @@ def save_clusters(path, fingerprint: list[str], centres: npt.NDArray[np.float32]
 
 
 def load_clusters(path) -> tuple[list[str], npt.NDArray[np.float32], Clusters] | None:
-    """(fingerprint, centres, clusters) as saved, or None if there is no readable file."""
-    try:
-        with np.load(path) as f:
-            return (json.loads(str(f["fingerprint"])), f["centres"],
-                    Clusters(f["ids"], f["cluster"], f["closeness"]))
-    except (OSError, KeyError, ValueError):
-        return None
+    """(fingerprint, centres, clusters) as saved; None when there is none or it is damaged (then refitted)."""
+    return read_npz(path, lambda f: (json.loads(str(f["fingerprint"])), f["centres"],
+                                     Clusters(f["ids"], f["cluster"], f["closeness"])))
 
 
 def merge_clusters(a: Clusters, b: Clusters) -> Clusters:

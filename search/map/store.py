@@ -20,6 +20,7 @@ import numpy.typing as npt
 from sqlalchemy import ColumnElement, delete, func, insert, or_, select
 
 from indexer.library import Library, file_lock
+from indexer.npz import read_npz
 from indexer.schema import INDEXED, Embedding, Image, Label, MapPoint, SuggestedLabel, utcnow
 from search.map import layout
 
@@ -271,16 +272,11 @@ def save_fit(library: Library, fit: layout.Fit) -> None:
 
 
 def load_fit(library: Library) -> layout.Fit | None:
-    """The stored fit, or None when there is none or it cannot be read (then the map is refitted)."""
-    try:
-        with np.load(library.path / FIT_FILE) as f:
-            return layout.Fit(
-                method=str(f["method"]), projection=layout.Projection(f["mean"], f["components"]),
-                sample_ids=f["sample_ids"], sample_reduced=f["sample_reduced"], sample_xy=f["sample_xy"],
-            )
-    except (OSError, KeyError, ValueError) as e:
-        log.warning("cannot read the map fit of %s (%s): refitting", library.path, e)
-        return None
+    """The stored fit; None when there is none or it is damaged (then the map is refitted)."""
+    return read_npz(library.path / FIT_FILE, lambda f: layout.Fit(
+        method=str(f["method"]), projection=layout.Projection(f["mean"], f["components"]),
+        sample_ids=f["sample_ids"], sample_reduced=f["sample_reduced"], sample_xy=f["sample_xy"],
+    ))
 
 
 # -- reading ----------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The labels command group: import, export and count labels."""
+"""The labels command group: import, export and count labels; list the ones that look wrong."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from lookalike.options import echo_json, library_option, open_library, settings_
 
 @click.group()
 def labels():
-    """Import, export and count labels (one per image)."""
+    """Import, export and count labels (one per image); list the ones that look wrong."""
 
 
 @labels.command("import")
@@ -78,6 +78,43 @@ def labels_counts(library, as_json):
     else:
         for label, n in counts.items():
             click.echo(f"{n:>7}  {label}")
+
+
+@labels.command("suspicious")
+@library_option
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON list of {image_id, path, label, suggested, confidence, margin, neighbours}.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="At most this many photos.")
+def labels_suspicious(library, as_json, limit):
+    """Labelled photos whose cross-validated prediction confidently disagrees with their label, worst first."""
+    from lookalike.cli_learn import _labeller, _paths
+    from search.labelling.suspicious import suspicious
+
+    settings = settings_from(library=library)
+    with open_library(settings) as lib:
+        check = suspicious(_labeller(lib, settings), limit)
+        paths = _paths(lib, [s.image_id for s in check.suspects])
+    out = [
+        {
+            "image_id": s.image_id, "path": paths.get(s.image_id), "label": s.label, "suggested": s.suggested,
+            "confidence": round(s.confidence, 4), "margin": round(s.margin, 4),
+            "neighbours": [{"image_id": e.image_id, "label": e.label, "score": round(e.score, 4)}
+                           for e in s.neighbours],
+        }
+        for s in check.suspects
+    ]
+    if as_json:
+        echo_json(out)
+        return
+    for r in out:
+        near = ", ".join(f"{e['label']} {e['score']:.2f}" for e in r["neighbours"][:3]) or "no labelled neighbour"
+        click.echo(f"{r['margin']:.3f}  {r['image_id']:>7}  {r['path']}  {r['label']} -> {r['suggested']} "
+                   f"({r['confidence']:.2f}; nearest: {near})")
+    if not check.checked:
+        click.echo("too few labels to check (label at least two photos in each of two classes)")
+    else:
+        shown = f" ({len(out)} shown)" if len(out) < check.found else ""
+        click.echo(f"{check.found} of {check.checked} labelled photos look mislabelled by cross-validation{shown}")
 
 
 COMMANDS = [labels]

@@ -367,6 +367,15 @@ class Labeller:
             for start in range(0, len(predictions.ids), PREDICT_CHUNK):
                 s.execute(insert(SuggestedLabel), predictions.rows(start, start + PREDICT_CHUNK))
 
+    def evidence(self, image_ids: Sequence[int]) -> dict[int, list[Evidence]]:
+        """Each image's k stored neighbours, nearest first, with their labels (lists as they are stored)."""
+        ids = [int(i) for i in image_ids]
+        out: dict[int, list[Evidence]] = {}
+        with self.library.Session() as s:
+            for start in range(0, len(ids), 500):
+                out.update(self._evidence(s, ids[start : start + 500]))
+        return out
+
     def _evidence(self, s: Session, image_ids: list[int]) -> dict[int, list[Evidence]]:
         out: dict[int, list[Evidence]] = {i: [] for i in image_ids}
         if not image_ids:

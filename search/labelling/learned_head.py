@@ -276,11 +276,12 @@ def cross_validate(
     knn_temperature: float,
     methods: tuple[str, ...] = METHODS,
     seed: int = 0,
+    max_images: int = CV_MAX,
 ) -> CrossValidation:
-    """Out-of-fold predictions of each method (at most CV_MAX photos, stratified)."""
+    """Out-of-fold predictions of each method (at most `max_images` photos, a random sample)."""
     rng = np.random.default_rng(seed)
-    if len(codes) > CV_MAX:
-        keep = np.sort(rng.permutation(len(codes))[:CV_MAX])
+    if len(codes) > max_images:
+        keep = np.sort(rng.permutation(len(codes))[:max_images])
         vectors, codes = vectors[keep], codes[keep]
     n_folds = int(min(CV_FOLDS, max(2, np.bincount(codes).max())))
     fold = folds_for(codes, n_folds, rng)

@@ -83,6 +83,22 @@ def labelled_samples(sample_library) -> Library:
     return sample_library
 
 
+def labelled_library(tmp_path_factory, backbone, classes, per_class: int) -> Path:
+    """A library of the first `per_class` sample photos of each class, indexed and labelled by folder."""
+    from search.labelling.labels import import_folders
+
+    root = tmp_path_factory.mktemp("photos")
+    for c in classes:
+        (root / c).mkdir()
+        for f in sorted((SAMPLES / c).glob("*.jpg"))[:per_class]:
+            shutil.copy(f, root / c / f.name)
+    path = tmp_path_factory.mktemp("indexed") / "library"
+    with Library(path, create=True) as library:
+        index_folder(root, library, backbone, workers=0, engine="torch")
+        import_folders(library)
+    return path
+
+
 # -- leaving the test process ------------------------------------------------------------------------
 # A full run ends with native threads still alive in this process: torch's and OpenBLAS's pools,
 # OpenVINO's streams, the threads Ray leaves behind in a driver. Tearing the interpreter down under

@@ -13,11 +13,9 @@ from click.testing import CliRunner
 
 from indexer.finetune import save_weights
 from indexer.library import Library
-from indexer.pipeline import index_folder
 from indexer.reembed import reembed
 from lookalike.cli import main
-from search.labelling.labels import import_folders
-from tests.conftest import SAMPLES
+from tests.conftest import labelled_library
 
 CLASSES = ("dress", "hat", "shoes")
 PER_CLASS = 6
@@ -26,16 +24,7 @@ ENV = {"LOOKALIKE_ENGINE": "torch", "LOOKALIKE_WORKERS": "0", "LOOKALIKE_DEVICE"
 
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory, backbone):
-    root = tmp_path_factory.mktemp("photos")
-    for c in CLASSES:
-        (root / c).mkdir()
-        for f in sorted((SAMPLES / c).glob("*.jpg"))[:PER_CLASS]:
-            shutil.copy(f, root / c / f.name)
-    path = tmp_path_factory.mktemp("indexed") / "library"
-    with Library(path, create=True) as library:
-        index_folder(root, library, backbone, workers=0, engine="torch")
-        import_folders(library)
-    return path
+    return labelled_library(tmp_path_factory, backbone, CLASSES, PER_CLASS)
 
 
 @pytest.fixture

@@ -14,14 +14,12 @@ from sqlalchemy import delete, select
 from indexer.cancel import Cancelled
 from indexer.finetune import TuneConfig
 from indexer.library import Library
-from indexer.pipeline import index_folder
 from indexer.schema import Label
 from indexer.settings import Settings
 from search.labelling.labeller import Labeller
-from search.labelling.labels import import_folders
 from search.searcher import Searcher
 from search.tuning import TuneFailed, pending_representation, revert_library, tune_library
-from tests.conftest import SAMPLES
+from tests.conftest import labelled_library
 
 CLASSES = ("shirt", "t-shirt", "longsleeve")  # close classes: the frozen probe gets some wrong
 PER_CLASS = 6  # 18 photos: 12 to train, 6 to score tuned vs frozen
@@ -40,16 +38,7 @@ def settings_for(path) -> Settings:
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory, backbone):
     """The photos indexed with the backbone's own weights, each labelled by its folder."""
-    root = tmp_path_factory.mktemp("photos")
-    for c in CLASSES:
-        (root / c).mkdir()
-        for f in sorted((SAMPLES / c).glob("*.jpg"))[:PER_CLASS]:
-            shutil.copy(f, root / c / f.name)
-    path = tmp_path_factory.mktemp("indexed") / "library"
-    with Library(path, create=True) as library:
-        index_folder(root, library, backbone, workers=0, engine="torch")
-        import_folders(library)
-    return path
+    return labelled_library(tmp_path_factory, backbone, CLASSES, PER_CLASS)
 
 
 def copy_of(path, tmp_path, name="library"):

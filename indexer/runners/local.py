@@ -9,9 +9,12 @@ With a GPU the workers only decode and this process embeds.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Iterator, Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -76,8 +79,28 @@ def run_local(
         prefetch_factor=2 if workers else None,
         persistent_workers=False,
     )
-    for batch in loader:
+    previous = signal.getsignal(signal.SIGCHLD)
+    batches = iter(loader)  # with workers, torch installs its SIGCHLD handler here
+    _restore_sigchld(previous)
+    for batch in batches:
         yield batch if isinstance(batch, EmbeddedBatch) else embed_batch(model, batch, backbone.dim)
+
+
+def _restore_sigchld(previous: Any) -> None:
+    """Put back the SIGCHLD disposition that torch's first multi-worker DataLoader replaced.
+
+    torch installs a Python SIGCHLD handler once per process and never removes it, so every later
+    child's exit (a browser, a subprocess) runs Python code on this thread's signal stack. On a
+    2-core AMX Xeon a test process that had indexed with workers died of SIGSEGV (si_code
+    SI_KERNEL: the kernel failed to deliver a signal) waiting in epoll while its children (a browser,
+    a server) exited; torch's was the one Python handler installed besides SIGINT's. A server that indexes
+    (`lookalike up`) keeps running long after its loader is gone, so it must not keep that handler.
+    The DataLoader still reports a worker that died: it checks its workers whenever a batch is
+    late (torch's MP_STATUS_CHECK_INTERVAL), signal or not.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    if main and previous is not None and signal.getsignal(signal.SIGCHLD) is not previous:
+        signal.signal(signal.SIGCHLD, previous)
 
 
 def balance(todo: int, batch_size: int, workers: int) -> tuple[int, int]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ from indexer.library import Library, LibraryError
 from indexer.pipeline import index_folder
 from indexer.schema import FAILED, INDEXED, Embedding, Label
 from indexer.schema import Image as Row
-from tests.conftest import SAMPLES, TEST_DATA
+from tests.conftest import REPO, SAMPLES, TEST_DATA
 
 
 def photo(path, seed, size=(96, 72), mode="RGB"):
@@ -112,6 +114,27 @@ def test_each_row_gets_its_own_vector(tree, library, backbone):
     similarity = kept @ fresh.T
     assert list(similarity.argmax(axis=1)) == list(range(len(paths)))
     assert similarity.diagonal().min() > 0.99
+
+
+def test_indexing_with_workers_leaves_sigchld_as_it_found_it(tree, tmp_path):
+    """torch's first multi-worker DataLoader installs a Python SIGCHLD handler for good; the local
+    runner puts the old one back (indexer/runners/local.py says why). A fresh process, so torch
+    really installs it: its own flag shows it did."""
+    script = f"""
+import signal
+from pathlib import Path
+import torch.utils.data._utils.signal_handling as torch_signals
+from indexer.backbone import Backbone
+from indexer.library import Library
+from indexer.pipeline import index_folder
+before = signal.getsignal(signal.SIGCHLD)
+with Library(Path({str(tmp_path / "library")!r}), create=True) as library:
+    report = index_folder(Path({str(tree)!r}), library, Backbone("efficientnet_lite0"), workers=1)
+print(report.indexed, torch_signals._SIGCHLD_handler_set, signal.getsignal(signal.SIGCHLD) is before)
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(len(GOOD)), "True", "True"]
 
 
 def test_partial_last_batch_and_in_process_decoding(tree, library, backbone):

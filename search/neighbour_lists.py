@@ -59,7 +59,7 @@ class Delta:
 class ListsUpdate:
     """What `NeighbourLists.update` did. `touched`: images whose lists were rewritten (None: all)."""
 
-    mode: str  # "current", "full", "incremental", or "waiting" (the index is mid-update)
+    mode: str  # "current", "full", "incremental", "waiting" (the index is mid-update) or "read-only"
     touched: tuple[int, ...] | None
     previous: list[str] | None  # the fingerprint the lists had before
     seconds: float = 0.0
@@ -169,6 +169,8 @@ class NeighbourLists:
             return ListsUpdate("current", (), previous)
         if self.library.vectors_fingerprint() != source:  # a new indexer run began since the load
             return ListsUpdate("waiting", (), previous)
+        if self.library.read_only:  # nothing can be stored: serve the lists as they are
+            return ListsUpdate("read-only", (), previous)
         n = self.searcher.index.ntotal
         full = force or state.get("k") != self.k or not state
         delta = None if full else self.delta()

@@ -348,7 +348,7 @@ class FileVerifier:
 
         from indexer.schema import VerifiedPair
 
-        if not self.new:
+        if not self.new or self.library.read_only:  # a read-only library verifies again next time
             return
         rows = [dict(hash_a=ha, hash_b=hb, inliers=n, correlation=c, version=VERIFY_VERSION)
                 for (ha, hb), (n, c) in self.new.items()]

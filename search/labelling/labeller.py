@@ -177,8 +177,11 @@ class Labeller:
 
         Lists follow the loaded index (by difference after an indexer run); the k-NN votes of the
         images whose lists changed are redone when the suggestions were current before, else every
-        suggestion is predicted again by the stored head.
+        suggestion is predicted again by the stored head. A read-only library serves what it
+        has stored: nothing can be written, not even the lock file.
         """
+        if self.library.read_only:
+            return False
         with self._lock, self.library.derived_lock():  # threads here, processes (web, indexer) there
             self.searcher.reload()
             lists = self.neighbours.update(force=force, progress=progress)

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sqlite3
+import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import create_engine, delete, func, select
+from sqlalchemy import create_engine, delete, func, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.schema import CreateIndex
@@ -31,6 +32,7 @@ from indexer.schema import (
     Base,
     Embedding,
     Image,
+    Label,
     Meta,
     Representation,
     StagedEmbedding,
@@ -51,6 +53,7 @@ VECTORS_CHECKED = 32  # stored vectors compared with the FAISS file each time it
 
 # The facts that must match for vectors to be comparable.
 IDENTITY_KEYS = ("backbone", "weights", "preprocessing", "dim")
+LABELS_NFC = "labels_nfc"  # meta key: the labels were brought to Unicode NFC once
 CURRENT_REPRESENTATION = "representation"  # meta key: id of the current Representation row
 REPRESENTATIONS_DIR = "representations"  # tuned weights files, <library>/representations/<sha256>.pth
 
@@ -166,6 +169,18 @@ class Library:
             # through BROWSE_INDEXES); a library indexed before representations existed gets its
             # first one recorded from its meta here, once.
             self._sync_representation(s)
+            self._labels_to_nfc(s)
+
+    def _labels_to_nfc(self, session: Session) -> None:
+        """Labels are kept in Unicode NFC (search.labelling.labels.clean_label): a library labelled
+        before that may hold "café" decomposed beside "café" composed, two labels for one. Once."""
+        if session.get(Meta, LABELS_NFC) is not None:
+            return
+        for (label,) in session.execute(select(Label.label).distinct()).all():
+            if (nfc := unicodedata.normalize("NFC", label)) != label:
+                session.execute(update(Label).where(Label.label == label).values(label=nfc))
+                log.info("label %r stored in Unicode NFC", nfc)
+        session.add(Meta(key=LABELS_NFC, value="1"))
 
     def _check_version(self, session: Session | None = None) -> None:
         if session is None:

@@ -159,6 +159,20 @@ def test_a_label_typed_composed_or_decomposed_is_one_label(library):
         assert label_counts(s) == {nfc: 2}
 
 
+def test_a_library_labelled_before_labels_were_nfc_gets_one_label_on_open(library):
+    """Labels written decomposed by an older release are brought to NFC once, when the library opens."""
+    from indexer.library import LABELS_NFC, Library
+    from indexer.schema import Meta
+
+    nfc, nfd = "caf\u00e9", "cafe\u0301"
+    with library.Session.begin() as s:  # as an older release stored them: no normalisation, no mark
+        s.add_all([Label(image_id=1, label=nfc), Label(image_id=2, label=nfd), Label(image_id=3, label="dog")])
+        s.delete(s.get(Meta, LABELS_NFC))
+    with Library(library.path) as reopened, reopened.Session() as s:
+        assert label_counts(s) == {nfc: 2, "dog": 1}
+        assert s.get(Meta, LABELS_NFC) is not None
+
+
 def test_export_neutralises_formula_cells_and_import_reads_them_back(vector_library, tmp_path):
     paths = ["=1+2+cmd|calc.jpg", "@sum.jpg", "plain.jpg"]
     library = vector_library(np.eye(3, dtype=np.float32), paths)

@@ -89,19 +89,35 @@ def status_payload() -> dict | None:
     return job.payload() if job is not None else None
 
 
+def usable_labels(library: Library) -> tuple[int, int] | str:
+    """(labelled photos a tune can use, their classes), or why none can be (one line); computed once
+    per state of the labels and the index (a pass over every labelled photo)."""
+    svc = services()
+    key = (labels_fingerprint(library), tuple(library.vectors_fingerprint()))
+
+    def compute() -> tuple[int, int] | str:
+        try:
+            items, classes = labelled_photos(library)
+        except TuneFailed as e:
+            return str(e)
+        return len(items), len(classes)
+
+    return svc.memoized("tune_labels", key, compute)
+
+
 def readiness(library: Library) -> str | None:
     """Why a tune cannot start now (one line), or None."""
     if library.read_only:
         return READ_ONLY_MESSAGE
     if tune_running(library):
         return "a tune or revert is already running on this library"
-    try:
-        items, classes = labelled_photos(library)
-    except TuneFailed as e:
-        return str(e)
-    if len(classes) < 2:
+    usable = usable_labels(library)
+    if isinstance(usable, str):
+        return usable
+    items, classes = usable
+    if classes < 2:
         return (f"too few labels to tune: label at least {MIN_PER_CLASS} photos of each of 2 classes or more "
-                f"({len(items)} usable labelled photos, {len(classes)} classes)")
+                f"({items} usable labelled photos, {classes} classes)")
     return None
 
 
@@ -182,17 +198,15 @@ def hint() -> str | None:
     library = services().library
     if library.read_only or (tuner().job is not None and tuner().job.state == "running"):  # type: ignore[union-attr]
         return None
-    try:
-        items, classes = labelled_photos(library)
-    except TuneFailed:
+    usable = usable_labels(library)
+    if isinstance(usable, str) or usable[1] < 2:
         return None
-    if len(classes) < 2:
-        return None
+    items = usable[0]
     last = last_tune(library)
     if last is None:
-        if len(items) < FIRST_TUNE_LABELS:
+        if items < FIRST_TUNE_LABELS:
             return None
-        return (f"{len(items)} labelled photos: tuning the model on them may make suggestions better "
+        return (f"{items} labelled photos: tuning the model on them may make suggestions better "
                 "(About page, Tune).")
     labelled = int(labels_fingerprint(library)[0])  # what LAST_TUNE_STATE's "labelled" counts
     before = int(last.get("labelled") or 0)

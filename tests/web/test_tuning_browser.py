@@ -66,3 +66,40 @@ def test_the_about_page_tunes_in_the_background_and_shows_the_result(page, live_
     expect(page.locator("#tune-expected")).to_contain_text("was not kept")
     # Finished before this page opened: the page still shows how it ended.
     expect(page.locator("#tune-progress")).to_have_attribute("data-state", "done")
+
+
+def test_check_labels_keeps_one_and_corrects_another_in_one_click_each(page, live_library):  # noqa: F811
+    from sqlalchemy import select
+
+    from indexer.schema import Image, Label
+
+    with live_library.Session() as s:  # two labelled shoes and two labelled dresses say "hat"
+        rows = s.execute(select(Label.image_id, Image.folder).join(Image).order_by(Label.image_id)).all()
+    flipped = [i for i, folder in rows if folder == "shoes"][:2] + [i for i, folder in rows if folder == "dress"][:2]
+    for image_id in flipped:
+        answer = page.request.put(f"/api/images/{image_id}/label", data={"label": "hat"})
+        assert answer.ok, answer.text()
+    page.goto("/labels/check")
+    items = page.locator(".check-item")
+    expect(items.first).to_be_visible()
+    listed = [int(x) for x in items.evaluate_all("els => els.map(e => e.dataset.id)")]
+    assert set(flipped) & set(listed) and len(listed) >= 2  # 3 labels a class: some flips hide in the noise
+    shot(page, "labels-check")
+    keep_id, fix_id = listed[:2]
+    page.locator(f'.check-item[data-id="{keep_id}"] button.keep').click()
+    expect(page.locator(f'.check-item[data-id="{keep_id}"]')).to_have_count(0)
+    with live_library.Session() as s:
+        before = s.get(Label, keep_id).label
+    fix = page.locator(f'.check-item[data-id="{fix_id}"]')
+    suggested = fix.get_attribute("data-suggested")
+    fix.locator("button.correct").click()
+    expect(page.locator(f'.check-item[data-id="{fix_id}"]')).to_have_count(0)
+    with live_library.Session() as s:
+        assert s.get(Label, keep_id).label == before  # keeping changes nothing
+        kept_label = page.request.get("/api/labels/suspicious").json()["kept"]
+        assert kept_label == 1 and s.get(Label, fix_id).label == suggested
+    page.reload()
+    listed = [int(x) for x in page.locator(".check-item").evaluate_all("els => els.map(e => e.dataset.id)")]
+    assert keep_id not in listed and fix_id not in listed
+    page.set_viewport_size({"width": 360, "height": 740})  # a phone: nothing wider than the screen
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 360

@@ -17,12 +17,16 @@ photos with 3 labels a class, 0.5 labelled 76 % of the rest right and 0.99 only 
 collections the longer reach of 0.99 is what lets spreading beat the probe.
 
 Never an n x n matrix: the graph is the lists' E = n * k edges twice, held as CSR arrays (int32
-columns, float32 weights, 8 bytes an entry: 320 MB at a million photos and k = 20), and each step
-gathers ROW_CHUNK rows at a time. numpy only: reading suggestions never pays torch's start-up.
+columns, float32 weights, 8 bytes an entry: 320 MB at a million photos and k = 20). Each step is a
+sparse product: torch's CSR matmul when torch is already imported (training the head imports it),
+else numpy, gathering ROW_CHUNK rows at a time, so reading suggestions never pays torch's start-up.
+At 200,000 photos (k = 20, 17 classes, 2 cores) one step took 0.10 s with torch, 1.5 s with numpy.
 """
 
 from __future__ import annotations
 
+import sys
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -136,8 +140,10 @@ def alphas_for(graph: Graph) -> tuple[float, ...]:
 
 
 def spread(graph: Graph, seeds: npt.ArrayLike, seed_codes: npt.ArrayLike, n_classes: int,
-           alpha: float = ALPHA, iterations: int = ITERATIONS) -> npt.NDArray[np.float32]:
-    """Every node's class distribution [n, C] spread from the seed nodes (rows of zeros: unreached)."""
+           alpha: float = ALPHA, iterations: int = ITERATIONS, engine: str | None = None) -> npt.NDArray[np.float32]:
+    """Every node's class distribution [n, C] spread from the seed nodes (rows of zeros: unreached).
+
+    `engine`: "torch" or "numpy"; None: torch when it is already imported."""
     seeds = np.asarray(seeds, dtype=np.int64)
     seed_codes = np.asarray(seed_codes, dtype=np.int64)
     keep = seeds >= 0
@@ -149,11 +155,28 @@ def spread(graph: Graph, seeds: npt.ArrayLike, seed_codes: npt.ArrayLike, n_clas
     np.add.at(y, (seeds, seed_codes), 1 / counts[seed_codes])
     f = y.copy()
     base = (1 - alpha) * y
+    step = _torch_step(graph) if (engine or ("torch" if "torch" in sys.modules else "numpy")) == "torch" else None
     for _ in range(iterations):
-        f = alpha * propagate(graph, f) + base
+        f = alpha * (step(f) if step is not None else propagate(graph, f)) + base
     mass = f.sum(axis=0, keepdims=True)
     f = np.divide(f, mass, out=np.zeros_like(f), where=mass > 0)
     return normalise(f)
+
+
+def _torch_step(graph: Graph):
+    """S f as torch's CSR product (the same sums as `propagate`, in another order)."""
+    import torch
+
+    with warnings.catch_warnings():  # "sparse CSR support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        s = torch.sparse_csr_tensor(torch.from_numpy(graph.indptr), torch.from_numpy(graph.columns.astype(np.int64)),
+                                    torch.from_numpy(graph.weights), size=(graph.size, graph.size),
+                                    check_invariants=False)
+
+    def step(f: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        return (s @ torch.from_numpy(np.ascontiguousarray(f, dtype=np.float32))).numpy()
+
+    return step
 
 
 def propagate(graph: Graph, f: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

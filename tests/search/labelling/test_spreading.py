@@ -59,10 +59,11 @@ def test_spreading_on_the_stored_lists_labels_the_rest(sample_library, monkeypat
     assert accuracy >= 0.6  # chance: 0.1; the k-NN vote of these seeds gets 0.7
     # Each seed keeps its own class.
     assert (f[graph.nodes(seeds)].argmax(axis=1) == codes).all()
-    # Gathered a few rows at a time: the same answer.
+    # numpy gathering a few rows at a time, and torch's sparse product: the same answer.
     monkeypatch.setattr(spreading, "ROW_CHUNK", 7)
-    np.testing.assert_allclose(spread(graph, graph.nodes(seeds), codes, len(classes), alpha=0.5), f,
-                               rtol=1e-5, atol=1e-7)
+    for engine in ("numpy", "torch"):
+        np.testing.assert_allclose(spread(graph, graph.nodes(seeds), codes, len(classes), alpha=0.5, engine=engine),
+                                   f, rtol=1e-5, atol=1e-7)
 
 
 def test_spreading_is_chosen_by_cross_validation_and_calibrated_like_the_others(sample_library, monkeypatch):

@@ -10,6 +10,8 @@ right, and report how many hand labels it took to reach 90, 95 and 98 % of the c
   random   + k-NN     (the baseline: no queue)
   margin   + k-NN     (today's queue: lowest margin first, photos with no vote last)
   coverage + learned  (search.labelling.queue_order + the head chosen by cross-validation, search.labelling.labeller)
+  coverage + spreading (the same, with label spreading over the neighbour lists among the methods:
+                        search.labelling.spreading, what the labeller does from 500 photos on)
 k-NN is today's labeller: each photo's 20 nearest photos, the labelled ones voting exp(sim / 0.07).
 It also reports accuracy on the unlabelled rest with 10 labels per class (search.labelling.compare.few_labels).
 """
@@ -26,8 +28,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from search.labelling.learned_head import train_head
+from search.labelling.learned_head import GRAPH_METHODS, train_head
 from search.labelling.queue_order import kmeans, queue_order
+from search.labelling.spreading import Graph, build_graph, spread
 from search.labelling.vote import DEFAULT_K, DEFAULT_TEMPERATURE, vote_shares
 
 log = logging.getLogger(__name__)
@@ -36,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PHOTOS = REPO.parent / "shared" / "corpora" / "clothing_small"
 DEFAULT_LIBRARY = Path("/tmp/lookalike-bench/clothing_small-library")
 TARGETS = (0.90, 0.95, 0.98)
-STRATEGIES = (("random", "knn"), ("margin", "knn"), ("coverage", "learned"))
+STRATEGIES = (("random", "knn"), ("margin", "knn"), ("coverage", "learned"), ("coverage", "spreading"))
 
 
 @dataclass
@@ -75,7 +78,7 @@ def stored_tally(nb_ids, nb_scores, codes_known, n_classes, temperature) -> np.n
 
 def simulate(
     vectors, truth, queue: str, model: str, round_size: int, nb, clusters, *, k=DEFAULT_K,
-    temperature=DEFAULT_TEMPERATURE, seed=0, stop_at=TARGETS[-1],
+    temperature=DEFAULT_TEMPERATURE, seed=0, stop_at=TARGETS[-1], graph: Graph | None = None,
 ) -> Run:
     n = len(truth)
     n_classes = int(truth.max()) + 1
@@ -89,15 +92,21 @@ def simulate(
         known = np.where(labelled, truth, -1)
         tally = stored_tally(nb_ids, nb_scores, known, n_classes, temperature)
         p = tally
-        if model == "learned" and labelled.any():
+        if model in ("learned", "spreading") and labelled.any():
             started = time.perf_counter()
             names = [str(c) for c in truth[labelled]]
-            head = train_head(vectors[labelled], names, k, temperature, seed=seed)
-            run.train_seconds.append(time.perf_counter() - started)
+            g = graph if model == "spreading" else None
+            seeds = np.flatnonzero(labelled)  # graph nodes are row numbers
+            head = train_head(vectors[labelled], names, k, temperature, seed=seed, graph=g,
+                              nodes=seeds if g is not None else None)
             cols = np.array([int(c) for c in head.classes])
             local = {int(c): i for i, c in enumerate(cols)}
             lab_codes = np.array([local[int(c)] for c in truth[labelled]], dtype=np.int64)
-            q = head.probabilities(vectors, tally[:, cols], vectors[labelled], lab_codes)
+            spread_p = None
+            if g is not None and head.method in GRAPH_METHODS:
+                spread_p = spread(g, seeds, lab_codes, len(cols), alpha=head.spread_alpha)
+            run.train_seconds.append(time.perf_counter() - started)
+            q = head.probabilities(vectors, tally[:, cols], vectors[labelled], lab_codes, spread_p)
             p = np.zeros((n, n_classes))
             p[:, cols] = q
         best = p.max(axis=1)
@@ -159,8 +168,11 @@ def main(argv: list[str] | None = None) -> dict:
     round_size = max(1, round(n * args.round))
     nb = neighbour_lists(vectors, DEFAULT_K)
     clusters = kmeans(np.arange(n, dtype=np.int64), vectors)
-    runs = [simulate(vectors, truth, q, m, round_size, nb, clusters) for q, m in STRATEGIES]
-    few = few_labels(vectors, [classes[c] for c in truth], args.labels_per_class, DEFAULT_K, DEFAULT_TEMPERATURE)
+    ids = np.arange(n, dtype=np.int64)
+    graph = build_graph(np.repeat(ids, nb[0].shape[1]), nb[0].ravel(), nb[1].ravel(), nodes=ids)
+    runs = [simulate(vectors, truth, q, m, round_size, nb, clusters, graph=graph) for q, m in STRATEGIES]
+    few = few_labels(vectors, [classes[c] for c in truth], args.labels_per_class, DEFAULT_K, DEFAULT_TEMPERATURE,
+                     graph=graph, nodes=ids)
     out = {
         "images": n,
         "classes": len(classes),

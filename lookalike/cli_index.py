@@ -92,24 +92,10 @@ def library_status(lib) -> dict:
     for key in ("index_type", "index_size", "index_recall_at_10", "index_memory_bytes"):
         if key in meta:
             facts[key] = json.loads(meta[key]) if meta[key][:1] in "0123456789[{" else meta[key]
+    from search.tuning import representation_facts
+
     facts["representation"] = representation_facts(lib)
     return facts
-
-
-def representation_facts(lib) -> dict | None:
-    """The current representation: its id, parent, weights and what `tune` measured before/after."""
-    rep = lib.current_representation()
-    if rep is None:
-        return None
-    metrics = json.loads(rep.metrics) if rep.metrics else {}
-    return {
-        "id": rep.id,
-        "parent": rep.parent_id,
-        "weights": rep.weights,
-        "tuned": rep.parent_id is not None,
-        "frozen_accuracy": metrics.get("frozen_accuracy"),
-        "tuned_accuracy": metrics.get("tuned_accuracy"),
-    }
 
 
 def _representation_line(rep: dict) -> str:

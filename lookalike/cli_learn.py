@@ -26,6 +26,18 @@ def _paths(lib, ids: list[int]) -> dict[int, str]:
     return out
 
 
+def representation_line(rep: dict | None) -> str:
+    """One line on the current representation: tuned or not, and what its tune measured."""
+    if rep is None:
+        return "none (nothing indexed)"
+    if not rep["tuned"]:
+        return f"{rep['id']}, the backbone's own weights (not tuned; `lookalike tune` fine-tunes it on your labels)"
+    measured = ""
+    if rep["frozen_accuracy"] is not None and rep["tuned_accuracy"] is not None:
+        measured = f"; held-out accuracy {rep['frozen_accuracy']:.3f} before, {rep['tuned_accuracy']:.3f} after"
+    return f"{rep['id']}, tuned on your labels from {rep['parent']}{measured}"
+
+
 @click.command()
 @library_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -44,6 +56,9 @@ def learn(library, as_json):
         seconds = time.perf_counter() - start
         facts = labeller.facts() or {}
         labelled = len(labelled_set(lib).labels)
+        from search.tuning import representation_facts
+
+        representation = representation_facts(lib)
     out = {
         "labelled": labelled,
         "classes": facts.get("classes", 0),
@@ -55,6 +70,7 @@ def learn(library, as_json):
         "coverage": None if facts.get("coverage") is None else round(facts["coverage"], 4),
         "calibration_temperature": facts.get("temperature"),
         "seconds": round(seconds, 3),
+        "representation": representation,  # the vectors the methods ran on (`lookalike tune` changes them)
     }
     if as_json:
         echo_json(out)
@@ -65,10 +81,11 @@ def learn(library, as_json):
             "(label at least two photos in each of two classes); suggestions come from k-NN"
         )
         return
+    click.echo(f"representation: {representation_line(representation)}")
     click.echo(f"cross-validated accuracy on {out['cv_images']} of {labelled} labelled photos:")
     for method, accuracy in out["accuracy"].items():
         mark = "  <- chosen" if method == out["method"] else ""
-        click.echo(f"  {method:<10} {accuracy:.3f}{mark}")
+        click.echo(f"  {method:<15} {accuracy:.3f}{mark}")
     if out["threshold"] is None:
         click.echo(f"no confidence reaches {TARGET_PRECISION:.0%} precision yet")
     else:

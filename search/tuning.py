@@ -39,6 +39,8 @@ DEFAULT_STAGES = (1, 2)  # candidate numbers of unfrozen stages, chosen by the e
 # on (the probe alone often scores 1.0 on 3 photos): train `max_epochs` on every training photo with
 # the last of `stages`, and let the scoring fold decide.
 MIN_EARLY_STOP = 20
+TUNE_LOCK_FILE = "tune.lock"  # beside the library's database: one tune or revert at a time (CLI and web)
+LAST_TUNE_STATE = "last_tune"  # meta key: the last finished tune's report (kept or not) and when
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total): decode, probe, train, score, reembed, refresh
 
@@ -119,7 +121,60 @@ def pending_representation(library: Library) -> Representation | None:
     return library.representation(rep_id)
 
 
-def tune_library(
+def tune_lock(library: Library):
+    """Hold the library's tune lock; TuneFailed at once when another tune or revert holds it."""
+    from indexer.library import file_lock
+
+    return file_lock(library.path / TUNE_LOCK_FILE,
+                     busy=TuneFailed(f"another tune or revert is running on {library.path}: wait for it to end"))
+
+
+def tune_running(library: Library) -> bool:
+    """Whether a tune or revert holds the library's lock (this process's or another's)."""
+    try:
+        with tune_lock(library):
+            return False
+    except TuneFailed:
+        return True
+
+
+def last_tune(library: Library) -> dict | None:
+    """The last finished tune's report (`TuneReport.as_dict()`, plus "labelled" and "finished_at")."""
+    return library.state(LAST_TUNE_STATE) or None
+
+
+def representation_facts(library: Library) -> dict | None:
+    """The current representation: its id, parent, weights and what `tune` measured before/after
+    (`lookalike status`, `learn` and the About page)."""
+    import json
+
+    rep = library.current_representation()
+    if rep is None:
+        return None
+    metrics = json.loads(rep.metrics) if rep.metrics else {}
+    return {
+        "id": rep.id,
+        "parent": rep.parent_id,
+        "weights": rep.weights,
+        "tuned": rep.parent_id is not None,
+        "frozen_accuracy": metrics.get("frozen_accuracy"),
+        "tuned_accuracy": metrics.get("tuned_accuracy"),
+    }
+
+
+def tune_library(settings: Settings, library: Library, **options) -> TuneReport:
+    """`_tune_library` under the library's tune lock; the report is kept as LAST_TUNE_STATE."""
+    with tune_lock(library):
+        report = _tune_library(settings, library, **options)
+    if not report.resumed:
+        from search.labelling.labels import labels_fingerprint
+
+        library.save_state(LAST_TUNE_STATE, {**report.as_dict(), "labelled": int(labels_fingerprint(library)[0]),
+                                             "finished_at": time.time()})
+    return report
+
+
+def _tune_library(
     settings: Settings,
     library: Library,
     *,
@@ -227,11 +282,12 @@ def revert_library(
     settings: Settings, library: Library, *, progress: Progress | None = None, cancel: threading.Event | None = None
 ) -> int:
     """Back to the current representation's parent (re-embedded, crash-safe), then refresh.
-    Returns the photos re-embedded. Raises TuneFailed when there is no parent."""
-    current = library.current_representation()
-    if current is None or current.parent_id is None:
-        raise TuneFailed(f"{library.path} is in its first representation: there is nothing to revert to")
-    return _switch(settings, library, current.parent_id, progress, cancel)
+    Returns the photos re-embedded. Raises TuneFailed when there is no parent or another tune runs."""
+    with tune_lock(library):
+        current = library.current_representation()
+        if current is None or current.parent_id is None:
+            raise TuneFailed(f"{library.path} is in its first representation: there is nothing to revert to")
+        return _switch(settings, library, current.parent_id, progress, cancel)
 
 
 def refresh_after_switch(settings: Settings, library: Library, backbone: Backbone | None = None) -> None:
@@ -287,5 +343,8 @@ def _report_from_metrics(rep: Representation) -> TuneReport:
                       n_train=int(m.get("n_train", 0)), n_heldout=int(m.get("n_heldout", 0)))
 
 
-__all__ = ["TuneFailed", "TuneReport", "labelled_photos", "pending_representation", "refresh_after_switch",
-           "revert_library", "tune_library"]
+__all__ = [
+    "LAST_TUNE_STATE", "TUNE_LOCK_FILE", "TuneFailed", "TuneReport", "labelled_photos", "last_tune",
+    "pending_representation", "refresh_after_switch", "representation_facts", "revert_library", "tune_library",
+    "tune_lock", "tune_running",
+]

@@ -8,7 +8,7 @@ from indexer.library import LibraryError
 from indexer.schema import INDEXED
 from search.searcher import NotFound
 from web import duplicates as duplicate_review
-from web import labelling, library_facts
+from web import labelling, library_facts, tuning
 from web.browse import Filters, browse, facets, int_arg, known_labels
 from web.context import get_session, services
 from web.ids import is_id
@@ -50,7 +50,11 @@ def results(hits) -> list[dict]:
 def status():
     """Cheap liveness check (the container's health check)."""
     counts = services().library.counts()
-    return jsonify(status="ok", images=counts["images"], indexed=counts["indexed"])
+    payload = {"status": "ok", "images": counts["images"], "indexed": counts["indexed"]}
+    tune = tuning.status_payload()  # only once a tune or revert started in this server
+    if tune is not None:
+        payload["tuning"] = tune
+    return jsonify(payload)
 
 
 @bp.get("/images")

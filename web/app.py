@@ -70,7 +70,7 @@ def create_app(settings: Settings | None = None, *, searcher: Searcher | None = 
         thumbnails=Thumbnails(searcher.library.path / "thumbs"),
     )
 
-    from web import api, errors, map_view, media, security, views
+    from web import api, errors, label_check, map_view, media, security, tuning, views
 
     security.init_app(app)
     errors.init_app(app)
@@ -78,5 +78,7 @@ def create_app(settings: Settings | None = None, *, searcher: Searcher | None = 
     app.register_blueprint(media.bp)
     app.register_blueprint(api.bp, url_prefix="/api")
     app.register_blueprint(map_view.bp)
+    app.register_blueprint(tuning.bp, url_prefix="/api")
+    app.register_blueprint(label_check.bp)
     app.teardown_appcontext(close_session)
     return app

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response, abort, redirect, render_template, request, session, url_for
 
 from web import duplicates as duplicate_review
-from web import labelling, library_facts
+from web import labelling, library_facts, tuning
 from web.browse import Filters, facets, int_arg, known_labels
 from web.browse import browse as browse_query
 from web.context import get_session, services
@@ -83,7 +83,7 @@ def search():
 
 @bp.get("/queue")
 def queue():
-    return render_template("queue.html", known_labels=known_labels(get_session()))
+    return render_template("queue.html", known_labels=known_labels(get_session()), tune_hint=tuning.hint())
 
 
 @bp.get("/duplicates")
@@ -108,7 +108,7 @@ def duplicates_csv():
 
 @bp.get("/about")
 def about():
-    return render_template("about.html", about=library_facts.about())
+    return render_template("about.html", about=library_facts.about(), tune=tuning.about_facts())
 
 
 def local_path(raw: str, default: str) -> str:

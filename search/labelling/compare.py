@@ -9,12 +9,14 @@ import numpy.typing as npt
 
 from indexer.torch_threads import torch_threads
 from search.labelling.learned_head import (
+    ALL_METHODS,
     BLEND,
     CV_FOLDS,
     KNN,
-    METHODS,
     PROBE,
     PROJECTION,
+    SPREAD,
+    SPREAD_BLEND,
     blend,
     choose_from,
     cross_validate,
@@ -25,6 +27,7 @@ from search.labelling.learned_head import (
     train_probe,
     train_projection,
 )
+from search.labelling.spreading import ALPHA, Graph, spread
 
 FEW_LABEL_DRAWS = 5  # --labels-per-class averages this many random draws
 CHOSEN = "chosen"  # what the labeller would have picked by cross-validation on the few labels
@@ -45,13 +48,16 @@ def encode(labels: list[str]) -> tuple[list[str], npt.NDArray[np.int64]]:
 
 
 def cross_validated(
-    vectors: npt.NDArray[np.float32], labels: list[str], k: int, temperature: float
+    vectors: npt.NDArray[np.float32], labels: list[str], k: int, temperature: float,
+    graph: Graph | None = None, nodes: npt.NDArray[np.int64] | None = None,
 ) -> dict[str, float]:
-    """Each method's 5-fold cross-validated accuracy (on at most head.CV_MAX labelled photos)."""
+    """Each method's cross-validated accuracy (on at most head.CV_MAX labelled photos); label
+    spreading's too when `graph` and each labelled photo's `nodes` are given."""
     classes, codes = encode(labels)
     with torch_threads():
-        cv = cross_validate(np.ascontiguousarray(vectors, np.float32), codes, len(classes), k, temperature)
-    return {m: round(cv.accuracy(m), 4) for m in METHODS if m in cv.probabilities}
+        cv = cross_validate(np.ascontiguousarray(vectors, np.float32), codes, len(classes), k, temperature,
+                            graph=graph, nodes=nodes)
+    return {m: round(cv.accuracy(m), 4) for m in ALL_METHODS if m in cv.probabilities}
 
 
 def predict_each(
@@ -62,15 +68,22 @@ def predict_each(
     k: int,
     temperature: float,
     blend_weight: float = 0.5,
+    spreading: npt.NDArray | None = None,
+    spread_weight: float = 0.5,
 ) -> dict[str, npt.NDArray[np.int64]]:
-    """Every method fitted on `train`, predicting `test` (k-NN among the labelled photos only)."""
+    """Every method fitted on `train`, predicting `test` (k-NN among the labelled photos only);
+    `spreading`: the test photos' label spreading distributions, when a graph was given."""
     knn = knn_tally(test @ train.T, train_codes, n_classes, k, temperature)
     out = {KNN: predicted(knn)}
+    if spreading is not None:
+        out[SPREAD] = predicted(np.asarray(spreading, dtype=np.float64))
     if len(np.unique(train_codes)) >= 2:
         with torch_threads():
             probe = train_probe(train, train_codes, n_classes).probabilities(test)
             out[PROBE] = predicted(probe)
             out[BLEND] = predicted(blend(probe, knn, blend_weight))
+            if spreading is not None:
+                out[SPREAD_BLEND] = predicted(blend(probe, np.asarray(spreading, dtype=np.float64), spread_weight))
             a = train_projection(train, train_codes)
             out[PROJECTION] = predicted(projected_knn(test, train, train_codes, a, n_classes, k, temperature))
     return out
@@ -84,11 +97,15 @@ def few_labels(
     temperature: float,
     draws: int = FEW_LABEL_DRAWS,
     seed: int = 0,
+    graph: Graph | None = None,
+    nodes: npt.NDArray[np.int64] | None = None,
 ) -> FewLabelResult:
     """Accuracy on the unlabelled rest when only `per_class` photos of each class are labelled.
 
     Classes with no more than `per_class` photos keep one unlabelled at least, so every class is
     scored; "chosen" is the method the labeller picks by cross-validation on those few labels.
+    With `graph` and every photo's `nodes`, label spreading from the few labels over the whole graph
+    (the unlabelled photos included) is among the methods.
     """
     if per_class < 1:
         raise ValueError("labels per class must be at least 1")
@@ -106,13 +123,18 @@ def few_labels(
         test = ~train
         if not test.any():
             continue
-        head = train_head(vectors[train], [classes[c] for c in codes[train]], k, temperature, seed=seed + d)
+        head = train_head(vectors[train], [classes[c] for c in codes[train]], k, temperature, seed=seed + d,
+                          graph=graph, nodes=nodes[train] if nodes is not None else None)
+        spreading = None
+        if graph is not None and nodes is not None:
+            f = spread(graph, nodes[train], codes[train], len(classes), alpha=head.spread_alpha or ALPHA)
+            spreading = np.where((nodes[test] >= 0)[:, None], f[np.maximum(nodes[test], 0)], 0.0)
         preds = predict_each(vectors[train], codes[train], vectors[test], len(classes), k, temperature,
-                             head.blend_weight)
+                             head.blend_weight, spreading, head.spread_weight)
         preds[CHOSEN] = preds.get(head.method, preds[KNN])
         for method, p in preds.items():
             scores.setdefault(method, []).append(float(np.mean(p == codes[test])))
-    order = [m for m in (*METHODS, CHOSEN) if m in scores]
+    order = [m for m in (*ALL_METHODS, CHOSEN) if m in scores]
     return FewLabelResult(
         per_class,
         draws,
@@ -125,11 +147,15 @@ def compare_methods(library, k: int, temperature: float, labels_per_class: int |
     """k-NN, probe, projection k-NN and blend side by side on a library's labels (and with N labels
     per class): what `lookalike eval` reports beside the k-NN figures."""
     from search.labelling.labeller import labelled_set
+    from search.labelling.spreading import load_graph, worth_spreading
 
     data = labelled_set(library)
-    accuracy = cross_validated(data.vectors, data.labels, k, temperature)
+    graph = load_graph(library, k)  # None until the neighbour lists are built: no spreading then
+    graph = graph if worth_spreading(graph) else None
+    nodes = graph.nodes(data.ids) if graph is not None else None
+    accuracy = cross_validated(data.vectors, data.labels, k, temperature, graph, nodes)
     out: dict = {"methods": accuracy, "chosen": choose_from(accuracy), "folds": CV_FOLDS}
     if labels_per_class is not None:
-        few = few_labels(data.vectors, data.labels, labels_per_class, k, temperature)
+        few = few_labels(data.vectors, data.labels, labels_per_class, k, temperature, graph=graph, nodes=nodes)
         out["labels_per_class"] = {"n": few.per_class, "draws": few.draws, "accuracy": few.accuracy, "std": few.spread}
     return out

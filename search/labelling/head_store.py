@@ -11,6 +11,7 @@ import numpy as np
 
 from indexer.npz import read_npz
 from search.labelling.learned_head import Head, Probe
+from search.labelling.spreading import ALPHA
 
 HEAD_FILE = "head.npz"  # beside the library's SQLite file
 HEAD_FORMAT = 1
@@ -33,6 +34,8 @@ def save_head(path, head: Head, fingerprint: dict) -> str:
         "k": head.k,
         "knn_temperature": head.knn_temperature,
         "blend_weight": head.blend_weight,
+        "spread_weight": head.spread_weight,
+        "spread_alpha": head.spread_alpha,
         "probe_scale": head.probe.scale if head.probe else None,
     }
     arrays: dict[str, np.ndarray] = {"facts": np.array(json.dumps(facts))}
@@ -66,5 +69,6 @@ def _read_head(data) -> tuple[Head, dict] | None:
         facts["method"], tuple(facts["classes"]), facts["temperature"], facts["accuracy"], facts["threshold"],
         facts["coverage"], facts["cv_images"], facts["k"], facts["knn_temperature"],
         probe=probe, projection=projection, blend_weight=facts["blend_weight"],
+        spread_weight=facts.get("spread_weight", 0.5), spread_alpha=facts.get("spread_alpha", ALPHA),
     )
     return head, facts

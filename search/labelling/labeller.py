@@ -25,13 +25,15 @@ from sqlalchemy.orm import Session
 
 from indexer.library import FileCache
 from indexer.schema import INDEXED, Image, Label, Neighbour, SuggestedLabel
+from search.labelling import spreading
 from search.labelling.calibration import with_temperature
 from search.labelling.debouncer import Debouncer
 from search.labelling.head_store import HEAD_FILE, load_head, save_head
 from search.labelling.labels import labels_fingerprint
-from search.labelling.learned_head import KNN, PROJECTION, Head, train_head
+from search.labelling.learned_head import GRAPH_METHODS, KNN, PROJECTION, SPREAD, Head, train_head
 from search.labelling.queue_clusters import current_clusters
 from search.labelling.queue_order import Clusters, queue_order
+from search.labelling.spreading import ALPHA, Graph, load_graph, spread
 from search.labelling.vote import DEFAULT_K, DEFAULT_TEMPERATURE, vote, vote_shares
 from search.neighbour_lists import NEIGHBOURS_STATE, NeighbourLists
 from search.searcher import Searcher
@@ -243,8 +245,13 @@ class Labeller:
         with self._train_lock:
             if force or self.is_stale():
                 fingerprint = self.fingerprint()  # before reading: a change while training makes it stale
+                self.searcher.reload()
+                if not self.neighbours.current(self.k):
+                    self.refresh()  # label spreading runs over the stored lists: build them first
                 data = labelled_set(self.library)
-                head = train_head(data.vectors, data.labels, self.k, self.temperature)
+                graph = self.graph()
+                head = train_head(data.vectors, data.labels, self.k, self.temperature, graph=graph,
+                                  nodes=graph.nodes(data.ids) if graph is not None else None)
                 # Predict outside the lock (the slow part: requests keep reading the old suggestions),
                 # then swap the head and its suggestions in together.
                 self.searcher.reload()
@@ -257,6 +264,15 @@ class Labeller:
                         self.library.save_state(SUGGESTIONS_STATE, self._suggestions_state())
             self.refresh()  # nothing to do unless the neighbour lists were stale
             return self.head()  # type: ignore[return-value]
+
+    def graph(self) -> Graph | None:
+        """The stored lists as label spreading's graph (None while they are not current, or when the
+        library is too small for spreading to help)."""
+        self.searcher.reload()
+        if not self.neighbours.current(self.k) or self.library.counts()["indexed"] < spreading.SPREAD_MIN_PHOTOS:
+            return None
+        graph = load_graph(self.library, self.k)
+        return graph if spreading.worth_spreading(graph) else None
 
     def facts(self) -> dict | None:
         """What the stored head measured (for `learn` and the About page), or None before training."""
@@ -298,10 +314,24 @@ class Labeller:
         lab_ids, lab_vectors = (self.library.stored_vectors(sorted(labels)) if method == PROJECTION
                                 else (np.zeros(0, np.int64), None))
         columns = np.array([code[c] for c in head.classes] if head else [], dtype=np.int64)
+        graph, spread_all = None, None
+        if method in GRAPH_METHODS:  # one spreading from every label over the whole graph
+            graph = load_graph(self.library, self.k)
+            if graph is not None:
+                seeds = np.array(sorted(labels), dtype=np.int64)
+                spread_all = spread(graph, graph.nodes(seeds), code_of[seeds], len(classes),
+                                    alpha=head.spread_alpha if head else ALPHA)
         parts = []
-        for ids, vectors in self._targets(with_vectors=method != KNN):
+        for ids, vectors in self._targets(with_vectors=method not in (KNN, SPREAD)):
             tally = self._tally(ids, code_of, len(classes))
-            p = head.predict(vectors, tally, columns, len(classes), lab_vectors, code_of[lab_ids]) if head else tally
+            spread_rows = None
+            if graph is not None and spread_all is not None:
+                at = graph.nodes(ids)
+                spread_rows = np.where((at >= 0)[:, None], spread_all[np.maximum(at, 0)], 0.0)
+            elif method == SPREAD:  # no current lists to spread over: their k-NN votes stand in
+                spread_rows = tally
+            p = (head.predict(vectors, tally, columns, len(classes), lab_vectors, code_of[lab_ids], spread_rows)
+                 if head else tally)
             parts.append((ids, *summarise(with_temperature(p, head.temperature if head else 1.0))))
         log.info("suggestions of %d images from %s", sum(len(part[0]) for part in parts), method)
         if not parts:

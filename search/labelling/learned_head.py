@@ -16,12 +16,16 @@ import numpy.typing as npt
 
 from indexer.torch_threads import torch_threads
 from search.labelling.calibration import fit_temperature, threshold_for, with_temperature
+from search.labelling.spreading import ALPHA, Graph, alphas_for, spread
 from search.labelling.vote import vote_shares
 
 log = logging.getLogger(__name__)
 
 KNN, PROBE, PROJECTION, BLEND = "knn", "probe", "projection", "blend"
-METHODS = (KNN, PROBE, PROJECTION, BLEND)
+SPREAD, SPREAD_BLEND = "spreading", "spreading_blend"  # label spreading over the stored lists (spreading.py)
+METHODS = (KNN, PROBE, PROJECTION, BLEND)  # the methods that need only the labelled photos' vectors
+GRAPH_METHODS = (SPREAD, SPREAD_BLEND)  # tried too when the stored neighbour lists are given
+ALL_METHODS = (*METHODS, *GRAPH_METHODS)
 TARGET_PRECISION = 0.95  # the About page and `learn` report the confidence that reaches this
 CV_FOLDS = 3
 CV_MAX = 1500  # cross-validate on at most this many labelled photos (a stratified sample)
@@ -173,6 +177,8 @@ class Head:
     probe: Probe | None = None
     projection: FloatArray | None = field(default=None, repr=False)
     blend_weight: float = 0.5  # the probe's share when method is blend
+    spread_weight: float = 0.5  # the probe's share when method is spreading_blend
+    spread_alpha: float = ALPHA  # label spreading's alpha, chosen by cross-validation
 
     def probabilities(
         self,
@@ -180,15 +186,17 @@ class Head:
         knn: npt.NDArray[np.float64] | None,
         labelled: FloatArray | None = None,
         labelled_codes: npt.NDArray[np.int64] | None = None,
+        spread: npt.NDArray | None = None,
     ) -> npt.NDArray[np.float64]:
         """Calibrated class probabilities [N, C] for these vectors, C the head's classes.
 
         `knn` is each vector's k-NN vote shares [N, C] (from the stored neighbour lists), needed by
-        knn and blend; `labelled` and `labelled_codes` are the labelled photos, needed by projection.
+        knn and blend; `labelled` and `labelled_codes` are the labelled photos, needed by projection;
+        `spread` is each vector's label spreading distribution [N, C], needed by the graph methods.
         A row of zeros: no method could say anything (k-NN with no labelled neighbour).
         """
         c = len(self.classes)
-        raw = self.predict(vectors, knn, np.arange(c), c, labelled, labelled_codes)
+        raw = self.predict(vectors, knn, np.arange(c), c, labelled, labelled_codes, spread)
         return with_temperature(raw, self.temperature)
 
     def predict(
@@ -199,23 +207,31 @@ class Head:
         n_classes: int,
         labelled: FloatArray | None = None,
         labelled_codes: npt.NDArray[np.int64] | None = None,
+        spread: npt.NDArray | None = None,
     ) -> npt.NDArray[np.float64]:
         """Uncalibrated probabilities [N, n_classes] by the chosen method; `columns` holds each of the
         head's classes' column (a library may know classes the head was not trained on).
 
-        k-NN needs only `knn` (no vectors); the others need `vectors`, projection `labelled` too."""
+        k-NN needs only `knn` (no vectors), spreading only `spread` (in the same n_classes columns);
+        the others need `vectors`, projection `labelled` too."""
         if self.method == KNN:
             return knn if knn is not None else np.zeros((len(vectors) if vectors is not None else 0, n_classes))
+        if self.method == SPREAD:
+            return (np.asarray(spread, dtype=np.float64) if spread is not None
+                    else np.zeros((len(vectors) if vectors is not None else 0, n_classes)))
         if self.method == PROJECTION:
             return projected_knn(vectors, labelled, labelled_codes, self.projection, n_classes, self.k,
                                  self.knn_temperature)
         p = np.zeros((len(vectors), n_classes))  # type: ignore[arg-type]
         p[:, columns] = self.probe.probabilities(vectors)  # type: ignore[union-attr,arg-type]
+        if self.method == SPREAD_BLEND:
+            return blend(p, None if spread is None else np.asarray(spread, dtype=np.float64), self.spread_weight)
         return p if self.method == PROBE else blend(p, knn, self.blend_weight)
 
 
 def blend(probe: npt.NDArray[np.float64], knn: npt.NDArray[np.float64] | None, weight: float):
-    """weight * probe + (1 - weight) * k-NN; the probe alone where no labelled neighbour voted."""
+    """weight * probe + (1 - weight) * k-NN (or spreading); the probe alone where no labelled
+    neighbour voted (no seed reached the photo)."""
     if knn is None:
         return probe
     voted = knn.sum(axis=1, keepdims=True) > 0
@@ -257,6 +273,8 @@ class CrossValidation:
     codes: npt.NDArray[np.int64]
     probabilities: dict[str, npt.NDArray[np.float64]]
     blend_weight: float
+    spread_weight: float = 0.5
+    spread_alpha: float = ALPHA
 
     def accuracy(self, method: str) -> float:
         p = self.probabilities[method]
@@ -274,19 +292,32 @@ def cross_validate(
     n_classes: int,
     k: int,
     knn_temperature: float,
-    methods: tuple[str, ...] = METHODS,
+    methods: tuple[str, ...] = ALL_METHODS,
     seed: int = 0,
     max_images: int = CV_MAX,
+    graph: Graph | None = None,
+    nodes: npt.NDArray[np.int64] | None = None,
 ) -> CrossValidation:
-    """Out-of-fold predictions of each method (at most `max_images` photos, a random sample)."""
+    """Out-of-fold predictions of each method (at most `max_images` photos, a random sample).
+
+    The graph methods run only with `graph` (the stored lists) and `nodes` (each labelled photo's
+    node in it, -1 if absent): a fold's labelled photos seed a spreading over every photo.
+    """
     rng = np.random.default_rng(seed)
+    if graph is None or nodes is None:
+        methods = tuple(m for m in methods if m not in GRAPH_METHODS)
     if len(codes) > max_images:
         keep = np.sort(rng.permutation(len(codes))[:max_images])
         vectors, codes = vectors[keep], codes[keep]
+        nodes = nodes[keep] if nodes is not None else None
     n_folds = int(min(CV_FOLDS, max(2, np.bincount(codes).max())))
     fold = folds_for(codes, n_folds, rng)
     sims = vectors @ vectors.T
-    out = {m: np.zeros((len(codes), n_classes)) for m in methods if m != BLEND}
+    out = {m: np.zeros((len(codes), n_classes)) for m in methods if m not in (BLEND, SPREAD_BLEND)}
+    if SPREAD_BLEND in methods and SPREAD not in out:
+        out[SPREAD] = np.zeros((len(codes), n_classes))
+    by_alpha = ({a: np.zeros((len(codes), n_classes)) for a in alphas_for(graph)}
+                if SPREAD in out and graph is not None else {})
     for f in range(n_folds):
         test, train = fold == f, fold != f
         if not test.any() or not train.any():
@@ -301,12 +332,28 @@ def cross_validate(
             out[PROJECTION][test] = projected_knn(
                 vectors[test], vectors[train], codes[train], a, n_classes, k, knn_temperature
             )
+        if SPREAD in out and graph is not None and nodes is not None:
+            at = nodes[test]
+            for alpha in by_alpha:  # each alpha's out-of-fold distributions; the best is kept below
+                f_all = spread(graph, nodes[train], codes[train], n_classes, alpha=alpha)
+                by_alpha[alpha][test] = np.where((at >= 0)[:, None], f_all[np.maximum(at, 0)], 0.0)
     weight = 0.5
     if BLEND in methods and KNN in out and PROBE in out:
         scored = {w: float(np.mean(predicted(blend(out[PROBE], out[KNN], w)) == codes)) for w in BLEND_WEIGHTS}
         weight = max(BLEND_WEIGHTS, key=lambda w: (scored[w], -abs(w - 0.5)))
         out[BLEND] = blend(out[PROBE], out[KNN], weight)
-    return CrossValidation(codes, out, weight)
+    spread_weight, spread_alpha = 0.5, ALPHA
+    if by_alpha:
+        scored = {a: float(np.mean(predicted(p) == codes)) for a, p in by_alpha.items()}
+        spread_alpha = max(by_alpha, key=lambda a: (scored[a], a))  # among equals, the longer reach
+        out[SPREAD] = by_alpha[spread_alpha]
+    if SPREAD_BLEND in methods and SPREAD in out and PROBE in out:
+        scored = {w: float(np.mean(predicted(blend(out[PROBE], out[SPREAD], w)) == codes)) for w in BLEND_WEIGHTS}
+        spread_weight = max(BLEND_WEIGHTS, key=lambda w: (scored[w], -abs(w - 0.5)))
+        out[SPREAD_BLEND] = blend(out[PROBE], out[SPREAD], spread_weight)
+    if SPREAD not in methods:
+        out.pop(SPREAD, None)
+    return CrossValidation(codes, out, weight, spread_weight, spread_alpha)
 
 
 def _full(probe: Probe, vectors: FloatArray) -> npt.NDArray[np.float64]:
@@ -319,9 +366,9 @@ def choose(cv: CrossValidation) -> str:
 
 
 def choose_from(accuracy: dict[str, float]) -> str:
-    """k-NN unless a method measures strictly better; among equals, the simpler (earlier in METHODS)."""
+    """k-NN unless a method measures strictly better; among equals, the simpler (earlier in ALL_METHODS)."""
     best = KNN
-    for m in METHODS:
+    for m in ALL_METHODS:
         if m in accuracy and accuracy[m] > accuracy.get(best, -1.0):
             best = m
     return best
@@ -333,10 +380,15 @@ def train_head(
     k: int,
     knn_temperature: float,
     *,
-    methods: tuple[str, ...] = METHODS,
+    methods: tuple[str, ...] = ALL_METHODS,
     seed: int = 0,
+    graph: Graph | None = None,
+    nodes: npt.NDArray[np.int64] | None = None,
 ) -> Head:
     """Cross-validate the methods on these labelled unit vectors, keep the best, fit it on all of them.
+
+    With `graph` (the stored lists) and `nodes` (each labelled photo's node), label spreading and its
+    blend with the probe are among the methods; the labeller spreads from every label when predicting.
 
     Sensible at every size: with no labels, one class, or fewer than two classes with two labels,
     the head is plain k-NN (uncalibrated, nothing to measure).
@@ -350,9 +402,10 @@ def train_head(
     if KNN not in methods:
         methods = (KNN, *methods)
     with torch_threads():
-        cv = cross_validate(vectors, codes, len(classes), k, knn_temperature, methods, seed)
+        cv = cross_validate(vectors, codes, len(classes), k, knn_temperature, methods, seed, graph=graph,
+                            nodes=nodes)
         method = choose(cv)
-        probe = train_probe(vectors, codes, len(classes)) if method in (PROBE, BLEND) else None
+        probe = train_probe(vectors, codes, len(classes)) if method in (PROBE, BLEND, SPREAD_BLEND) else None
         projection = train_projection(vectors, codes, seed) if method == PROJECTION else None
     accuracy = {m: round(cv.accuracy(m), 4) for m in cv.probabilities}
     raw = cv.probabilities[method]
@@ -365,5 +418,6 @@ def train_head(
     log.info("head: %s chosen from %s (T=%.2f)", method, accuracy, temperature)
     return Head(
         method, classes, temperature, accuracy, threshold, coverage, len(cv.codes), k, knn_temperature,
-        probe=probe, projection=projection, blend_weight=cv.blend_weight,
+        probe=probe, projection=projection, blend_weight=cv.blend_weight, spread_weight=cv.spread_weight,
+        spread_alpha=cv.spread_alpha,
     )

@@ -82,6 +82,18 @@ def test_status_shows_a_tuned_representation_and_revert_returns_to_its_parent(li
     assert facts["weights"] == saved.identity  # the existing keys are still there
     text_status = run("status", "--library", str(library)).output
     assert f"representation: {rep.id} (tuned from {first.id}, held-out accuracy 0.800 -> 0.900)" in text_status
+    learned = run("learn", "--library", str(library))
+    assert (f"representation: {rep.id}, tuned on your labels from {first.id}; held-out accuracy 0.800 before, "
+            "0.900 after") in learned.output
+    assert json.loads(run("learn", "--library", str(library), "--json").output)["representation"] == \
+        facts["representation"]
+    with Library(library) as lib:  # the About page says the same
+        from tests.web.library_setup import make_app
+
+        about = make_app(lib, backbone).test_client().get("/about").get_data(as_text=True)
+    assert f"Representation {rep.id}: <b>tuned on your labels</b> (from representation {first.id})" in about
+    assert "it measured 80% before and <b>90%</b> after" in about
+    assert 'id="tune-revert"' in about
 
     result = run("tune", "--library", str(library), "--revert", "--json")
     assert result.exit_code == 0, result.output

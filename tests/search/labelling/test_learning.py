@@ -15,7 +15,7 @@ from search.labelling.debouncer import Debouncer
 from search.labelling.head_store import HEAD_FILE, load_head
 from search.labelling.labeller import Labeller
 from search.labelling.labels import set_label
-from search.labelling.learned_head import KNN, METHODS
+from search.labelling.learned_head import ALL_METHODS, KNN, METHODS
 from search.labelling.queue_order import Clusters, queue_order
 from search.searcher import Searcher
 from tests.search.conftest import unit
@@ -237,7 +237,7 @@ def test_eval_reports_the_methods_side_by_side_and_with_few_labels(run, labelled
     assert "cross-validated" in text and "the labeller would use" in text
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", ALL_METHODS)
 def test_predictions_read_in_chunks_equal_one_pass(sample_library, monkeypatch, method):
     """Issue 12: suggestions are predicted PREDICT_CHUNK photos at a time (lists and vectors read per
     chunk), so a million photos never sit in memory as Python rows; chunking changes no result."""

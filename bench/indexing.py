@@ -25,7 +25,8 @@ from indexer.allocator import keep_freed_memory
 from indexer.backbone import BACKBONES, Backbone
 from indexer.engines import Engine, make_engine, openvino_available
 from indexer.library import Library
-from indexer.pipeline import _worker_init, default_workers, index_folder
+from indexer.pipeline import default_workers, index_folder
+from indexer.runners.local import _worker_init
 
 log = logging.getLogger(__name__)
 
@@ -259,11 +260,11 @@ def run(
     keep_freed_memory()  # as `lookalike index` does: the in-process model figures get it too
     backbone = Backbone(device="auto")
     backbone.model  # noqa: B018 (loads the weights)
-    cpu = backbone.device.type == "cpu"
+    cpu = backbone.device_type == "cpu"
     engines = ["openvino", "torch"] if cpu and openvino_available() else ["torch"]
     for name in engines:
         make_engine(backbone, name).prepare()  # conversion, if any, is not timed
-    workers = default_workers(backbone.device.type) if workers is None else workers
+    workers = default_workers(backbone.device_type) if workers is None else workers
     files = photo_files(corpus, 600 if quick else None)
     photos = corpus if not quick else copy_tree(files, corpus, workdir / "clothing")
     cli_files = files[:cli_photos]

@@ -268,6 +268,13 @@ class OpenVinoEngine:
         return self._compiled
 
     @property
+    def streams(self) -> int:
+        """How many batches this engine runs at once (one per stream): a caller that hands it that
+        many batches in one call keeps every stream on a whole batch (indexer/runners/threads.py)."""
+        self.compiled  # noqa: B018
+        return self._streams
+
+    @property
     def compiled_cache(self) -> Path:
         """OpenVINO's CACHE_DIR for this model: <cache>/openvino/compiled/<model file's stem>.
 

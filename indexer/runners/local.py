@@ -1,4 +1,7 @@
-"""The local runner: DataLoader worker processes on this machine decode (and, on a CPU, embed) batches.
+"""The local runner's process layout: DataLoader worker processes decode (and, on a CPU, embed) batches.
+
+It runs on a GPU, and on a CPU when `embed_in_workers` is given; the default CPU layout is
+indexer/runners/threads.py (decode threads feeding one engine).
 
 On a CPU each worker decodes and embeds its own batch with one thread: the model's work is
 data-parallel across processes, which on a few cores beats one multi-threaded model fed by decoding

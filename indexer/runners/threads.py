@@ -109,3 +109,4 @@ def embed_group(engine: Engine, group: list[DecodedBatch], dim: int) -> list[Emb
     share = embedded.embed_seconds / max(1, sum(counts))
     return [EmbeddedBatch(b.items, embedded.vectors[bounds[i] : bounds[i + 1]], b.seconds, share * counts[i])
             for i, b in enumerate(group)]
+

@@ -119,7 +119,7 @@ def _write_cpu(files: list[Path], vectors: list[np.ndarray], backbone) -> float:
     from indexer.hashes import compute_signals
     from indexer.imageio import load_image
     from indexer.library import Library
-    from indexer.plan import plan_run
+    from indexer.plan import check_library, plan_run
     from indexer.report import IndexReport
     from indexer.scan import scan
     from indexer.write import write_batch
@@ -131,8 +131,9 @@ def _write_cpu(files: list[Path], vectors: list[np.ndarray], backbone) -> float:
         for i in range(len(files)):  # rows to write: the files themselves are never read here
             (root / f"{i:05d}.jpg").write_bytes(b"")
         with Library(Path(tmp) / "library", create=True) as library:
-            library.record_representation(backbone.identity(), backbone.weights)
             with library.writer_lock():
+                check_library(library, root, backbone, False)  # as index_folder: root, backbone, dim
+                library.record_representation(backbone.identity(), backbone.weights)
                 report = IndexReport()
                 plan = plan_run(library, root, scan(root).files, report)
                 index = library.load_vectors()

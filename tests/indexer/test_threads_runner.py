@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from indexer.backbone import Backbone
+from indexer.backbone import Backbone, _lite0_weights_file
 from indexer.engines import OpenVinoEngine, TorchEngine, openvino_available
 from indexer.imageio import load_image
 from indexer.library import Library
@@ -156,3 +156,21 @@ def test_a_run_with_nothing_to_embed_loads_no_model(tmp_path, backbone):
         shutil.copy(min((SAMPLES / "hat").glob("*.jpg")), photos / "new.jpg")
         out = index_in_subprocess(photos, tmp_path / "library")
         assert out[:2] == ["indexed", "1,"] and out[-3:] == ["loaded:", "False", "True"]
+
+
+@pytest.mark.skipif(not openvino_available(), reason="openvino not installed")
+def test_the_compiled_model_is_cached_per_converted_model(engine_cache, tmp_path):
+    """OpenVINO's compiled blob lives in a folder named after the converted model, whose name hashes
+    the weights: tuned weights never read another model's compiled graph."""
+    backbone = Backbone("efficientnet_lite0", device="cpu", precision="fp32")
+    engine = OpenVinoEngine(backbone)
+    engine.compiled  # noqa: B018
+    folder = engine.compiled_cache
+    assert folder.is_relative_to(engine_cache) and folder.name == engine.model_path.stem
+    assert any(folder.iterdir())  # the blob OpenVINO wrote
+    tuned = tmp_path / "tuned.pt"
+    shutil.copy(_lite0_weights_file(), tuned)
+    with open(tuned, "ab") as f:
+        f.write(b"\0")  # other bytes, so another weights identity (never loaded here)
+    other = OpenVinoEngine(Backbone("efficientnet_lite0", weights=tuned, device="cpu", precision="fp32"))
+    assert other.compiled_cache != folder

@@ -5,6 +5,7 @@ BENCHMARKS.md at the repository root.
     python -m bench --quick    # 600 photos, fewer requests: a few minutes
     python -m bench --search-sizes 10000,100000   # without 1M (which needs ~9 GB free memory, ~30 min)
     python -m bench --only indexing,rescan --search-sizes 10000,100000
+    python -m bench.speed      # the CPU layout's breakdown, ratios and warm start alone (own section)
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import indexing, rescan, search_http
+from bench import indexing, rescan, search_http, warm_start
 from bench.machine import describe, kind
 from bench.report import Report
 from bench.sections import write_section
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "corpora" / "clothing_small"
-SECTIONS = ("indexing", "rescan", "search")
+SECTIONS = ("indexing", "rescan", "search", "warm")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         if "rescan" in sections:
             say("re-scanning an unchanged library ...")
             report.rescan = run_rescans(args, work, report.indexing, reps, say)
+        if "warm" in sections:
+            say("warm start: `lookalike index` on an indexed library ...")
+            report.warm = warm_start.run(args.corpus, work, reps, say)
         if "search" in sections:
             say("search through HTTP ...")
             report.search, report.search_skipped = search_http.run(

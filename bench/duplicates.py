@@ -162,20 +162,24 @@ def score(pairs: Iterable[tuple[str, str]], group: dict[str, str], transform: di
 
 @contextlib.contextmanager
 def signals_disabled() -> Iterator[None]:
-    """The pipeline as it was before duplicate signals (for the indexing-speed comparison)."""
+    """The pipeline as it was before duplicate signals (for the indexing-speed comparison).
+
+    The decode stage (indexer/decode.py) calls `compute_signals`, in this process's decoding threads
+    or in workers forked from it, which inherit the patch; the driver calls `backfill_signals`."""
+    import indexer.decode as decode
     import indexer.pipeline as pipeline
 
-    saved = pipeline.compute_signals, pipeline.backfill_signals
+    saved = decode.compute_signals, pipeline.backfill_signals
 
     def no_signals(img):
         raise RuntimeError("disabled")
 
-    pipeline.compute_signals = no_signals
+    decode.compute_signals = no_signals
     pipeline.backfill_signals = lambda *a, **k: 0
     try:
         yield
     finally:
-        pipeline.compute_signals, pipeline.backfill_signals = saved
+        decode.compute_signals, pipeline.backfill_signals = saved
 
 
 def index(folder: Path, library_dir: Path, backbone, workers: int | None):

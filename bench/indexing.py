@@ -25,7 +25,8 @@ from indexer.allocator import keep_freed_memory
 from indexer.backbone import BACKBONES, Backbone
 from indexer.engines import Engine, make_engine, openvino_available
 from indexer.library import Library
-from indexer.pipeline import _worker_init, default_workers, index_folder
+from indexer.pipeline import default_workers, index_folder
+from indexer.runners.local import _worker_init
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,8 @@ def index_once(
         "decode_ms": 1e3 * report.decode_seconds / max(n, 1),
         "model_ms": 1e3 * report.embed_seconds / max(n, 1),
         "engine": report.engine,
+        "write_ms": 1e3 * report.write_seconds / max(n, 1),
+        "first_written": report.first_written_seconds,
     }
 
 
@@ -217,6 +220,9 @@ class IndexingResults:
     model_processes: dict[str, Runs] = field(default_factory=dict)
     model_cpu_rate: dict[str, Runs] = field(default_factory=dict)
     main_process_layout: Runs = field(default_factory=Runs)  # default engine in this process, workers decode
+    process_layout: Runs = field(default_factory=Runs)  # each worker process decodes and embeds (the old default)
+    stages: dict = field(default_factory=dict)  # bench.stages.profile: CPU ms per photo by stage
+    startup: dict = field(default_factory=dict)  # bench.stages.startup: fresh-interpreter seconds
     naive: Runs = field(default_factory=Runs)
     # Ratios of figures measured side by side in the same repetition; their medians are reported.
     vs_model: Runs = field(default_factory=Runs)
@@ -259,11 +265,11 @@ def run(
     keep_freed_memory()  # as `lookalike index` does: the in-process model figures get it too
     backbone = Backbone(device="auto")
     backbone.model  # noqa: B018 (loads the weights)
-    cpu = backbone.device.type == "cpu"
+    cpu = backbone.device_type == "cpu"
     engines = ["openvino", "torch"] if cpu and openvino_available() else ["torch"]
     for name in engines:
         make_engine(backbone, name).prepare()  # conversion, if any, is not timed
-    workers = default_workers(backbone.device.type) if workers is None else workers
+    workers = default_workers(backbone.device_type) if workers is None else workers
     files = photo_files(corpus, 600 if quick else None)
     photos = corpus if not quick else copy_tree(files, corpus, workdir / "clothing")
     cli_files = files[:cli_photos]
@@ -314,6 +320,9 @@ def run(
             m = index_once(photos, backbone, batch_size, workers, embed_in_workers=False)
             res.main_process_layout.values.append(m["rate"])
             res.main_process_layout.notes.append(m)
+            p = index_once(photos, backbone, batch_size, workers, embed_in_workers=True)
+            res.process_layout.values.append(p["rate"])
+            res.process_layout.notes.append(p)
         lg = index_once(large_dir, backbone, batch_size, workers)
         res.large.values.append(lg["rate"])
         res.large.notes.append(lg)
@@ -340,9 +349,17 @@ def run(
             + ", ".join(f"{n} end to end {res.end_to_end[n].values[-1]:.1f} / model {bounds[n]:.1f}"
                         for n in engines)
             + f", main-process layout {res.main_process_layout.values[-1] if data_parallel else 0:.1f}"
+            + f", process layout {res.process_layout.values[-1] if data_parallel else 0:.1f}"
             + f", large {lg['rate']:.1f}, naive {naive:.1f}; lookalike index {cli:.1f}s vs naive script "
             f"{script:.1f}s; first photo {res.first_photo.values[-1]:.1f}s"
         )
+    from bench import stages
+
+    say("stages, one at a time, CPU time per photo ...")
+    res.stages = stages.profile(files[:600], batch_size)
+    res.startup = stages.startup(reps)
+    say("  " + ", ".join(f"{k} {v:.2f} ms" for k, v in res.stages.items() if isinstance(v, float))
+        + "; start-up " + ", ".join(f"{k} {v}" for k, v in res.startup.items()))
     say("commands that do not embed ...")
     res.command_walls = commands.command_walls(workdir / "clothing-library", reps)
     say("  " + ", ".join(f"{k} {v:.2f}s" for k, v in res.command_walls.items()))

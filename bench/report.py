@@ -30,6 +30,7 @@ class Report:
     rescan: dict | None = None
     search: dict[int, dict] | None = None
     search_skipped: dict[int, str] | None = None
+    warm: dict | None = None  # bench.warm_start.run
     seconds: float = 0.0
     rows: list[tuple[str, str, str, str]] = field(default_factory=list)
 
@@ -40,6 +41,8 @@ class Report:
         ix = self.indexing
         if ix is not None:
             rows += self._indexing_rows(ix)
+        if self.warm:
+            rows += warm_rows(self.warm)
         if self.rescan:
             r = self.rescan["clothing"]
             rows.append((f"re-scan unchanged library ({r['files']} clothing photos)",
@@ -96,10 +99,15 @@ class Report:
                 (f"{name}: model only, {ix.workers} processes x 1 thread",
                  f"{_f(p.value)} img/s {_runs(p)}; one thread: {_f(one.value)} img per CPU-second", "", ""),
             ]
+        if ix.process_layout.values:
+            m = ix.process_layout
+            rows.append((f"layout: {ix.workers} worker processes, each decodes and embeds with a one-thread engine "
+                         f"(default: decode threads feeding one engine)",
+                         f"{_f(m.value)} img/s {_runs(m)}; {_f(m.note('cpu_rate'))} img per CPU-second", "", ""))
         if ix.main_process_layout.values:
             m = ix.main_process_layout
             rows.append((f"layout: default engine in the main process ({ix.workers} streams), {ix.workers} workers "
-                         f"only decode (default: each worker decodes and embeds)",
+                         f"only decode",
                          f"{_f(m.value)} img/s {_runs(m)}; {_f(m.note('cpu_rate'))} img per CPU-second", "", ""))
         cpu_best = ix.model_cpu_rate[best].value
         rows += [
@@ -107,12 +115,12 @@ class Report:
              f"{ix.naive_images} photos)", f"{_f(ix.naive.value)} img/s {_runs(ix.naive)}", "", ""),
             (f"end to end / best engine's model only ({best}, the better layout, measured beside it)",
              f"{_f(ix.vs_model.value, 2)} {_runs(ix.vs_model, 2)}; by CPU time {_f(cpu_c / cpu_best, 2)}",
-             "≥ 0.9", _ok(ix.vs_model.value >= 0.9)),
+             "≥ 0.85", _ok(ix.vs_model.value >= 0.85)),
             ("end to end / naive baseline (photos/s)", f"{_f(ix.vs_naive.value, 1)} {_runs(ix.vs_naive, 1)}",
              "≥ 5", _ok(ix.vs_naive.value >= 5)),
             (f"`lookalike index` of {ix.cli_images} photos vs the naive script, wall clock with start-up (fresh processes)",
              f"{_f(ix.cli_vs_naive_wall.value, 1)}x faster {_runs(ix.cli_vs_naive_wall, 1)}: "
-             f"{_f(ix.cli_index.value)} s vs {_f(ix.naive_script.value)} s", "≥ 3", _ok(ix.cli_vs_naive_wall.value >= 3)),
+             f"{_f(ix.cli_index.value)} s vs {_f(ix.naive_script.value)} s", "≥ 8", _ok(ix.cli_vs_naive_wall.value >= 8)),
             ("`lookalike index` of one photo: start-up to the first photo stored (converted model cached)",
              f"{_f(ix.first_photo.value)} s {_runs(ix.first_photo, 1)}", "≤ 3 s", _ok(ix.first_photo.value <= 3)),
             (f"index 12-MP JPEGs, end to end ({ix.large_images}, {ix.large_bytes / 1e6:.1f} MB each)",
@@ -122,6 +130,7 @@ class Report:
              f"{_runs(ix.large_vs_clothing, 2)}; by CPU time {_f(cpu_l / cpu_c, 2)}", "≥ 0.7",
              _ok(ix.large_vs_clothing.value >= 0.7)),
         ]
+        rows += stage_rows(ix.stages, ix.startup, c.note("write_ms") if c.notes else float("nan"))
         for name, seconds in ix.command_walls.items():
             if name.startswith("python"):
                 rows.append((f"`{name}`: the interpreter alone, for scale", f"{_f(seconds, 2)} s", "", ""))
@@ -173,16 +182,59 @@ class Report:
         return "\n".join(out) + "\n"
 
 
+def stage_rows(stages: dict, startup: dict, write_ms: float = float("nan")) -> list[tuple[str, str, str, str]]:
+    """bench.stages: CPU ms per photo of each stage alone, and fresh-interpreter start-up."""
+    if not stages:
+        return []
+    rows = [(f"stage alone, CPU time per photo: {name} ({stages['photos']} photos, {stages['engine']})",
+             f"{_f(ms, 2)} ms", "", "")
+            for name, ms in stages.items() if isinstance(ms, float)]
+    if not math.isnan(write_ms):
+        rows.append(("stage in the pipeline: write (SQLite + FAISS, the driver's wall time per photo)",
+                     f"{_f(write_ms, 2)} ms", "", ""))
+    if startup:
+        rows.append(("start-up in a fresh interpreter: imports / engine ready (compiled model cached) / "
+                     "first batch of 1", f"{_f(startup['imports'], 2)} / {_f(startup['engine ready'], 2)} / "
+                     f"{_f(startup['first batch'], 2)} s; torch imported: {startup['torch imported']}", "", ""))
+    return rows
+
+
+def warm_rows(w: dict) -> list[tuple[str, str, str, str]]:
+    """bench.warm_start: `lookalike index` on an indexed library, fresh processes."""
+    from statistics import median
+
+    def runs(values: list[float]) -> str:
+        return "(runs " + ", ".join(f"{v:.2f}" for v in values) + ")"
+
+    unchanged, new = median(w["unchanged_wall"]), median(w["new_wall"])
+    first = median(w["new_first_written"]) if w["new_first_written"] else float("nan")
+    return [
+        (f"`lookalike index` of {w['photos']} photos into a new library (fresh process)",
+         f"{_f(w['full_wall'])} s ({_f(w['photos'] / w['full_wall'])} img/s with start-up)", "", ""),
+        (f"`lookalike index` of the unchanged {w['photos']}-photo folder, wall clock",
+         f"{_f(unchanged, 2)} s {runs(w['unchanged_wall'])}; torch imported: {w['unchanged_loaded']['torch']}, "
+         f"openvino: {w['unchanged_loaded']['openvino']}", "≤ 1 s", _ok(unchanged <= 1)),
+        (f"`lookalike index` with 5 new photos in the {w['photos']}-photo library, wall clock",
+         f"{_f(new, 2)} s {runs(w['new_wall'])}; first photo written at {_f(first, 2)} s; torch imported: "
+         f"{w['new_loaded']['torch']}", "≤ 3 s", _ok(new <= 3)),
+    ]
+
+
 METHOD = """### How it is measured
 
 - **End to end** is `indexer.pipeline.index_folder` into a fresh library, wall clock from the call to
   its return (scan, decode, model, SQLite, FAISS file), default workers and batch 32, with the
-  default engine (`auto`: OpenVINO on a CPU) and again with each engine. On a CPU each worker
-  process reads, hashes, decodes (JPEGs at reduced scale with Pillow's `draft`), crops to uint8 and
-  embeds its own batch with a one-thread engine; the main process only writes SQLite and FAISS.
-  Decode and model times are summed over the workers (they run in parallel). The other layout
-  (the engine in the main process with one single-thread stream per core, workers only decoding)
-  is measured beside it.
+  default engine (`auto`: OpenVINO on a CPU) and again with each engine. On a CPU decoding threads
+  (one per core) read, hash, decode (JPEGs at reduced scale with Pillow's `draft`) and crop to uint8
+  numpy arrays, feeding one engine in the same process (one single-thread stream per core, a whole
+  batch per stream) while the main thread writes SQLite and FAISS (`indexer/runners/threads.py`).
+  Decode and model times are summed over the threads (they run in parallel). The process layouts
+  (worker processes that decode and embed with one-thread engines; or workers that only decode,
+  the engine in the main process) are measured beside it.
+- **Stages alone** (`bench/stages.py`, `python -m bench.stages`): each stage on the same 600 photos,
+  one after the other in one process, timed by the process's CPU time; start-up in fresh
+  interpreters. **Warm start** (`bench/warm_start.py`): `lookalike index` of the whole corpus once,
+  then of the unchanged folder and of the folder with 5 new (re-encoded) photos, fresh processes.
 - **Model only** is the engine's `embed_uint8` on a ready uint8 batch, per engine: in one process
   (torch's threads, or OpenVINO's streams), and in one-thread processes as the pipeline runs it
   (measured right before and right after the pipeline; their mean). The best engine's better

@@ -11,18 +11,19 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
-import torch
 from PIL import Image
-from torchvision.transforms import v2 as T
-from torchvision.transforms.v2 import functional as F
+
+if TYPE_CHECKING:  # torch is imported by the code that runs a model, never by importing this module
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +54,38 @@ class Preprocess:
 
     def crop_uint8(self, img: Image.Image) -> torch.Tensor:
         """RGB PIL image -> resized, centre-cropped uint8 [3, crop, crop]."""
+        from torchvision.transforms import v2 as T
+        from torchvision.transforms.v2 import functional as F
+
         x = F.pil_to_tensor(img)
         x = F.resize(x, [self.resize], interpolation=T.InterpolationMode.BICUBIC, antialias=True)
         return F.center_crop(x, [self.crop])
 
+    def crop_array(self, img: Image.Image) -> npt.NDArray[np.uint8]:
+        """RGB PIL image -> uint8 [crop, crop, 3] (height, width, channel): `crop_uint8` without torch.
+
+        Pillow's antialiased bicubic resize, asked for the centre crop's pixels only (`box`), so the
+        pixels cut away are never computed. torchvision's uint8 resize follows Pillow's filter, so
+        the two differ by rounding only (a few of 255 levels, on a few pixels in a hundred; vectors
+        agree to cosine >= 0.999, tests/indexer/test_threads_runner.py). The indexer's decode stage
+        uses this: a decoding thread needs no torch, and `lookalike index` with a few new photos
+        does not pay torch's import.
+        """
+        w, h = img.size
+        if w <= h:  # torchvision's output size: the shorter side to `resize`, the other truncated
+            nw, nh = self.resize, int(self.resize * h / w)
+        else:
+            nw, nh = int(self.resize * w / h), self.resize
+        top, left = int(round((nh - self.crop) / 2.0)), int(round((nw - self.crop) / 2.0))
+        sx, sy = w / nw, h / nh
+        box = (left * sx, top * sy, (left + self.crop) * sx, (top + self.crop) * sy)
+        out = img.resize((self.crop, self.crop), Image.Resampling.BICUBIC, box=box)
+        return np.asarray(out.convert("RGB") if out.mode != "RGB" else out)
+
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 [B, 3, H, W] -> normalised float32 [B, 3, H, W]."""
+        import torch
+
         mean = torch.tensor(self.mean, device=batch.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=batch.device).view(1, 3, 1, 1)
         return batch.float().div_(255.0).sub_(mean).div_(std)
@@ -131,6 +158,7 @@ def _lite0_identity(weights: Path | None) -> str:
 
 def _build_lite0(weights: Path | None) -> torch.nn.Module:
     import timm
+    import torch
 
     path = weights or _lite0_weights_file()
     sd = _load_state_dict(path)
@@ -155,6 +183,7 @@ def _torchvision_identity(weights_enum: str) -> Callable[[Path | None], str]:
 
 def _torchvision_builder(arch: str, weights_enum: str) -> Callable[[Path | None], torch.nn.Module]:
     def build(weights: Path | None) -> torch.nn.Module:
+        import torch
         import torchvision
 
         model = torchvision.models.get_model(arch, weights=None)
@@ -227,6 +256,8 @@ BACKBONES: dict[str, BackboneSpec] = {
 
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise BackboneError(f"weights file {path} does not exist")
@@ -261,6 +292,8 @@ def _file_identity(path: Path) -> str:
 
 def pick_device(requested: str = "auto") -> torch.device:
     """'auto' takes CUDA, then Apple MPS, then the CPU."""
+    import torch
+
     if requested != "auto":
         try:
             device = torch.device(requested)
@@ -285,10 +318,33 @@ def cpu_has_native_bf16() -> bool:
     return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
 
 
+def _cpu_only_machine() -> bool:
+    """True where 'auto' can only mean the CPU, known without importing torch: Linux without an
+    NVIDIA or AMD GPU driver (torch's CUDA and ROCm builds both need one) and not macOS (MPS)."""
+    if sys.platform == "darwin" or not sys.platform.startswith("linux"):
+        return False
+    return not any(Path(p).exists() for p in ("/proc/driver/nvidia", "/dev/nvidia0", "/dev/kfd"))
+
+
+def resolve_device_type(requested: str) -> str | None:
+    """'cpu' when `requested` resolves to the CPU without torch's help, else None (torch decides)."""
+    if requested == "cpu" or requested.startswith("cpu:"):
+        return "cpu"
+    if requested == "auto" and _cpu_only_machine():
+        return "cpu"
+    return None
+
+
+_DTYPES = ("fp32", "bf16", "fp16")
+
+
 class Backbone:
     """A model in eval mode on its device. `embed` maps a batch to unit vectors.
 
-    The weights load on first use, so checking a library's identity costs no model load.
+    The weights load on first use, so checking a library's identity costs no model load. On a CPU
+    (asked for, or the only device a Linux machine without a GPU driver has) nothing here imports
+    torch until a model runs: `device_type` and `precision` are known without it, and `device`
+    (a torch.device) is resolved on first use.
     """
 
     def __init__(
@@ -306,33 +362,51 @@ class Backbone:
         self.dim = self.spec.dim
         self.preprocess = self.spec.preprocess
         self.weights = Path(weights) if weights else None
-        self.device = pick_device(device)
+        self._requested_device = device
+        cpu = resolve_device_type(device)
+        self.device_type = cpu or self.device.type  # anything but the CPU: resolved (and checked) now
         self.weights_identity = self.spec.identify(self.weights)
-        self.autocast_dtype = self._autocast_dtype(precision)
+        self._precision = self._resolve_precision(precision)
+
+    @cached_property
+    def device(self) -> torch.device:
+        return pick_device(self._requested_device)
+
+    @property
+    def device_name(self) -> str:
+        """The device as a `device=` argument that means this one again ('cpu', 'cuda:0')."""
+        return "cpu" if self.device_type == "cpu" else str(self.device)
 
     @cached_property
     def model(self) -> torch.nn.Module:
+        import torch
+
         model = self.spec.build(self.weights).eval().to(self.device)
         return model.to(memory_format=torch.channels_last)
 
-    def _autocast_dtype(self, precision: str) -> torch.dtype | None:
-        if precision == "fp32":
-            return None
-        if precision == "bf16":
-            return torch.bfloat16
-        if precision == "fp16":
-            return torch.float16
+    def _resolve_precision(self, precision: str) -> str:
+        if precision in _DTYPES:
+            return precision
         if precision != "auto":
             raise BackboneError(f"unknown precision {precision!r}: auto, fp32, bf16 or fp16")
-        if self.device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        if self.device.type == "cpu" and cpu_has_native_bf16():
-            return torch.bfloat16
-        return None
+        if self.device_type == "cuda":
+            import torch
+
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        if self.device_type == "cpu" and cpu_has_native_bf16():
+            return "bf16"
+        return "fp32"
 
     @property
     def precision(self) -> str:
-        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.autocast_dtype]
+        return self._precision
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The dtype torch.autocast runs in; None for fp32."""
+        import torch
+
+        return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self._precision]
 
     def identity(self) -> dict[str, str]:
         """What a library records so vectors from another backbone are never mixed in."""
@@ -347,11 +421,12 @@ class Backbone:
     def transform(self) -> Callable[[Image.Image], torch.Tensor]:
         return self.preprocess.transform()
 
-    @torch.inference_mode()
     def features(self, batch: torch.Tensor) -> torch.Tensor:
         """Pooled pre-logits features [B, D] (float32, not normalised) of a preprocessed batch."""
+        import torch
+
         batch = batch.to(self.device, non_blocking=True, memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
                             enabled=self.autocast_dtype is not None):
             if hasattr(self.model, "forward_head"):
                 timm_model = cast(TimmModel, self.model)
@@ -362,6 +437,8 @@ class Backbone:
 
     def embed(self, batch: torch.Tensor) -> npt.NDArray[np.float32]:
         """Unit-length float32 vectors [B, D] for a preprocessed batch [B, 3, H, W]."""
+        import torch
+
         x = torch.nn.functional.normalize(self.features(batch), dim=1)
         return x.cpu().numpy().astype(np.float32, copy=False)
 
@@ -373,18 +450,26 @@ class Backbone:
 
     def embed_images(self, images: list[Image.Image]) -> npt.NDArray[np.float32]:
         """Unit vectors for RGB PIL images (e.g. an upload), preprocessed like the library's."""
+        import torch
+
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
         return self.embed_uint8(torch.stack([self.preprocess.crop_uint8(im) for im in images]))
 
-    @torch.inference_mode()
     def classify(self, images: list[Image.Image]) -> torch.Tensor:
         """ImageNet-1k class probabilities [B, 1000], float32 on the CPU.
 
         timm models keep their classifier in the forward pass; torchvision ones had it taken out
         for the features, and apply it to them here. Raises BackboneError for a model without one.
         """
-        batch = torch.stack([self.transform(im) for im in images]).to(self.device)
+        import torch
+
+        with torch.inference_mode():
+            return self._classify(torch.stack([self.transform(im) for im in images]).to(self.device))
+
+    def _classify(self, batch: torch.Tensor) -> torch.Tensor:
+        import torch
+
         if hasattr(self.model, "forward_head"):  # timm
             logits = self.model(batch)
         elif isinstance(head := getattr(self.model, "imagenet_head", None), torch.nn.Module):

@@ -1,7 +1,9 @@
 """Stage 2, decode: a planned photo's file becomes an 8-bit crop plus the facts read from it.
 
-Runs wherever the runner puts it (a DataLoader worker, a Ray actor); it needs only the photo root,
-the task and the backbone's `Preprocess`, all small and picklable.
+Runs wherever the runner puts it (a decoding thread, a DataLoader worker, a Ray actor); it needs
+only the photo root, the task and the backbone's `Preprocess`, all small and picklable. Pixels are
+numpy arrays: decoding imports no torch, and Pillow, OpenCV and the hashes release the GIL, so
+threads decode in parallel (indexer/runners/threads.py).
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
-import torch
+import numpy as np
+import numpy.typing as npt
 
 from indexer.backbone import Preprocess
 from indexer.hashes import ImageSignals, compute_signals
@@ -32,11 +36,11 @@ class PhotoTask:
 class Decoded:
     """One photo decoded: pixels + facts (columns of its row), or the error that stopped it.
 
-    `pixels` is the uint8 crop [3, H, W] (`Preprocess.crop_uint8`), normalised later per batch.
+    `pixels` is the uint8 crop [H, W, 3] (`Preprocess.crop_array`), normalised later per batch.
     """
 
     image_id: int
-    pixels: torch.Tensor | None
+    pixels: npt.NDArray[np.uint8] | None
     facts: dict = field(default_factory=dict)
     error: str | None = None
     signals: ImageSignals | None = None  # duplicate signals of the whole photo (indexer/hashes.py)
@@ -47,13 +51,17 @@ class DecodedBatch:
     """A batch of decoded photos. Rows of `pixels` follow the items without error, in order."""
 
     items: tuple[Decoded, ...]  # pixels dropped: they travel stacked in `pixels`
-    pixels: torch.Tensor | None  # uint8 [n_good, 3, H, W]; None when no item decoded
+    # uint8 [n_good, 3, H, W], a numpy array (a pinned torch tensor once `pin_memory` ran); None
+    # when no item decoded
+    pixels: Any
     seconds: float = 0.0
 
     def pin_memory(self) -> DecodedBatch:  # DataLoader(pin_memory=True) calls this for CUDA
         if self.pixels is None:
             return self
-        return replace(self, pixels=self.pixels.pin_memory())
+        import torch
+
+        return replace(self, pixels=torch.as_tensor(self.pixels).pin_memory())
 
 
 HASH_CHUNK = 1 << 20  # bytes read at a time to hash a file
@@ -91,7 +99,7 @@ def decode_photo(root: Path, task: PhotoTask, preprocess: Preprocess) -> Decoded
             signals = compute_signals(img)
         except Exception:  # a hash failure must not fail the photo; the next run retries it
             signals = None
-        return Decoded(task.image_id, preprocess.crop_uint8(img), facts, None, signals)
+        return Decoded(task.image_id, preprocess.crop_array(img), facts, None, signals)
     except ImageError as e:
         return Decoded(task.image_id, None, facts, str(e))
     except OSError as e:  # unreadable, vanished since the scan
@@ -103,10 +111,15 @@ def decode_photo(root: Path, task: PhotoTask, preprocess: Preprocess) -> Decoded
 
 
 def decode_batch(root: Path, tasks: Sequence[PhotoTask], preprocess: Preprocess) -> DecodedBatch:
-    """Decode these photos and stack the good crops into one uint8 tensor."""
+    """Decode these photos and stack the good crops into one uint8 array [n, 3, H, W]."""
     started = time.perf_counter()
     decoded = [decode_photo(root, task, preprocess) for task in tasks]
+    return stack_batch(decoded, time.perf_counter() - started)
+
+
+def stack_batch(decoded: Sequence[Decoded], seconds: float) -> DecodedBatch:
+    """Decoded photos, in order, as one batch: the good crops stacked channels-first."""
     good = [d.pixels for d in decoded if d.pixels is not None]
     items = tuple(replace(d, pixels=None) for d in decoded)
-    pixels = torch.stack(good) if good else None
-    return DecodedBatch(items, pixels, time.perf_counter() - started)
+    pixels = np.ascontiguousarray(np.stack(good).transpose(0, 3, 1, 2)) if good else None
+    return DecodedBatch(items, pixels, seconds)

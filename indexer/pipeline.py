@@ -7,7 +7,8 @@ Follow a photo from disk to vector, one module per stage (clip-retrieval's reade
     indexer/decode.py   PhotoTask -> read, hash, decode, crop to uint8 -> Decoded / DecodedBatch
     indexer/embed.py    DecodedBatch -> Backbone -> EmbeddedBatch (unit vectors)
     indexer/write.py    EmbeddedBatch -> one SQLite transaction (rows + vectors) -> FAISS add
-    indexer/runners/    local (DataLoader worker processes) or ray (Ray Data): decode + embed
+    indexer/runners/    local (decode threads + one engine on a CPU, DataLoader worker processes
+                        on a GPU or when asked) or ray (Ray Data): decode + embed
 
 This module is the driver that joins them. The driver alone writes: the database is committed batch
 by batch and is the source of truth, so a run killed at any moment is resumed by the next one, and
@@ -19,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from indexer.allocator import keep_freed_memory
 from indexer.backbone import Backbone
@@ -29,13 +31,22 @@ from indexer.plan import check_library, plan_run
 from indexer.report import IndexReport
 from indexer.representations import backbone_for_library
 from indexer.runners import Runner, get_runner
-from indexer.runners.local import _worker_init, default_workers
+from indexer.runners.cores import default_workers
 from indexer.scan import scan
 from indexer.write import write_batch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["IndexReport", "index_folder", "default_workers", "_worker_init"]
+__all__ = ["IndexReport", "index_folder", "default_workers"]
+
+
+def __getattr__(name: str) -> Any:
+    """`_worker_init` as before, from the process layout, which imports torch: only when asked for."""
+    if name == "_worker_init":
+        from indexer.runners.local import _worker_init
+
+        return _worker_init
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def index_folder(
@@ -96,7 +107,11 @@ def index_folder(
             bar = tqdm(total=len(plan.todo), unit="img", disable=not progress, smoothing=0.1, desc="indexing")
             for batch in run(root, plan.todo, backbone, batch_size=batch_size, workers=workers, engine=engine,
                              embed_in_workers=embed_in_workers, report=report):
+                wrote = time.perf_counter()
                 write_batch(library, vectors, plan, batch, report)
+                report.write_seconds += time.perf_counter() - wrote
+                if report.first_written_seconds is None:
+                    report.first_written_seconds = time.perf_counter() - started
                 bar.update(len(batch.items))
             bar.close()
         # Photos indexed before duplicate signals existed get them now, once.

@@ -22,6 +22,8 @@ class IndexReport:
     embed_seconds: float = 0.0  # model time, summed over the processes that ran it
     decode_seconds: float = 0.0  # read + hash + decode + crop, summed over workers
     engine: str = ""  # which engine and precision embedded, e.g. "openvino fp32"
+    write_seconds: float = 0.0  # SQLite rows + FAISS adds, in the driver
+    first_written_seconds: float | None = None  # from the run's start to its first batch committed
     signals_backfilled: int = 0  # duplicate signals computed for photos indexed before they existed
 
     @property

@@ -52,4 +52,4 @@ def backbone_for_library(library: Library, backbone: Backbone) -> Backbone:
         return backbone
     log.info("embedding with %s's current representation %d (tuned from %s)", library.path, current.id,
              backbone.weights_identity)
-    return representation_backbone(library, current, device=str(backbone.device), precision=backbone.precision)
+    return representation_backbone(library, current, device=backbone.device_name, precision=backbone.precision)

@@ -25,8 +25,8 @@ from lookalike.options import (
 @backbone_options
 @click.option("--batch-size", type=setting_type("batch_size"), default=None, help="Images per batch [32].")
 @click.option("--workers", type=setting_type("workers"), default=None,
-              help="Worker processes [cores, at most 8]; on a CPU each decodes and embeds its own batches; "
-                   "0 does all in this process.")
+              help="Decoders [cores, at most 8]: on a CPU threads feeding one engine; with a GPU worker "
+                   "processes (0 does all in this process).")
 @click.option("--reembed", is_flag=True, help="Re-embed every photo (after changing the backbone).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @memory_budget_option

@@ -26,8 +26,8 @@ class Runner(Protocol):
 
 def get_runner(name: str, *, ray_address: str | None = None) -> Runner:
     """The runner called `name` (one of RUNNERS). Raises ValueError for another name."""
-    if name == "local":
-        from indexer.runners.local import run_local
+    if name == "local":  # threads and one engine on a CPU; worker processes on a GPU or when asked
+        from indexer.runners.threads import run_local
 
         return run_local
     if name == "ray":

@@ -1,4 +1,7 @@
-"""The local runner: DataLoader worker processes on this machine decode (and, on a CPU, embed) batches.
+"""The local runner's process layout: DataLoader worker processes decode (and, on a CPU, embed) batches.
+
+It runs on a GPU, and on a CPU when `embed_in_workers` is given; the default CPU layout is
+indexer/runners/threads.py (decode threads feeding one engine).
 
 On a CPU each worker decodes and embeds its own batch with one thread: the model's work is
 data-parallel across processes, which on a few cores beats one multi-threaded model fed by decoding
@@ -25,6 +28,7 @@ from indexer.decode import DecodedBatch, PhotoTask, decode_batch
 from indexer.embed import EmbeddedBatch, embed_batch
 from indexer.engines import Engine
 from indexer.report import IndexReport
+from indexer.runners.cores import default_workers
 
 
 class BatchDataset(Dataset):
@@ -60,7 +64,7 @@ def run_local(
     """
     from indexer.engines import describe, make_engine
 
-    device = backbone.device.type
+    device = backbone.device_type
     workers = default_workers(device) if workers is None else workers
     batch_size, workers = balance(len(tasks), batch_size, workers)
     in_workers = embeds_in_workers(device, workers) if embed_in_workers is None else embed_in_workers and workers > 0
@@ -121,12 +125,6 @@ def embeds_in_workers(device_type: str, workers: int) -> bool:
     return workers > 0 and device_type == "cpu"
 
 
-def default_workers(device_type: str = "cpu") -> int:
-    """CPU: one worker per core (each decodes and embeds). GPU: the cores less the main process's."""
-    cores = _cores()
-    return max(1, min(8, cores if device_type == "cpu" else cores - 1))
-
-
 def _identity(batch: DecodedBatch | EmbeddedBatch) -> DecodedBatch | EmbeddedBatch:
     return batch
 
@@ -161,10 +159,3 @@ def _forking_parent() -> int | None:
 
     method = multiprocessing.get_start_method(allow_none=True) or multiprocessing.get_all_start_methods()[0]
     return os.getpid() if method == "fork" else None
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 2

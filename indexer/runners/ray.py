@@ -55,7 +55,7 @@ def to_columns(decoded: DecodedBatch, crop: int) -> dict[str, np.ndarray]:
     ok = np.array([it.error is None for it in decoded.items], dtype=bool)
     pixels = np.zeros((len(ok), 3, crop, crop), dtype=np.uint8)
     if decoded.pixels is not None:
-        pixels[ok] = decoded.pixels.numpy()
+        pixels[ok] = np.asarray(decoded.pixels)
     return {
         "image_id": np.array([it.image_id for it in decoded.items], dtype=np.int64),
         "pixels": pixels,
@@ -67,14 +67,12 @@ def to_columns(decoded: DecodedBatch, crop: int) -> dict[str, np.ndarray]:
 
 
 def from_columns(batch: dict[str, np.ndarray]) -> DecodedBatch:
-    import torch
-
     ok = batch["ok"].astype(bool)
     items = tuple(
         Decoded(int(i), None, _facts(f), None if good else str(e))
         for i, good, e, f in zip(batch["image_id"], ok, batch["error"], batch["facts"], strict=True)
     )
-    pixels = torch.from_numpy(np.ascontiguousarray(batch["pixels"][ok])) if ok.any() else None
+    pixels = np.ascontiguousarray(batch["pixels"][ok]) if ok.any() else None
     return DecodedBatch(items, pixels, float(batch["decode_seconds"].sum()))
 
 

@@ -118,8 +118,8 @@ def test_each_row_gets_its_own_vector(tree, library, backbone):
 
 def test_indexing_with_workers_leaves_sigchld_as_it_found_it(tree, tmp_path):
     """torch's first multi-worker DataLoader installs a Python SIGCHLD handler for good; the local
-    runner puts the old one back (indexer/runners/local.py says why). A fresh process, so torch
-    really installs it: its own flag shows it did."""
+    runner's process layout puts the old one back (indexer/runners/local.py says why). A fresh
+    process, so torch really installs it: its own flag shows it did."""
     script = f"""
 import signal
 from pathlib import Path
@@ -129,7 +129,8 @@ from indexer.library import Library
 from indexer.pipeline import index_folder
 before = signal.getsignal(signal.SIGCHLD)
 with Library(Path({str(tmp_path / "library")!r}), create=True) as library:
-    report = index_folder(Path({str(tree)!r}), library, Backbone("efficientnet_lite0"), workers=1)
+    report = index_folder(Path({str(tree)!r}), library, Backbone("efficientnet_lite0"), workers=1,
+                          embed_in_workers=True)
 print(report.indexed, torch_signals._SIGCHLD_handler_set, signal.getsignal(signal.SIGCHLD) is before)
 """
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=600)

@@ -70,7 +70,10 @@ def plan_run(
 ) -> Plan:
     """Compare the scan with the database; apply moves and removals; insert rows for new files.
 
-    The rows of the paths in `keep` (files still being written, left out of `files`) stay as they are."""
+    The rows of the paths in `keep` (files still being written, left out of `files`) stay as they are;
+    with any, no row is removed this run either: a file still being written may be a vanished photo
+    that is being moved by copy-and-delete, whose row (and labels) must go with it. A later run
+    removes what is still gone."""
     with library.engine.connect() as conn:  # plain tuples: ORM rows cost 10 s at a million photos
         rows = {r[1]: _Row(*r) for r in conn.exec_driver_sql(
             "SELECT id, path, size, mtime, status, hash FROM images")}
@@ -112,7 +115,7 @@ def plan_run(
             )
             moved_ids.add(old.id)
             report.moved += 1
-        removed_ids = [row.id for row in missing if row.id not in moved_ids]
+        removed_ids = [] if keep else [row.id for row in missing if row.id not in moved_ids]
         for start in range(0, len(removed_ids), 500):
             s.execute(delete(Image).where(Image.id.in_(removed_ids[start : start + 500])))
         for f, image_id in changed:

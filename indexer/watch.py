@@ -173,8 +173,9 @@ class FolderWatcher:
                 self._dirty = True
             elif kind == "closed":
                 self._touched[rel] = _Look(now, _stat(path), False)
-            else:  # created, modified, attrib
-                self._touched[rel] = _Look(now, _stat(path), self._closes and kind != "attrib")
+            else:  # created, modified, attrib; only a write says a writer holds it open (a file in a
+                # folder moved in is reported created, and is never closed)
+                self._touched[rel] = _Look(now, _stat(path), self._closes and kind == "modified")
             self._last_event = now
             self._cond.notify_all()
 

@@ -196,7 +196,8 @@ def up(photos, library, host, port, no_browser, watch, poll):
             n = label_half_of_samples(lib)
         if n:
             click.echo(f"labelled {n} sample photos by their folder names; the rest await you")
-    run_server(settings, open_browser=not no_browser, watch=watch, poll=poll)
+    watching = {"watch": True, "poll": poll} if watch else {}
+    run_server(settings, open_browser=not no_browser, **watching)
 
 
 COMMANDS = [serve, up]

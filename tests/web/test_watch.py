@@ -29,16 +29,17 @@ from tests.conftest import SAMPLES
 from tests.reliability.conftest import library_vectors
 
 LOOKALIKE = [sys.executable, "-c", "from lookalike.cli import main; main()"]
+CHROMIUM = Path("/usr/bin/chromium")
 WAIT = 600  # seconds: a deadline for the loaded 2-core machine, not a speed claim
 
 
 class Server:
     """`lookalike serve --watch` in a child process; its output is kept for failure messages."""
 
-    def __init__(self, library: Path, **env_vars: str) -> None:
+    def __init__(self, library: Path, *command: str, **env_vars: str) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **env_vars}
         self.proc = subprocess.Popen(
-            [*LOOKALIKE, "serve", "--library", str(library), "--port", "0", "--watch"],
+            [*LOOKALIKE, *(command or ["serve"]), "--library", str(library), "--port", "0", "--watch"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
         )
         self.output: list[str] = []
@@ -116,7 +117,7 @@ def new_photos(n: int, start: int = 0) -> list[tuple[str, bytes]]:
 
 
 def copy_in(folder: Path, photos: list[tuple[str, bytes]]) -> None:
-    folder.mkdir(exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     for name, data in photos:
         (folder / name).write_bytes(data)
 
@@ -231,6 +232,46 @@ def test_an_index_run_from_another_shell_takes_turns_with_the_watcher(watched):
                          capture_output=True, text=True, timeout=WAIT)
     assert out.returncode == 0, out.stderr
     assert f"indexed 0, unchanged {indexed + 1}," in out.stdout
+
+
+@pytest.mark.browser
+def test_the_pages_say_while_photos_wait_to_be_indexed(watched):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is not installed")
+    root, lib, server = watched
+    indexed = server.status()["indexed"]
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(base_url=server.url)
+            page.goto("/")
+            banner = page.locator("#watch-banner")
+            sync_api.expect(banner).to_be_hidden()
+            data = new_photos(1, start=243)[0][1]
+            with open(root / "arriving.jpg", "wb") as f:  # held open: it waits, and the page says so
+                f.write(data[:2000])
+                f.flush()
+                sync_api.expect(banner).to_be_visible(timeout=WAIT * 1000)
+                sync_api.expect(banner).to_contain_text("Indexing new photos", timeout=WAIT * 1000)
+                sync_api.expect(banner).to_contain_text("1 still being written", timeout=WAIT * 1000)
+                f.write(data[2000:])
+            sync_api.expect(banner).to_be_hidden(timeout=WAIT * 1000)
+        finally:
+            browser.close()
+    server.wait_idle(indexed + 1)
+
+
+def test_up_watches_the_folder_it_indexed(tmp_path):
+    root = tmp_path / "photos"
+    copy_in(root / "hat", [(f.name, f.read_bytes()) for f in sorted((SAMPLES / "hat").glob("*.jpg"))[:4]])
+    server = Server(tmp_path / "library", "up", str(root), "--no-browser")
+    try:
+        server.wait_idle(4)
+        copy_in(root / "hat", new_photos(1))
+        server.wait_idle(5)
+    finally:
+        server.stop()
 
 
 def test_a_server_killed_while_indexing_loses_nothing(tmp_path, backbone):

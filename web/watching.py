@@ -128,6 +128,8 @@ def start_watching(app: Flask, *, poll: bool = False) -> Watching:
     """Watch the library's photo root from now on, starting with a catch-up run (what changed while
     nobody watched, or what a killed run left). Raises LibraryError when there is no root to watch."""
     svc: Services = app.extensions[EXTENSION]
+    if svc.library.read_only:
+        raise LibraryError(f"cannot watch: {svc.library.path} is read-only here, and watching writes to it")
     root = svc.library.root
     if root is None:
         raise LibraryError(f"{svc.library.path} has no photo folder yet: index one before watching it")

@@ -311,3 +311,15 @@ def _row(lib: Path, path: str) -> str | None:
     finally:
         conn.close()
     return row[0] if row else None
+
+
+def test_watching_a_photo_folder_that_is_gone_is_a_clear_error(tmp_path, backbone):
+    from click.testing import CliRunner
+
+    from lookalike.cli import main
+
+    root, lib = make_library(tmp_path, backbone)
+    root.rename(tmp_path / "elsewhere")
+    result = CliRunner().invoke(main, ["serve", "--library", str(lib), "--port", "0", "--watch"])
+    assert result.exit_code == 1
+    assert result.output.strip() == f"Error: cannot watch {root}, the library's photo folder: it is not a folder"

@@ -25,6 +25,7 @@ from PIL import Image, ImageOps
 
 from indexer.library import Library
 from indexer.pipeline import index_folder
+from search.labelling.labels import import_folders
 from tests.conftest import SAMPLES
 from tests.reliability.conftest import library_vectors
 
@@ -137,6 +138,8 @@ def make_library(tmp: Path, backbone) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def watched(tmp_path_factory, backbone):
     root, lib = make_library(tmp_path_factory.mktemp("watched"), backbone)
+    with Library(lib) as library:  # labelled by folder: new photos get suggestions
+        import_folders(library)
     server = Server(lib)
     server.wait_idle(12)
     yield root, lib, server
@@ -162,6 +165,10 @@ def test_200_photos_copied_at_once_are_all_indexed(watched):
     name, data = photos[100]
     hits = server.request("POST", "api/search?k=1", data, "image/jpeg")["results"]
     assert hits[0]["image"]["path"] == f"new/{name}"
+    # New photos with labelled photos among their neighbours get suggestions, without a restart.
+    suggested = sum(server.get(f"api/images?folder=new&suggested={label}&per_page=1")["total"]
+                    for label in ("hat", "shoes"))
+    assert suggested > 0
 
 
 def test_a_moved_labelled_photo_keeps_its_label(watched):

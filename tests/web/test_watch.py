@@ -56,13 +56,13 @@ class Server:
         threading.Thread(target=lambda: self.output.extend(self.proc.stdout), daemon=True).start()  # type: ignore[arg-type]
 
     def get(self, path: str) -> dict:
-        with urllib.request.urlopen(self.url + path, timeout=60) as r:
+        with urllib.request.urlopen(self.url + path, timeout=WAIT) as r:
             return json.load(r)
 
     def request(self, method: str, path: str, body: bytes, content_type: str) -> dict:
         req = urllib.request.Request(self.url + path, data=body, method=method,
                                      headers={"Content-Type": content_type})
-        with urllib.request.urlopen(req, timeout=120) as r:
+        with urllib.request.urlopen(req, timeout=WAIT) as r:
             return json.load(r)
 
     def status(self) -> dict:

@@ -67,13 +67,13 @@ class Server:
         threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # keep the pipe drained
 
     def status(self) -> dict:
-        with urllib.request.urlopen(self.url + "api/status", timeout=60) as r:
+        with urllib.request.urlopen(self.url + "api/status", timeout=600) as r:
             return json.load(r)
 
     def top_hit(self, data: bytes) -> str | None:
         req = urllib.request.Request(self.url + "api/search?k=1", data=data, method="POST",
                                      headers={"Content-Type": "image/jpeg"})
-        with urllib.request.urlopen(req, timeout=60) as r:
+        with urllib.request.urlopen(req, timeout=600) as r:
             results = json.load(r)["results"]
         return results[0]["image"]["path"] if results else None
 

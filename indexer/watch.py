@@ -7,6 +7,9 @@ pipeline's scan and plan: moves are found by content hash, deletions remove rows
 is lost or coalesced loses nothing; the events only say *when* to run, and which files are still
 being written: those are passed as `settling`, for the batch to leave alone until they are stable.
 
+A batch waits at most MAX_DELAY seconds for quiet, so a long copy or a slow writer does not hold
+back the photos that are already whole.
+
 A file is stable when its size and mtime are the same at two looks and, where the observer reports
 closes (inotify), no writer holds it open after writing. A copy from a phone or a slow network
 share is indexed once, whole, never half-written.
@@ -27,6 +30,7 @@ from indexer.imageio import EXTENSIONS
 log = logging.getLogger(__name__)
 
 DEBOUNCE = 0.5  # seconds of quiet before a batch starts
+MAX_DELAY = 3.0  # seconds a change waits at most for quiet: a long copy (or a slow writer) goes on
 SETTLE = 2.0  # seconds a file's size must hold still when the observer does not report closes
 OPEN_WAIT = 60.0  # seconds a file open for writing waits at most for its close (a writer that hung)
 RETRY = 2.0  # seconds before a failed batch (the library busy with another indexer) is tried again
@@ -65,6 +69,7 @@ class FolderWatcher:
         self._touched: dict[str, _Look] = {}
         self._dirty = False  # a change that is not a file being written: a deletion, a move, a folder
         self._last_event = 0.0
+        self._first_event: float | None = None  # the first event since the last batch began
         self._retry_at = 0.0
         self._stopping = False
         self._closes = False  # whether the running observer reports closes (inotify does)
@@ -158,6 +163,7 @@ class FolderWatcher:
                 if kind in ("created", "deleted", "moved"):  # its files come and go without events of their own
                     self._dirty = True
                     self._last_event = now
+                    self._first_event = self._first_event or now
                     self._cond.notify_all()
                 return
             if kind == "moved":
@@ -177,6 +183,7 @@ class FolderWatcher:
                 # folder moved in is reported created, and is never closed)
                 self._touched[rel] = _Look(now, _stat(path), self._closes and kind == "modified")
             self._last_event = now
+            self._first_event = self._first_event or now
             self._cond.notify_all()
 
     # -- batches (this watcher's thread) --------------------------------------------------------------
@@ -190,7 +197,10 @@ class FolderWatcher:
                     self._cond.wait()
                     continue
                 now = time.monotonic()
-                wait = max(self._last_event + self.debounce, self._retry_at) - now
+                quiet = self._last_event + self.debounce
+                if self._first_event is not None:  # events never stop: files being written say so
+                    quiet = min(quiet, self._first_event + MAX_DELAY)
+                wait = max(quiet, self._retry_at) - now
                 if wait > 0:
                     self._cond.wait(wait)
                     continue
@@ -199,6 +209,7 @@ class FolderWatcher:
                     self._cond.wait(min(self.settle, 0.25 + self.debounce))
                     continue
                 self._dirty = False
+                self._first_event = None
             try:
                 self.on_batch(frozenset(settling))
             except Exception as e:  # the library busy with another indexer, a full disk: try again

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,26 @@ def test_a_file_still_open_for_writing_waits_and_others_do_not(tmp_path, photo):
             f.write(photo[1000:])
         n = len(batches.seen)
         assert batches.wait(n + 1)[-1] == frozenset()  # once closed, it goes in
+    finally:
+        watcher.stop()
+
+
+def test_a_writer_that_never_pauses_holds_back_no_other_photo(tmp_path, photo):
+    """Events every 50 ms never leave the folder quiet: the batch starts anyway, without that file."""
+    watcher, batches = watch(tmp_path)
+    gave_up = False
+    try:
+        with open(tmp_path / "endless.jpg", "wb") as f:
+            (tmp_path / "done.jpg").write_bytes(photo)
+            started = time.monotonic()
+            while not batches.seen:
+                if time.monotonic() - started > WAIT:
+                    gave_up = True
+                    break
+                f.write(b"x" * 100)
+                f.flush()
+                time.sleep(0.05)
+        assert not gave_up and batches.seen[0] == {"endless.jpg"}
     finally:
         watcher.stop()
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -63,13 +64,15 @@ def index_folder(
     memory_budget: int | None = None,
     engine: str = "auto",
     embed_in_workers: bool | None = None,
+    settling: Collection[str] = (),
 ) -> IndexReport:
     """Bring `library` in line with the photos under `photos`. Raises LibraryError on misuse.
 
     `engine` is auto, torch or openvino (indexer.engines); `embed_in_workers` picks the local
     runner's CPU layout (None: the measured default). After `lookalike tune`, a `backbone` with the
     backbone's own weights embeds with the library's current (tuned) weights instead
-    (indexer.representations).
+    (indexer.representations). Paths in `settling` (files still being written: indexer/watch.py)
+    are left as the library has them, for a later run.
     """
     started = time.perf_counter()
     keep_freed_memory()
@@ -95,7 +98,8 @@ def index_folder(
         report.unreadable_dirs = scanned.unreadable_dirs
         report.ignored = scanned.ignored
         report.bad_names = scanned.bad_names
-        plan = plan_run(library, root, scanned.files, report)
+        files = [f for f in scanned.files if f.path not in settling] if settling else scanned.files
+        plan = plan_run(library, root, files, report, keep=settling)
         if plan.removed_ids or plan.todo:
             library.mark_vectors_dirty()
             dirty = True

@@ -7,6 +7,7 @@ delete rows, and new files get `pending` rows, so a killed run resumes from the 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -64,8 +65,15 @@ def check_library(library: Library, root: Path, backbone: Backbone, reembed: boo
         library.set_meta(s, root=str(root), weights_file=str(backbone.weights or ""), **want)
 
 
-def plan_run(library: Library, root: Path, files: list[FileEntry], report: IndexReport) -> Plan:
-    """Compare the scan with the database; apply moves and removals; insert rows for new files."""
+def plan_run(
+    library: Library, root: Path, files: list[FileEntry], report: IndexReport, keep: Collection[str] = ()
+) -> Plan:
+    """Compare the scan with the database; apply moves and removals; insert rows for new files.
+
+    The rows of the paths in `keep` (files still being written, left out of `files`) stay as they are;
+    with any, no row is removed this run either: a file still being written may be a vanished photo
+    that is being moved by copy-and-delete, whose row (and labels) must go with it. A later run
+    removes what is still gone."""
     with library.engine.connect() as conn:  # plain tuples: ORM rows cost 10 s at a million photos
         rows = {r[1]: _Row(*r) for r in conn.exec_driver_sql(
             "SELECT id, path, size, mtime, status, hash FROM images")}
@@ -83,7 +91,7 @@ def plan_run(library: Library, root: Path, files: list[FileEntry], report: Index
             todo.append(PhotoTask(row.id, f.path))  # pending: an earlier run stopped before embedding it
         else:
             changed.append((f, row.id))
-    missing = [row for path, row in rows.items() if path not in seen]
+    missing = [row for path, row in rows.items() if path not in seen and path not in keep]
 
     with library.Session.begin() as s:
         # A new path whose bytes equal a vanished indexed file is that file, moved: keep its vector.
@@ -107,7 +115,7 @@ def plan_run(library: Library, root: Path, files: list[FileEntry], report: Index
             )
             moved_ids.add(old.id)
             report.moved += 1
-        removed_ids = [row.id for row in missing if row.id not in moved_ids]
+        removed_ids = [] if keep else [row.id for row in missing if row.id not in moved_ids]
         for start in range(0, len(removed_ids), 500):
             s.execute(delete(Image).where(Image.id.in_(removed_ids[start : start + 500])))
         for f, image_id in changed:

@@ -29,8 +29,21 @@ def server_options(f):
     return f
 
 
-def run_server(settings, *, open_browser: bool = False) -> None:
-    """Serve the library with waitress until interrupted."""
+def watch_options(f):
+    for option in reversed([
+        click.option("--watch", is_flag=True,
+                     help="Watch the library's photo folder and index new, changed, moved and deleted photos "
+                          "as they change, with the model kept loaded."),
+        click.option("--poll", is_flag=True,
+                     help="With --watch: look for changes every second instead of being told by the system "
+                          "(network shares, some container mounts)."),
+    ]):
+        f = option(f)
+    return f
+
+
+def run_server(settings, *, open_browser: bool = False, watch: bool = False, poll: bool = False) -> None:
+    """Serve the library with waitress until interrupted; with `watch`, index its photo folder as it changes."""
     from waitress import create_server
 
     from indexer.library import LibraryError
@@ -41,6 +54,14 @@ def run_server(settings, *, open_browser: bool = False) -> None:
         app = create_app(settings)
     except LibraryError as e:
         raise click.ClickException(str(e)) from None
+    if watch:
+        from web.watching import start_watching
+
+        try:
+            watching = start_watching(app, poll=poll)
+        except LibraryError as e:
+            raise click.ClickException(str(e)) from None
+        click.echo(f"watching {watching.root} ({watching.watcher.observer_kind}): photos are indexed as they change")
     if not is_loopback(settings.host) and settings.token is None:
         click.secho(
             f"warning: listening on {settings.host} without LOOKALIKE_TOKEN: anyone who can reach "
@@ -122,9 +143,10 @@ def _warm_up(searcher, labeller) -> None:
 @click.command()
 @library_option
 @server_options
-def serve(library, host, port):
+@watch_options
+def serve(library, host, port, watch, poll):
     """Serve the web UI and JSON API of a library (waitress; this machine only by default)."""
-    run_server(settings_from(library=library, host=host, port=port))
+    run_server(settings_from(library=library, host=host, port=port), watch=watch, poll=poll)
 
 
 def label_half_of_samples(library) -> int:
@@ -158,7 +180,8 @@ def label_half_of_samples(library) -> int:
 @library_option
 @server_options
 @click.option("--no-browser", is_flag=True, help="Do not open a browser tab.")
-def up(photos, library, host, port, no_browser):
+@watch_options
+def up(photos, library, host, port, no_browser, watch, poll):
     """Index PHOTOS (default: the 120 sample photos), then serve them.
 
     With the samples, half of the photos get their folder's name as a label, so the labelling
@@ -173,7 +196,8 @@ def up(photos, library, host, port, no_browser):
             n = label_half_of_samples(lib)
         if n:
             click.echo(f"labelled {n} sample photos by their folder names; the rest await you")
-    run_server(settings, open_browser=not no_browser)
+    watching = {"watch": True, "poll": poll} if watch else {}
+    run_server(settings, open_browser=not no_browser, **watching)
 
 
 COMMANDS = [serve, up]

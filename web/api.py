@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, jsonify, request
+from flask import Blueprint, abort, current_app, jsonify, request
 
 from indexer.library import LibraryError
 from indexer.schema import INDEXED
@@ -15,6 +15,7 @@ from web.ids import is_id
 from web.media import get_image
 from web.payloads import evidence_ids, image_payload, result_payload, suggestion_payload
 from web.uploads import decode_slot, decode_upload
+from web.watching import watch_status
 
 bp = Blueprint("api", __name__)
 
@@ -54,6 +55,9 @@ def status():
     tune = tuning.status_payload()  # only once a tune or revert started in this server
     if tune is not None:
         payload["tuning"] = tune
+    watch = watch_status(current_app)
+    if watch is not None:  # `serve --watch` only: what the watcher is indexing
+        payload["watch"] = watch
     return jsonify(payload)
 
 

@@ -96,3 +96,25 @@ const LK = {
 };
 
 window.LK = LK;
+
+// `serve --watch`: a banner says while new photos are being indexed, with progress.
+(function watchBanner() {
+  const banner = document.getElementById("watch-banner");
+  if (!banner) return;
+  async function poll() {
+    try {
+      const watch = (await LK.api("GET", banner.dataset.statusUrl)).watch;
+      const busy = watch && (watch.state !== "idle" || watch.waiting > 0);
+      banner.hidden = !busy;
+      if (busy) {
+        const counted = watch.total ? `: ${watch.done} of ${watch.total}` : "";
+        const waiting = watch.waiting ? ` (${watch.waiting} still being written)` : "";
+        banner.textContent = `Indexing new photos${counted}${waiting}`;
+      }
+    } catch (e) {
+      banner.hidden = true;
+    }
+    setTimeout(poll, banner.hidden ? 5000 : 1500);
+  }
+  poll();
+})();

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import logging
+import os
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
@@ -62,6 +64,17 @@ EXTENSIONS = frozenset(
     }
 )
 
+# Camera RAW formats (indexer/raw.py), scanned where their decoder (rawpy) imports: a RAW met
+# without it would be recorded as failed, and a failed file is not retried until it changes.
+RAW_EXTENSIONS = frozenset({".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2", ".pef", ".srw"})
+if importlib.util.find_spec("rawpy") is not None:
+    EXTENSIONS = EXTENSIONS | RAW_EXTENSIONS
+
+
+def is_raw(path: str | Path) -> bool:
+    """Whether a file name has a camera RAW extension."""
+    return os.path.splitext(str(path))[1].lower() in RAW_EXTENSIONS
+
 _EXIF_IFD = 0x8769
 _DATETIME_ORIGINAL = 0x9003
 _DATETIME = 0x0132
@@ -111,12 +124,16 @@ def _exif_facts(img: Image.Image) -> tuple[int, datetime | None, str | None]:
                 break
             except ValueError:
                 continue
-    make = str(exif.get(_MAKE, "")).strip("\x00 ")
-    model = str(exif.get(_MODEL, "")).strip("\x00 ")
+    camera = camera_name(str(exif.get(_MAKE, "")), str(exif.get(_MODEL, "")))
+    return orientation if isinstance(orientation, int) else 1, taken_at, camera
+
+
+def camera_name(make: str, model: str) -> str | None:
+    """The camera as one name from EXIF Make and Model; None when both are empty."""
+    make, model = make.strip("\x00 "), model.strip("\x00 ")
     if make and model.lower().startswith(make.lower()):
         make = ""  # "Canon Canon EOS 5D" -> "Canon EOS 5D"
-    camera = " ".join(p for p in (make, model) if p) or None
-    return orientation if isinstance(orientation, int) else 1, taken_at, camera
+    return " ".join(p for p in (make, model) if p) or None
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -186,8 +203,14 @@ def load_image(
     with reason TOO_LARGE.
     A file is read as Pillow needs it, never whole: one that is not an image fails on its header,
     and one over MAX_FILE_BYTES is TOO_LARGE.
+    A camera RAW file (by its extension, indexer/raw.py) is decoded by LibRaw: its embedded preview
+    or a half-size demosaic.
     Raises ImageError for anything that is not a usable image; never anything else.
     """
+    if isinstance(source, Path) and is_raw(source):
+        from indexer.raw import load_raw
+
+        return load_raw(source, max_bytes=max_bytes)
     opened: Image.Image | None = None
     result: Image.Image | None = None
     try:

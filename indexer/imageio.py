@@ -210,7 +210,7 @@ def load_image(
     if isinstance(source, Path) and is_raw(source):
         from indexer.raw import load_raw
 
-        return load_raw(source, max_bytes=max_bytes)
+        return load_raw(source, min_side, max_bytes=max_bytes)
     opened: Image.Image | None = None
     result: Image.Image | None = None
     try:

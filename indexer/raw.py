@@ -32,8 +32,9 @@ def raw_supported() -> bool:
     return rawpy is not None
 
 
-def load_raw(path: Path, *, max_bytes: int | None = None) -> tuple[Image.Image, PhotoInfo]:
-    """Decode a RAW file into an upright RGB image and its facts (`imageio.load_image`'s contract).
+def load_raw(path: Path, min_side: int | None = None, *, max_bytes: int | None = None) -> tuple[Image.Image, PhotoInfo]:
+    """Decode a RAW file into an upright RGB image and its facts (`imageio.load_image`'s contract:
+    with `min_side` a JPEG preview is decoded at a reduced scale keeping its shorter side >= it).
 
     PhotoInfo's width and height are the sensor image's, upright, whichever pixels stood for it.
     Raises ImageError: 'unsupported RAW' (LibRaw does not know the file), 'corrupt RAW' (it fails
@@ -57,7 +58,7 @@ def load_raw(path: Path, *, max_bytes: int | None = None) -> tuple[Image.Image, 
                 raise ImageError("degenerate image", f"{width}x{height} pixels")
             if sizes.flip in (5, 6):
                 width, height = height, width
-            img = _preview(raw, sizes, max_bytes)
+            img = _preview(raw, sizes, min_side, max_bytes)
             if img is None:
                 need = (width // 2) * (height // 2) * 4  # RGB, as imageio.decoded_bytes counts it
                 if max_bytes is not None and need > max_bytes:
@@ -81,7 +82,7 @@ def load_raw(path: Path, *, max_bytes: int | None = None) -> tuple[Image.Image, 
     return img, PhotoInfo(width, height, path.suffix.lstrip(".").upper(), taken_at, camera)
 
 
-def _preview(raw, sizes, max_bytes: int | None) -> Image.Image | None:
+def _preview(raw, sizes, min_side: int | None, max_bytes: int | None) -> Image.Image | None:
     """The embedded JPEG (or bitmap) preview, upright, if its long side reaches PREVIEW_MIN_LONG_SIDE."""
     try:
         thumb = raw.extract_thumb()
@@ -89,6 +90,8 @@ def _preview(raw, sizes, max_bytes: int | None) -> Image.Image | None:
         return None
     if thumb.format == rawpy.ThumbFormat.BITMAP:
         img = Image.fromarray(thumb.data, "RGB")
+        if max(img.size) < PREVIEW_MIN_LONG_SIDE:
+            return None
         exif_orientation = 1
     else:
         with warnings.catch_warnings():
@@ -96,12 +99,12 @@ def _preview(raw, sizes, max_bytes: int | None) -> Image.Image | None:
             img = Image.open(io.BytesIO(thumb.data))
             if max(img.size) < PREVIEW_MIN_LONG_SIDE:
                 return None
+            if min_side and min(img.size) >= 2 * min_side:
+                img.draft("RGB", (min_side, min_side))  # as load_image does for any JPEG
             if max_bytes is not None and decoded_bytes(img) > max_bytes:
                 return None  # the half-size demosaic's own check decides
             exif_orientation = img.getexif().get(0x0112, 1)
             img.load()
-    if max(img.size) < PREVIEW_MIN_LONG_SIDE:
-        return None
     if exif_orientation not in (None, 1):
         img = ImageOps.exif_transpose(img)  # the preview says how it stands
     elif sizes.flip in _ROTATION and (img.width >= img.height) == (sizes.width >= sizes.height):

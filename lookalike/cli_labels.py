@@ -35,7 +35,7 @@ def labels_import(csv_file, folders, xmp, all_keywords, parent, overwrite, libra
     from search.labelling.labels import LabelFileError, apply_labels, import_folders, read_csv
 
     if sum(map(bool, (csv_file, folders, xmp))) != 1:
-        raise click.UsageError("give one of CSV_FILE, --folders or --xmp")
+        raise click.UsageError("give either CSV_FILE or --folders (or --xmp)")
     if all_keywords and not xmp:
         raise click.UsageError("--all-keywords goes with --xmp")
     if xmp:

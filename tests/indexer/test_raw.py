@@ -133,3 +133,15 @@ def test_signal_backfill_reads_raw_files(shoot):
         s.execute(delete(ImageSignalsRow))
     assert backfill_signals(library, photos) == sum(r.status == INDEXED for r in rows_by_path(library).values())
     assert missing_signals(library) == []
+
+
+def test_search_by_a_raw_file_from_outside_the_library(shoot, tmp_path):
+    from click.testing import CliRunner
+
+    from lookalike.cli import main
+
+    photos, library, roles = shoot
+    query = write_dng(tmp_path / "query.dng", PILImage.open(photos / roles["alone"]))
+    result = CliRunner().invoke(main, ["search", str(query), "-k", "1", "--json", "--library", str(library.path)])
+    assert result.exit_code == 0, result.output
+    assert f'"path": "{roles["alone"]}"' in result.output

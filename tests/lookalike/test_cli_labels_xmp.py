@@ -88,3 +88,4 @@ def test_usage_errors(library, args, message):
 
 def test_the_default_parent_is_named_once_for_the_command_line():
     assert XMP_PARENT == DEFAULT_PARENT
+

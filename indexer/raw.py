@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import logging
+import multiprocessing
+import os
 import warnings
 from pathlib import Path
 
@@ -25,6 +27,30 @@ log = logging.getLogger(__name__)
 PREVIEW_MIN_LONG_SIDE = 1024
 # LibRaw's `flip` (sizes.flip) -> the Pillow rotation that makes the picture upright.
 _ROTATION = {3: Image.Transpose.ROTATE_180, 5: Image.Transpose.ROTATE_90, 6: Image.Transpose.ROTATE_270}
+
+
+# LibRaw's demosaic runs OpenMP parallel regions, and GNU OpenMP is not fork-safe: a process forked
+# after its thread pool exists (the parent demosaiced a RAW, or ran torch, whose libgomp LibRaw's
+# calls bind to once torch is loaded) hangs in its first parallel region. Measured here: a forked
+# child's half-size demosaic never returned. So in a multiprocessing child (DataLoader workers, the
+# signal backfill's process pool) LibRaw runs on one thread, which needs no pool, as the workers'
+# torch does (indexer/runners/local.py); rawpy's warning about it is then answered, and silenced.
+_FORK_WARNING = "rawpy is being used in a process created by multiprocessing"
+
+
+def _one_openmp_thread() -> None:
+    """omp_set_num_threads(1) in this thread, in every OpenMP runtime LibRaw's calls may bind to:
+    the one already loaded globally (torch's) and rawpy's own."""
+    import ctypes
+    import glob
+
+    libraries: list[str | None] = [None]  # the global namespace
+    libraries += glob.glob(os.path.join(os.path.dirname(os.path.dirname(rawpy.__file__)), "rawpy.libs", "libgomp*"))
+    for name in libraries:
+        try:
+            ctypes.CDLL(name).omp_set_num_threads(1)
+        except (OSError, AttributeError):
+            continue
 
 
 def raw_supported() -> bool:
@@ -51,7 +77,11 @@ def load_raw(path: Path, min_side: int | None = None, *, max_bytes: int | None =
         if size > MAX_FILE_BYTES:
             raise ImageError(TOO_LARGE, f"a {size / 2**30:.2f} GiB file, over the {MAX_FILE_BYTES / 2**30:.2f} GiB "
                              "allowed")
-        with rawpy.imread(str(path)) as raw:
+        child = multiprocessing.parent_process() is not None
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", _FORK_WARNING, RuntimeWarning)
+            opened = rawpy.imread(str(path))
+        with opened as raw:
             sizes = raw.sizes
             width, height = sizes.width, sizes.height
             if width < 1 or height < 1:
@@ -64,6 +94,8 @@ def load_raw(path: Path, min_side: int | None = None, *, max_bytes: int | None =
                 if max_bytes is not None and need > max_bytes:
                     raise ImageError(TOO_LARGE, f"{width}x{height} RAW takes {need / 2**20:.0f} MiB at half size, "
                                      f"over the {max_bytes / 2**20:.0f} MiB allowed")
+                if child:
+                    _one_openmp_thread()
                 rgb = raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8)  # applies the flip
                 img = Image.fromarray(rgb, "RGB")
     except ImageError:

@@ -3,6 +3,8 @@ embedded preview when it is large enough, else a half-size demosaic; a bad RAW i
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image as PILImage
@@ -145,3 +147,47 @@ def test_search_by_a_raw_file_from_outside_the_library(shoot, tmp_path):
     result = CliRunner().invoke(main, ["search", str(query), "-k", "1", "--json", "--library", str(library.path)])
     assert result.exit_code == 0, result.output
     assert f'"path": "{roles["alone"]}"' in result.output
+
+
+FORKED_DEMOSAIC = """
+import multiprocessing, sys, warnings
+from pathlib import Path
+import torch
+from indexer.imageio import load_image
+
+warnings.simplefilter("error")  # rawpy's fork warning too: it must be answered, not printed
+raw = Path(sys.argv[1])
+torch.ones(512, 512) @ torch.ones(512, 512)  # torch's OpenMP pool, in the parent
+load_image(raw)  # and LibRaw's demosaic, in the parent
+
+
+def child(queue):
+    queue.put(load_image(raw)[0].size)
+
+
+if __name__ == "__main__":
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    process = context.Process(target=child, args=(queue,))
+    process.start()
+    try:
+        print("child decoded", queue.get(timeout=120))
+    finally:
+        process.kill()
+"""
+
+
+def test_a_forked_process_demosaics_after_its_parent_did(tmp_path):
+    """GNU OpenMP is not fork-safe: without LibRaw on one thread in the child this hangs (seen)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    raw = write_dng(tmp_path / "a.dng", picture())
+    script = tmp_path / "forked.py"
+    script.write_text(FORKED_DEMOSAIC)
+    done = subprocess.run([sys.executable, str(script), str(raw)], capture_output=True, text=True, timeout=300,
+                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"child decoded {(picture().width // 2, picture().height // 2)}\n"

@@ -127,12 +127,12 @@ def embedded_xmp(path: Path) -> XmpPacket | None:
     return packet
 
 
-def camera_facts(path: Path) -> tuple[datetime | None, str | None]:
-    """Capture time and camera from a file's EXIF, read by exiv2 (every RAW format it knows);
-    (None, None) when it has none or cannot be read."""
+def camera_facts(source: Path | bytes) -> tuple[datetime | None, str | None]:
+    """Capture time and camera from a file's (or its bytes') EXIF, read by exiv2 (every RAW format
+    it knows); (None, None) when it has none or cannot be read."""
     try:
         with _caught_warnings():
-            image = exiv2.ImageFactory.open(str(path))
+            image = exiv2.ImageFactory.open(str(source) if isinstance(source, Path) else source)
             image.readMetadata()
     except exiv2.Exiv2Error:
         return None, None

@@ -70,6 +70,10 @@ RAW_EXTENSIONS = frozenset({".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf", ".or
 if importlib.util.find_spec("rawpy") is not None:
     EXTENSIONS = EXTENSIONS | RAW_EXTENSIONS
 
+# How RAW files start: TIFF (DNG, CR2, NEF, ARW, PEF, SRW, ...), Olympus ORF, Panasonic RW2, Fujifilm
+# RAF; Canon CR3 is an ISO media file with brand "crx " at offset 4.
+RAW_SIGNATURES = (b"II*\x00", b"MM\x00*", b"IIRO", b"IIRS", b"MMOR", b"IIU\x00", b"FUJIFILMCCD-RAW")
+
 
 def is_raw(path: str | Path) -> bool:
     """Whether a file name has a camera RAW extension."""
@@ -204,7 +208,7 @@ def load_image(
     A file is read as Pillow needs it, never whole: one that is not an image fails on its header,
     and one over MAX_FILE_BYTES is TOO_LARGE.
     A camera RAW file (by its extension, indexer/raw.py) is decoded by LibRaw: its embedded preview
-    or a half-size demosaic.
+    or a half-size demosaic; so are bytes Pillow does not know that LibRaw does (an uploaded RAW).
     Raises ImageError for anything that is not a usable image; never anything else.
     """
     if isinstance(source, Path) and is_raw(source):
@@ -249,6 +253,8 @@ def load_image(
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError("decompression bomb", str(e)) from None
     except UnidentifiedImageError as e:
+        if not isinstance(source, Path):  # bytes Pillow does not know may be a RAW (an upload)
+            return _raw_bytes(bytes(source), min_side, max_bytes, ImageError("not an image", str(e)))
         raise ImageError("not an image", str(e)) from None
     except FileNotFoundError as e:
         raise ImageError("missing file", str(e)) from None
@@ -265,3 +271,20 @@ def load_image(
         if opened is not None and opened is not result:
             opened.close()  # and its file, which a multi-frame image keeps open
     return img, PhotoInfo(width, height, fmt, taken_at, camera)
+
+
+def _raw_bytes(data: bytes, min_side: int | None, max_bytes: int | None,
+               not_image: ImageError) -> tuple[Image.Image, PhotoInfo]:
+    """A RAW file's bytes decoded by LibRaw; `not_image` when they do not start as a RAW does or
+    LibRaw does not know them (it would guess a headerless format from a length alone)."""
+    looks_raw = data.startswith(RAW_SIGNATURES) or data[4:12] == b"ftypcrx "
+    if not looks_raw or importlib.util.find_spec("rawpy") is None:
+        raise not_image
+    from indexer.raw import UNSUPPORTED_RAW, load_raw
+
+    try:
+        return load_raw(data, min_side, max_bytes=max_bytes)
+    except ImageError as e:
+        if e.reason == UNSUPPORTED_RAW:
+            raise not_image from None
+        raise

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 # the small thumbnail, and what cameras embed (full size for Canon and Nikon, 1616 px for Sony).
 # Smaller previews (160 px thumbnails) are not enough: the RAW is demosaiced at half size instead.
 PREVIEW_MIN_LONG_SIDE = 1024
+UNSUPPORTED_RAW = "unsupported RAW"  # ImageError.reason of a file LibRaw does not know
 # LibRaw's `flip` (sizes.flip) -> the Pillow rotation that makes the picture upright.
 _ROTATION = {3: Image.Transpose.ROTATE_180, 5: Image.Transpose.ROTATE_90, 6: Image.Transpose.ROTATE_270}
 
@@ -58,7 +59,8 @@ def raw_supported() -> bool:
     return rawpy is not None
 
 
-def load_raw(path: Path, min_side: int | None = None, *, max_bytes: int | None = None) -> tuple[Image.Image, PhotoInfo]:
+def load_raw(source: Path | bytes, min_side: int | None = None, *,
+             max_bytes: int | None = None) -> tuple[Image.Image, PhotoInfo]:
     """Decode a RAW file into an upright RGB image and its facts (`imageio.load_image`'s contract:
     with `min_side` a JPEG preview is decoded at a reduced scale keeping its shorter side >= it).
 
@@ -71,7 +73,7 @@ def load_raw(path: Path, min_side: int | None = None, *, max_bytes: int | None =
     if rawpy is None:
         raise ImageError("no RAW decoder", "rawpy is not installed (pip install rawpy)")
     try:
-        size = path.stat().st_size
+        size = source.stat().st_size if isinstance(source, Path) else len(source)
         if size == 0:
             raise ImageError("empty file", "0 bytes")
         if size > MAX_FILE_BYTES:
@@ -80,7 +82,7 @@ def load_raw(path: Path, min_side: int | None = None, *, max_bytes: int | None =
         child = multiprocessing.parent_process() is not None
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", _FORK_WARNING, RuntimeWarning)
-            opened = rawpy.imread(str(path))
+            opened = rawpy.imread(str(source) if isinstance(source, Path) else io.BytesIO(source))
         with opened as raw:
             sizes = raw.sizes
             width, height = sizes.width, sizes.height
@@ -105,13 +107,14 @@ def load_raw(path: Path, min_side: int | None = None, *, max_bytes: int | None =
     except PermissionError as e:
         raise ImageError("unreadable file", str(e)) from None
     except rawpy.LibRawFileUnsupportedError as e:
-        raise ImageError("unsupported RAW", f"LibRaw cannot read this file: {_text(e)}") from None
+        raise ImageError(UNSUPPORTED_RAW, f"LibRaw cannot read this file: {_text(e)}") from None
     except MemoryError:
         raise ImageError("decompression bomb", "ran out of memory while decoding") from None
     except Exception as e:  # LibRawIOError, LibRawDataError, a broken preview: never stop a collection
         raise ImageError("corrupt RAW", f"{type(e).__name__}: {_text(e)}") from None
-    taken_at, camera = camera_facts(path)
-    return img, PhotoInfo(width, height, path.suffix.lstrip(".").upper(), taken_at, camera)
+    taken_at, camera = camera_facts(source)
+    kind = source.suffix.lstrip(".").upper() if isinstance(source, Path) else "RAW"
+    return img, PhotoInfo(width, height, kind, taken_at, camera)
 
 
 def _preview(raw, sizes, min_side: int | None, max_bytes: int | None) -> Image.Image | None:

@@ -191,3 +191,15 @@ def test_a_forked_process_demosaics_after_its_parent_did(tmp_path):
                           cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"child decoded {(picture().width // 2, picture().height // 2)}\n"
+
+
+def test_raw_bytes_are_decoded_and_other_bytes_are_still_not_an_image(tmp_path):
+    pic = picture()
+    data = write_dng(tmp_path / "a.dng", pic).read_bytes()
+    img, info = load_image(data)
+    assert (info.width, info.height, info.format, info.camera) == (*pic.size, "RAW", "Canon EOS 5D")
+    assert likeness(img, pic) > 0.95
+    with pytest.raises(ImageError, match="^not an image: cannot identify image file <4000 bytes>"):
+        load_image(b"not a photo" * 363 + b"xxxxxxx")
+    with pytest.raises(ImageError, match="^corrupt RAW: "):
+        load_image(data[: len(data) // 50])

@@ -70,3 +70,20 @@ def test_a_bad_raw_has_no_thumbnail_but_a_clear_404(client, shoot):
     response = client.get(f"/thumbs/{ids['broken']}/small.jpg")
     assert response.status_code == 404
     assert "unsupported RAW" in response.get_data(as_text=True)
+
+
+def test_search_by_an_uploaded_raw(client, shoot):
+    photos, _, ids = shoot
+    data = (photos / "shots" / "IMG_0002.dng").read_bytes()
+    response = client.post("/api/search?k=1", data={"image": (io.BytesIO(data), "IMG_0002.dng")})
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert body["query"]["format"] == "RAW" and body["query"]["height"] > body["query"]["width"]
+    assert [r["image"]["id"] for r in body["results"]] == [ids["turned"]]
+
+
+def test_an_uploaded_broken_raw_is_a_400(client, shoot):
+    photos, _, _ = shoot
+    data = (photos / "bad" / "cut.nef").read_bytes()
+    response = client.post("/api/search", data={"image": (io.BytesIO(data), "x.nef")})
+    assert response.status_code == 400 and "corrupt RAW" in response.get_json()["error"]["message"]

@@ -159,7 +159,8 @@ def _signals_of_file(item: tuple[int, str, str]) -> tuple[int, ImageSignals | No
 
     image_id, root, rel = item
     try:
-        img, _ = load_image(open_inside(Path(root), Path(root) / rel).read_bytes(), min_side=HASH_SIDE * 4)
+        # By path, not bytes: a RAW is known by its extension, and a file is read only as needed.
+        img, _ = load_image(open_inside(Path(root), Path(root) / rel), min_side=HASH_SIDE * 4)
         return image_id, compute_signals(img)
     except (ImageError, OSError, OutsideRoot) as e:
         log.warning("no signals for %s: %s", rel, e)

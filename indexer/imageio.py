@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import logging
+import os
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
@@ -62,6 +64,21 @@ EXTENSIONS = frozenset(
     }
 )
 
+# Camera RAW formats (indexer/raw.py), scanned where their decoder (rawpy) imports: a RAW met
+# without it would be recorded as failed, and a failed file is not retried until it changes.
+RAW_EXTENSIONS = frozenset({".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2", ".pef", ".srw"})
+if importlib.util.find_spec("rawpy") is not None:
+    EXTENSIONS = EXTENSIONS | RAW_EXTENSIONS
+
+# How RAW files start: TIFF (DNG, CR2, NEF, ARW, PEF, SRW, ...), Olympus ORF, Panasonic RW2, Fujifilm
+# RAF; Canon CR3 is an ISO media file with brand "crx " at offset 4.
+RAW_SIGNATURES = (b"II*\x00", b"MM\x00*", b"IIRO", b"IIRS", b"MMOR", b"IIU\x00", b"FUJIFILMCCD-RAW")
+
+
+def is_raw(path: str | Path) -> bool:
+    """Whether a file name has a camera RAW extension."""
+    return os.path.splitext(str(path))[1].lower() in RAW_EXTENSIONS
+
 _EXIF_IFD = 0x8769
 _DATETIME_ORIGINAL = 0x9003
 _DATETIME = 0x0132
@@ -111,12 +128,16 @@ def _exif_facts(img: Image.Image) -> tuple[int, datetime | None, str | None]:
                 break
             except ValueError:
                 continue
-    make = str(exif.get(_MAKE, "")).strip("\x00 ")
-    model = str(exif.get(_MODEL, "")).strip("\x00 ")
+    camera = camera_name(str(exif.get(_MAKE, "")), str(exif.get(_MODEL, "")))
+    return orientation if isinstance(orientation, int) else 1, taken_at, camera
+
+
+def camera_name(make: str, model: str) -> str | None:
+    """The camera as one name from EXIF Make and Model; None when both are empty."""
+    make, model = make.strip("\x00 "), model.strip("\x00 ")
     if make and model.lower().startswith(make.lower()):
         make = ""  # "Canon Canon EOS 5D" -> "Canon EOS 5D"
-    camera = " ".join(p for p in (make, model) if p) or None
-    return orientation if isinstance(orientation, int) else 1, taken_at, camera
+    return " ".join(p for p in (make, model) if p) or None
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -186,8 +207,14 @@ def load_image(
     with reason TOO_LARGE.
     A file is read as Pillow needs it, never whole: one that is not an image fails on its header,
     and one over MAX_FILE_BYTES is TOO_LARGE.
+    A camera RAW file (by its extension, indexer/raw.py) is decoded by LibRaw: its embedded preview
+    or a half-size demosaic; so are bytes Pillow does not know that LibRaw does (an uploaded RAW).
     Raises ImageError for anything that is not a usable image; never anything else.
     """
+    if isinstance(source, Path) and is_raw(source):
+        from indexer.raw import load_raw
+
+        return load_raw(source, min_side, max_bytes=max_bytes)
     opened: Image.Image | None = None
     result: Image.Image | None = None
     try:
@@ -226,6 +253,8 @@ def load_image(
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError("decompression bomb", str(e)) from None
     except UnidentifiedImageError as e:
+        if not isinstance(source, Path):  # bytes Pillow does not know may be a RAW (an upload)
+            return _raw_bytes(bytes(source), min_side, max_bytes, ImageError("not an image", str(e)))
         raise ImageError("not an image", str(e)) from None
     except FileNotFoundError as e:
         raise ImageError("missing file", str(e)) from None
@@ -242,3 +271,20 @@ def load_image(
         if opened is not None and opened is not result:
             opened.close()  # and its file, which a multi-frame image keeps open
     return img, PhotoInfo(width, height, fmt, taken_at, camera)
+
+
+def _raw_bytes(data: bytes, min_side: int | None, max_bytes: int | None,
+               not_image: ImageError) -> tuple[Image.Image, PhotoInfo]:
+    """A RAW file's bytes decoded by LibRaw; `not_image` when they do not start as a RAW does or
+    LibRaw does not know them (it would guess a headerless format from a length alone)."""
+    looks_raw = data.startswith(RAW_SIGNATURES) or data[4:12] == b"ftypcrx "
+    if not looks_raw or importlib.util.find_spec("rawpy") is None:
+        raise not_image
+    from indexer.raw import UNSUPPORTED_RAW, load_raw
+
+    try:
+        return load_raw(data, min_side, max_bytes=max_bytes)
+    except ImageError as e:
+        if e.reason == UNSUPPORTED_RAW:
+            raise not_image from None
+        raise

@@ -9,6 +9,8 @@ import click
 
 from lookalike.options import echo_json, library_option, open_library, settings_from
 
+XMP_PARENT = "lookalike"  # search.labelling.xmp_sidecar.DEFAULT_PARENT, named here so that --help imports nothing
+
 
 @click.group()
 def labels():
@@ -20,14 +22,25 @@ def labels():
     "csv_file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
 @click.option("--folders", is_flag=True, help="Label each image by the name of its folder.")
+@click.option("--xmp", is_flag=True,
+              help="Label each image by its XMP keyword under --parent: sidecars (photo.jpg.xmp, photo.xmp) "
+              "and XMP embedded in the photo.")
+@click.option("--all-keywords", is_flag=True, help="With --xmp: any keyword, not only those under --parent.")
+@click.option("--parent", default=XMP_PARENT, show_default=True,
+              help="With --xmp: the hierarchical keyword the labels are under (lr:hierarchicalSubject parent|label).")
 @click.option("--overwrite", is_flag=True, help="Replace labels set by hand too.")
 @library_option
-def labels_import(csv_file, folders, overwrite, library):
-    """Labels from CSV_FILE (path,label columns; paths relative to the photo root) or from --folders."""
+def labels_import(csv_file, folders, xmp, all_keywords, parent, overwrite, library):
+    """Labels from CSV_FILE (path,label columns; paths relative to the photo root), --folders or --xmp."""
     from search.labelling.labels import LabelFileError, apply_labels, import_folders, read_csv
 
-    if bool(csv_file) == bool(folders):
-        raise click.UsageError("give either CSV_FILE or --folders")
+    if sum(map(bool, (csv_file, folders, xmp))) != 1:
+        raise click.UsageError("give either CSV_FILE or --folders (or --xmp)")
+    if all_keywords and not xmp:
+        raise click.UsageError("--all-keywords goes with --xmp")
+    if xmp:
+        _import_xmp(library, None if all_keywords else parent, overwrite)
+        return
     repeated = 0
     try:
         with open_library(settings_from(library=library)) as lib:
@@ -44,13 +57,55 @@ def labels_import(csv_file, folders, overwrite, library):
         click.echo("the labeller retrains on its next use (`lookalike learn` trains now)")
 
 
+def _import_xmp(library, parent: str | None, overwrite: bool) -> None:
+    from search.labelling.xmp_labels import import_xmp
+
+    with open_library(settings_from(library=library)) as lib:
+        root = _photo_root(lib)
+        try:
+            report = import_xmp(lib, root, parent=parent, overwrite=overwrite)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="'--parent'") from None
+    for line in report.ambiguous:
+        click.echo(f"several labels, skipped: {line}", err=True)
+    for line in report.problems:
+        click.echo(f"skipped {line}", err=True)
+    under = "any keyword" if parent is None else f"keywords under {parent!r}"
+    click.echo(f"set {report.set} labels from XMP {under} ({report.found} photos had one)"
+               + (f"; {len(report.ambiguous)} with several skipped" if report.ambiguous else "")
+               + (f"; {len(report.problems)} sidecars unreadable" if report.problems else ""))
+    if report.set:
+        click.echo("the labeller retrains on its next use (`lookalike learn` trains now)")
+    if report.problems:
+        sys.exit(1)
+
+
+def _photo_root(lib) -> Path:
+    if lib.root is None:
+        raise click.ClickException("this library has not indexed a folder yet: run `lookalike index` first")
+    return Path(lib.root)
+
+
 @labels.command("export")
-@click.argument("csv_file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
+@click.argument("csv_file", required=False, type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
+@click.option("--xmp", is_flag=True,
+              help="Write each label as an XMP keyword into the photo's sidecar (merged into an existing one; "
+              "the photo itself is never changed), instead of CSV_FILE.")
+@click.option("--sidecar", type=click.Choice(["darktable", "lightroom"]), default="darktable", show_default=True,
+              help="With --xmp: darktable/digiKam name the sidecar photo.jpg.xmp, Lightroom photo.xmp.")
+@click.option("--parent", default=XMP_PARENT, show_default=True,
+              help="With --xmp: the hierarchical keyword above the labels (lr:hierarchicalSubject parent|label).")
 @library_option
-def labels_export(csv_file, library):
-    """Write every label to CSV_FILE (path,label,source,set_at); - writes to standard output."""
+def labels_export(csv_file, xmp, sidecar, parent, library):
+    """Write every label to CSV_FILE (path,label,source,set_at); - writes to standard output; or
+    with --xmp, into XMP sidecars as keywords (dc:subject label, lr:hierarchicalSubject parent|label)."""
     from search.labelling.labels import export_csv, write_csv
 
+    if bool(csv_file) == bool(xmp):
+        raise click.UsageError("give either CSV_FILE or --xmp")
+    if xmp:
+        _export_xmp(library, sidecar, parent)
+        return
     to_stdout = str(csv_file) == "-"
     try:
         with open_library(settings_from(library=library)) as lib:
@@ -61,6 +116,23 @@ def labels_export(csv_file, library):
     except OSError as e:
         raise click.ClickException(f"cannot write {csv_file}: {e}") from None
     click.echo(f"exported {n} labels to {'standard output' if to_stdout else csv_file}", err=to_stdout)
+
+
+def _export_xmp(library, naming: str, parent: str) -> None:
+    from search.labelling.xmp_labels import export_xmp
+
+    with open_library(settings_from(library=library)) as lib:
+        root = _photo_root(lib)
+        try:
+            report = export_xmp(lib, root, naming=naming, parent=parent)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="'--parent'") from None
+    for line in report.problems:
+        click.echo(f"skipped {line}", err=True)
+    click.echo(f"wrote {report.written} XMP sidecars ({naming} naming), {report.unchanged} already up to date"
+               + (f"; {len(report.problems)} skipped" if report.problems else ""))
+    if report.problems:
+        sys.exit(1)
 
 
 @labels.command("counts")

@@ -42,6 +42,15 @@ def resolve_query(library, query: str) -> int | Path:
     )
 
 
+def query_image(path: Path):
+    """A query file's bytes, or for a camera RAW (known by its extension only) its decoded picture."""
+    from indexer.imageio import is_raw, load_image
+
+    if is_raw(path):
+        return load_image(path)[0]
+    return path.read_bytes()
+
+
 @click.command()
 @click.argument("query")
 @library_option
@@ -63,7 +72,7 @@ def search(query, library, k, as_json):
             if isinstance(target, int):
                 hits = searcher.by_id(target, settings.k)
             else:
-                hits = searcher.by_image(target.read_bytes(), settings.k)
+                hits = searcher.by_image(query_image(target), settings.k)
             with lib.Session() as s:
                 rows = [
                     {

@@ -4,7 +4,8 @@
                 hash and the hash without plain borders included) + each photo's nearest
                 embeddings above COSINE_CANDIDATE (FAISS search)
     copies:     hash distance <= HASH_SURE (both hashes informative), or ORB + RANSAC verification
-                (search/duplicates/verify.py) finds >= MIN_INLIERS matches agreeing on one transform
+                (search/duplicates/verify.py) finds >= MIN_INLIERS matches agreeing on one transform,
+                or a RAW and the camera's JPEG of one shot (search/duplicates/raw_pairs.py)
     similar:    embedding pairs above SIMILAR_THRESHOLD that are not copies
     groups:     connected components of the remaining pairs, largest first
 
@@ -447,11 +448,22 @@ def find_tiers(library: Library, *, similar_threshold: float = SIMILAR_THRESHOLD
     similar = [
         Pair(a, b, s, cand.hash_distance.get((a, b))) for a, b, s in find_pairs(library, similar_threshold)
     ]
+    copies += shot_pairs(library, cand, {(p.a, p.b) for p in copies})
     aliases = one_file_aliases(library, {i for p in (*copies, *similar) for i in (p.a, p.b)})
     copies = [p for p in copies if p.a not in aliases and p.b not in aliases]
     copied = {(p.a, p.b) for p in copies}
     similar = [p for p in similar if (p.a, p.b) not in copied and p.a not in aliases and p.b not in aliases]
     return Tiers(copies, similar, cand.missing_signals)
+
+
+def shot_pairs(library: Library, cand: Candidates, known: set[tuple[int, int]]) -> list[Pair]:
+    """Each RAW+JPEG pair (search/duplicates/raw_pairs.py) not among `known`, as a copies pair."""
+    from search.duplicates.raw_pairs import raw_pairs
+
+    return [
+        Pair(a, b, cand.cosine.get((a, b), math.nan), cand.hash_distance.get((a, b)))
+        for a, b in raw_pairs(library) if (a, b) not in known
+    ]
 
 
 def one_file_aliases(library: Library, ids: set[int]) -> set[int]:

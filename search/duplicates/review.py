@@ -20,6 +20,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from indexer.imageio import is_raw
 from indexer.schema import DismissedPair, DuplicateChoice, Image, utcnow
 from search.csv_cells import safe_cell
 from search.duplicates.candidates import KINDS, DuplicateGroup
@@ -65,15 +66,19 @@ def _age(row: Image) -> datetime:
 
 
 def suggest_keep(rows: list[Image]) -> Suggestion:
-    """The copy to keep: largest resolution, then least compressed (bytes per pixel), then oldest
-    (EXIF date, else file time), then the shortest path. The reason names the deciding rule."""
+    """The copy to keep: a camera RAW (the original of its shot), then largest resolution, then least
+    compressed (bytes per pixel), then oldest (EXIF date, else file time), then the shortest path.
+    The reason names the deciding rule."""
     if not rows:
         raise ReviewError("an empty group has nothing to keep")
-    ranked = sorted(rows, key=lambda r: (-_pixels(r), -_bytes_per_pixel(r), _age(r), len(r.path), r.path))
+    ranked = sorted(rows, key=lambda r: (
+        not is_raw(r.path), -_pixels(r), -_bytes_per_pixel(r), _age(r), len(r.path), r.path))
     best, others = ranked[0], ranked[1:]
     if len(rows) == 1:
         reason = "the only photo"
-    elif all(_pixels(best) > _pixels(r) for r in others):
+    elif is_raw(best.path) and not any(is_raw(r.path) for r in others):
+        reason = f"the camera RAW ({best.format or best.path.rsplit('.', 1)[-1].upper()})"
+    elif all(_pixels(best) > _pixels(r) for r in others if is_raw(r.path) == is_raw(best.path)):
         reason = f"largest ({best.width} x {best.height})"
     elif all(_bytes_per_pixel(best) > _bytes_per_pixel(r) for r in others if _pixels(r) == _pixels(best)):
         reason = f"least compressed ({_bytes_per_pixel(best):.2f} bytes/pixel)"

@@ -133,20 +133,20 @@ def test_group_pairs_joins_components_largest_first():
 def test_verdicts_are_stored_and_not_recomputed(copies_library, tmp_path, monkeypatch):
     import shutil
 
-    import search.duplicates.verify
-    from indexer.schema import VerifiedPair
+    import search.duplicates.stored
+    from indexer.schema import CopyVerdict
 
     library, _ = copies_library
     shutil.copytree(library.path, tmp_path / "copy")
     with Library(tmp_path / "copy") as lib:
         first = find_tiers(lib)
         with lib.Session() as s:
-            stored = s.query(VerifiedPair).count()
+            stored = s.query(CopyVerdict).count()
         assert stored > 0 and any(p.inliers is not None for p in first.copies)
 
         def no_more(*args):
             raise AssertionError("verified again")
 
-        monkeypatch.setattr(search.duplicates.verify, "verify", no_more)
+        monkeypatch.setattr(search.duplicates.stored, "verify", no_more)
         again = find_tiers(lib)
         assert again.copies == first.copies

@@ -66,7 +66,7 @@ def compute_signals(img: Image.Image) -> ImageSignals:
         top, bottom, left, right = box
         content = cv2.resize(thumb[top:bottom, left:right], (HASH_SIDE, HASH_SIDE), interpolation=cv2.INTER_AREA)
         trim = pack(pdqhash.compute(content)[0])
-    return ImageSignals(pack(bits), pack(mirror_bits), int(quality), trim, compute_features(img, small))
+    return ImageSignals(pack(bits), pack(mirror_bits), int(quality), trim, compute_features(img, small, thumb))
 
 
 def content_box(gray: npt.NDArray) -> tuple[int, int, int, int] | None:
@@ -139,14 +139,15 @@ def write_signals(session, items: Iterable[tuple[int, ImageSignals]]) -> None:
         ),
         rows,
     )
-    features = [dict(image_id=i, gray=s.features.gray, turns=s.features.turns, version=SIGNALS_VERSION)
+    features = [dict(image_id=i, gray=s.features.gray, turns=s.features.turns, regions=s.features.regions,
+                     version=SIGNALS_VERSION)
                 for i, s in items if s.features is not None]
     if features:
         upsert = sqlite_insert(ImageFeaturesRow)
         session.execute(
             upsert.on_conflict_do_update(
                 index_elements=[ImageFeaturesRow.image_id],
-                set_={k: upsert.excluded[k] for k in ("gray", "turns", "version")},
+                set_={k: upsert.excluded[k] for k in ("gray", "turns", "regions", "version")},
             ),
             features,
         )

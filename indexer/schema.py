@@ -183,6 +183,7 @@ class ImageFeaturesRow(Base):
     )
     gray: Mapped[bytes] = mapped_column(LargeBinary)  # JPEG, longer side at most FEATURE_SIDE
     turns: Mapped[bytes] = mapped_column(LargeBinary)  # 3 packed 256-bit hashes: 90, 180, 270 degrees
+    regions: Mapped[bytes] = mapped_column(LargeBinary)  # 10 packed 256-bit hashes of indexer.features.REGIONS
     version: Mapped[int] = mapped_column(Integer)  # indexer.hashes.SIGNALS_VERSION that computed it
 
 

@@ -67,6 +67,8 @@ MIN_QUALITY = 30  # PDQ quality below this: a nearly flat image, whose hash matc
 # A 70 % corner crop or a letterboxed copy can fall to cosine ~0.65 with its original.
 COSINE_CANDIDATE = 0.60
 EMBED_NEIGHBOURS = 8
+REGION_HASHES = 10  # the stored hashes of regions of the photo (indexer/features.py REGIONS)
+REGION_CANDIDATE = 80  # a photo this close to a region of another is verified as its crop
 TURN_HASHES = 3  # the stored hashes of the photo turned by 90, 180 and 270 degrees (indexer/features.py)
 HASH_FLAT_MAX = 20_000  # exact binary search up to here; above, buckets on the steadiest bits
 HASH_BUCKET_BITS = 16
@@ -101,6 +103,7 @@ class Candidates:
 
     cosine: dict[tuple[int, int], float] = field(default_factory=dict)
     hash_distance: dict[tuple[int, int], int] = field(default_factory=dict)
+    region: dict[tuple[int, int], int] = field(default_factory=dict)  # a photo near a region of the other
     low_quality: set[int] = field(default_factory=set)  # ids whose hash says little
     missing_signals: int = 0  # indexed photos without hashes (indexed before they existed)
 
@@ -149,6 +152,8 @@ class Hashes:
     trims: npt.NDArray[np.uint8]  # ... and the hashes of their content without them
     turn_ids: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))  # photos with ...
     turns: npt.NDArray[np.uint8] = field(default_factory=lambda: np.zeros((0, HASH_BYTES), np.uint8))  # ... turn hashes
+    region_ids: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))  # photos with ...
+    regions: npt.NDArray[np.uint8] = field(default_factory=lambda: np.zeros((0, HASH_BYTES), np.uint8))  # ... regions
 
 
 def stored_hashes(library: Library) -> Hashes:
@@ -166,7 +171,7 @@ def stored_hashes(library: Library) -> Hashes:
     with library.Session() as s:
         rows = s.execute(stmt).all()
         turned = s.execute(
-            select(ImageFeaturesRow.image_id, ImageFeaturesRow.turns)
+            select(ImageFeaturesRow.image_id, ImageFeaturesRow.turns, ImageFeaturesRow.regions)
             .join(Image, Image.id == ImageFeaturesRow.image_id)
             .where(Image.status == INDEXED)
             .order_by(ImageFeaturesRow.image_id)
@@ -183,8 +188,10 @@ def stored_hashes(library: Library) -> Hashes:
         np.asarray([r[3] for r in rows], dtype=np.int32),
         np.asarray([i for i, _ in trimmed], dtype=np.int64),
         codes([blob for _, blob in trimmed]),
-        np.repeat(np.asarray([i for i, _ in turned], dtype=np.int64), TURN_HASHES),
-        codes([blob[k : k + HASH_BYTES] for _, blob in turned for k in range(0, TURN_HASHES * HASH_BYTES, HASH_BYTES)]),
+        np.repeat(np.asarray([r[0] for r in turned], dtype=np.int64), TURN_HASHES),
+        codes([r[1][k : k + HASH_BYTES] for r in turned for k in range(0, TURN_HASHES * HASH_BYTES, HASH_BYTES)]),
+        np.repeat(np.asarray([r[0] for r in turned], dtype=np.int64), REGION_HASHES),
+        codes([r[2][k : k + HASH_BYTES] for r in turned for k in range(0, REGION_HASHES * HASH_BYTES, HASH_BYTES)]),
     )
 
 
@@ -228,6 +235,19 @@ def hash_pairs(hashes: Hashes, radius: int) -> dict[tuple[int, int], int]:
     base = np.concatenate([hashes.codes, hashes.trims])
     query_ids = np.concatenate([hashes.ids, hashes.ids, hashes.trim_ids, hashes.turn_ids])
     queries = np.concatenate([hashes.codes, hashes.mirrors, hashes.trims, hashes.turns])
+    return _range_pairs(base_ids, base, query_ids, queries, radius)
+
+
+def region_pairs(hashes: Hashes, radius: int) -> dict[tuple[int, int], int]:
+    """{(a, b): distance} for photos one of which, whole, is within `radius` bits of a region of the
+    other (indexer/features.py REGIONS): a heavy crop and its original. Only candidates for verification."""
+    if len(hashes.ids) < 2 or not len(hashes.region_ids):
+        return {}
+    return _range_pairs(hashes.ids, hashes.codes, hashes.region_ids, hashes.regions, radius)
+
+
+def _range_pairs(base_ids, base, query_ids, queries, radius: int) -> dict[tuple[int, int], int]:
+    out: dict[tuple[int, int], int] = {}
     flat = len(base_ids) <= HASH_FLAT_MAX
     if not flat:
         base, queries = _steady_first(base), _steady_first(queries)
@@ -242,7 +262,7 @@ def hash_pairs(hashes: Hashes, radius: int) -> dict[tuple[int, int], int]:
         for a, b, d in zip(rows[keep].tolist(), other[keep].tolist(), dist[keep].tolist(), strict=True):
             key = (a, b) if a < b else (b, a)
             if d < out.get(key, radius + 1):
-                out[key] = d
+                out[key] = int(d)
     return out
 
 
@@ -285,12 +305,13 @@ def candidates(library: Library, *, cosine: float = COSINE_CANDIDATE, radius: in
         )
     cand.low_quality = set(hashes.ids[hashes.quality < MIN_QUALITY].tolist())
     cand.hash_distance = hash_pairs(hashes, radius)
+    cand.region = region_pairs(hashes, REGION_CANDIDATE)
     _fill_cosines(library, cand)
     return cand
 
 
 def _fill_cosines(library: Library, cand: Candidates) -> None:
-    todo = [p for p in cand.hash_distance if p not in cand.cosine]
+    todo = [p for p in {*cand.hash_distance, *cand.region} if p not in cand.cosine]
     if not todo:
         return
     wanted = sorted({i for p in todo for i in p})
@@ -316,7 +337,7 @@ def copy_pairs(cand: Candidates, verify: Verifier | None,
     with a `many(pairs, progress)` method verifies the whole batch at once (on all cores)."""
     out = []
     todo: list[tuple[int, int]] = []
-    keys = sorted(set(cand.cosine) | set(cand.hash_distance))
+    keys = sorted(set(cand.cosine) | set(cand.hash_distance) | set(cand.region))
     for key in keys:
         a, b = key
         score = cand.cosine.get(key, math.nan)
@@ -325,7 +346,8 @@ def copy_pairs(cand: Candidates, verify: Verifier | None,
         if d is not None and d <= HASH_SURE and informative:
             out.append(Pair(a, b, score, d, why=f"the whole photos' PDQ hashes differ in {int(d)} of 256 bits"))
             continue
-        if verify is None or not ((d is not None and informative) or score >= COSINE_CANDIDATE):
+        if verify is None or not ((d is not None and informative) or score >= COSINE_CANDIDATE
+                                  or key in cand.region):
             continue
         todo.append(key)
     if verify is None or not todo:
@@ -401,12 +423,14 @@ def find_tiers(library: Library, *, similar_threshold: float = SIMILAR_THRESHOLD
     """Copy pairs and similar-shot pairs of the whole library (verification reads the signals stored
     at index time); `progress(done, total)` follows the candidate pairs. Similar shots are the
     embedding pairs above `similar_threshold` that are one moment (search/duplicates/moments.py)."""
-    from search.duplicates.moments import moment_pairs
+    from search.duplicates.moments import moment_pairs, separate_exposures
 
     check_similar_threshold(similar_threshold)
     cand = candidates(library)
     verifier = file_verifier(library) if verify else None
     copies = copy_pairs(cand, verifier, progress)
+    exposures = separate_exposures(library, copies)  # a burst's frames: similar shots, not copies
+    copies = [p for p in copies if (p.a, p.b) not in exposures]
     similar = [
         Pair(a, b, s, cand.hash_distance.get((a, b))) for a, b, s in find_pairs(library, similar_threshold)
     ]

@@ -9,7 +9,9 @@ Embedding pairs above the similar tier's threshold are only candidates. A pair i
   STRICT_COSINE, and the two share the same scene point for point (at least STRICT_INLIERS keypoint
   matches agreeing on one transform, and their aligned edges correlating at least STRICT_CORRELATION).
 
-Each kept pair says in `why` which rule grouped it; the Duplicates page shows it.
+Each kept pair says in `why` which rule grouped it; the Duplicates page shows it. Two photos with
+different capture times from one camera are two exposures, so never copies of each other, however
+alike: they are left to this tier (`separate_exposures`).
 """
 
 from __future__ import annotations
@@ -56,6 +58,19 @@ def timed_together(a: Capture, b: Capture) -> bool | None:
     if a.camera != b.camera:
         return False
     return abs((a.taken_at - b.taken_at).total_seconds()) <= BURST_SECONDS
+
+
+def separate_exposures(library: Library, pairs: list) -> set[tuple[int, int]]:
+    """The pairs whose photos carry two different EXIF capture times from one camera: two exposures
+    (a burst), never an edit of one another (an edited copy keeps its original's time, or loses it)."""
+    shot = captures(library, {i for p in pairs for i in (p.a, p.b)})
+    out = set()
+    for p in pairs:
+        a, b = shot.get(p.a), shot.get(p.b)
+        if (a is not None and b is not None and a.taken_at is not None and b.taken_at is not None
+                and a.camera == b.camera and a.taken_at != b.taken_at):
+            out.add((p.a, p.b))
+    return out
 
 
 def moment_pairs(library: Library, pairs: list, verify: Callable[[list[tuple[int, int]]], dict] | None) -> list:

@@ -241,6 +241,8 @@ class CopyVerdict(Base):
     inliers: Mapped[int] = mapped_column(Integer)
     correlation: Mapped[float] = mapped_column(Float)
     aligned: Mapped[float] = mapped_column(Float)
+    centre: Mapped[float] = mapped_column(Float)
+    spread: Mapped[float] = mapped_column(Float)
     transform: Mapped[str] = mapped_column(String)
     version: Mapped[int] = mapped_column(Integer)  # search.duplicates.candidates.VERIFY_VERSION
 

@@ -67,10 +67,11 @@ class StoredVerifier:
         with library.Session() as s:
             self.rows = {i: (p, h) for i, p, h in s.execute(select(Image.id, Image.path, Image.hash))}
             self.stored = {
-                (ha, hb): Match(n, c, al, t)
-                for ha, hb, n, c, al, t in s.execute(
+                (ha, hb): Match(n, c, al, ce, sp, t)
+                for ha, hb, n, c, al, ce, sp, t in s.execute(
                     select(CopyVerdict.hash_a, CopyVerdict.hash_b, CopyVerdict.inliers, CopyVerdict.correlation,
-                           CopyVerdict.aligned, CopyVerdict.transform).where(CopyVerdict.version == VERIFY_VERSION))
+                           CopyVerdict.aligned, CopyVerdict.centre, CopyVerdict.spread, CopyVerdict.transform)
+                    .where(CopyVerdict.version == VERIFY_VERSION))
             }
             self.with_features = set(s.scalars(select(ImageFeaturesRow.image_id)
                                                .where(ImageFeaturesRow.version == SIGNALS_VERSION)))
@@ -117,7 +118,7 @@ class StoredVerifier:
         key = self._key(a, b)
         if key is not None:
             self.new[key] = Match(match.inliers, round(match.correlation, 4), round(match.aligned, 4),
-                                  match.transform)
+                                  round(match.centre, 4), round(match.spread, 4), match.transform)
 
     def __call__(self, a: int, b: int) -> Match:
         known = self.known(a, b)
@@ -189,12 +190,13 @@ class StoredVerifier:
         if not self.new:
             return
         rows = [dict(hash_a=ha, hash_b=hb, inliers=m.inliers, correlation=m.correlation, aligned=m.aligned,
-                     transform=m.transform, version=VERIFY_VERSION)
+                     centre=m.centre, spread=m.spread, transform=m.transform, version=VERIFY_VERSION)
                 for (ha, hb), m in self.new.items()]
         upsert = sqlite_insert(CopyVerdict)
         upsert = upsert.on_conflict_do_update(
             index_elements=[CopyVerdict.hash_a, CopyVerdict.hash_b],
-            set_={k: upsert.excluded[k] for k in ("inliers", "correlation", "aligned", "transform", "version")},
+            set_={k: upsert.excluded[k]
+                  for k in ("inliers", "correlation", "aligned", "centre", "spread", "transform", "version")},
         )
         with self.library.Session.begin() as s:
             for start in range(0, len(rows), 5000):

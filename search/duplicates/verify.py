@@ -57,6 +57,8 @@ MIN_CROP_CORRELATION = 0.92  # ... when the edges line up nearly perfectly ...
 MIN_CROP_ALIGNED = 0.8  # ... in nearly every cell
 MIN_OVERLAY_INLIERS = 30  # an overlay-hidden copy: twice the matches a look-alike gathers ...
 MIN_ALIGNED = 0.40  # ... and this share of the informative cells line up (the rest is hidden)
+MIN_OVERLAY_SPREAD = 0.15  # ... and the matches spread over this share of the photo, not one strip
+MIN_CENTRE = 0.25  # whatever the rule, this share of the central cells must line up
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,9 @@ class Match:
 
     inliers: int
     correlation: float  # normalised correlation over the overlap, -1..1 (0 without a transform)
-    aligned: float = 0.0  # share of the edge content in cells that line up, 0..1
+    aligned: float = 0.0  # share of the informative cells that line up, 0..1
+    centre: float = 0.0  # the same share among the central cells (the inner half of each side)
+    spread: float = 0.0  # area of the convex hull of the matched points, as a share of the photo's
     transform: str = ""  # "similarity", "homography" or "" (none found); with "mirrored " before it
 
 
@@ -142,31 +146,43 @@ def _distinct(dst: npt.NDArray[np.float32], mask) -> int:
     return len(np.unique(np.round(dst[mask.ravel().astype(bool)]), axis=0))
 
 
-def _similarity(src, dst) -> tuple[int, npt.NDArray[np.float64] | None]:
-    """(inliers, 3x3 transform) of one rotation + scale + shift fitted with RANSAC."""
+def _spread(points: npt.NDArray[np.float32], mask, shape: tuple[int, ...]) -> float:
+    """Area of the convex hull of the inlier points, as a share of the photo they lie in: matches on
+    a shared caption banner or frame cover a strip of it, those of a copy most of it (of the photo
+    inside the other, for a screenshot or a crop: `verify` takes the larger share of the two)."""
+    import cv2
+
+    kept = points[mask.ravel().astype(bool)]
+    if len(kept) < 3:
+        return 0.0
+    return float(cv2.contourArea(cv2.convexHull(kept.reshape(-1, 1, 2)))) / float(shape[0] * shape[1])
+
+
+def _similarity(src, dst) -> tuple[int, npt.NDArray[np.float64] | None, object]:
+    """(inliers, 3x3 transform, inlier mask) of one rotation + scale + shift fitted with RANSAC."""
     import cv2
 
     transform, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PIXELS)
     if transform is None or mask is None or not 1 / 64 < abs(np.linalg.det(transform[:, :2])) < 64:
-        return 0, None  # none, or one that shrinks a photo to a few pixels: no copy looks so
-    return _distinct(dst, mask), np.vstack([transform, [0.0, 0.0, 1.0]])
+        return 0, None, None  # none, or one that shrinks a photo to a few pixels: no copy looks so
+    return _distinct(dst, mask), np.vstack([transform, [0.0, 0.0, 1.0]]), mask
 
 
-def _homography(src, dst) -> tuple[int, npt.NDArray[np.float64] | None]:
+def _homography(src, dst) -> tuple[int, npt.NDArray[np.float64] | None, object]:
     """(inliers, 3x3 homography) fitted with RANSAC, or (0, None) when it folds or tilts too far to be
     a view of a flat photo."""
     import cv2
 
     if len(src) < MIN_HOMOGRAPHY_INLIERS:
-        return 0, None
-    h, mask = cv2.findHomography(src, dst, cv2.RANSAC, RANSAC_PIXELS)
+        return 0, None, None
+    h, mask = cv2.findHomography(src, dst, cv2.RANSAC, RANSAC_PIXELS, maxIters=500, confidence=0.99)
     if h is None or mask is None or abs(h[2, 2]) < 1e-9:
-        return 0, None
+        return 0, None, None
     h = h / h[2, 2]
     det = float(np.linalg.det(h[:2, :2]))
     if not 1 / 64 < det < 64 or abs(h[2, 0]) > 0.01 or abs(h[2, 1]) > 0.01:
-        return 0, None
-    return _distinct(dst, mask), h
+        return 0, None, None
+    return _distinct(dst, mask), h, mask
 
 
 def _edges(gray: npt.NDArray) -> npt.NDArray[np.float32]:
@@ -185,14 +201,16 @@ def _footprint(transform: npt.NDArray[np.float64], shape: tuple[int, ...]) -> fl
     return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
-def correlation(a_gray: npt.NDArray, b_gray: npt.NDArray, transform: npt.NDArray) -> tuple[float, float]:
+def correlation(a_gray: npt.NDArray, b_gray: npt.NDArray, transform: npt.NDArray) -> tuple[float, float, float]:
     """(correlation, aligned) of two photos related by a 3x3 transform from a's frame to b's.
 
     They are compared in the frame of the one that lies inside the other (a crop is compared with
     the part of the original it shows, not the original with the crop's small footprint), at a
     longer side of SMALL_SIDE, on edges computed after warping, so both sides have the same detail.
     correlation: the normalised correlation of the edges over the overlap; aligned: the share of
-    the overlap's informative cells (CELLS x CELLS) whose own correlation is at least CELL_ALIGNED.
+    the overlap's informative cells (CELLS x CELLS) whose own correlation is at least CELL_ALIGNED;
+    centre: that share among the central cells. Two memes of different photos on one template, or two
+    photos pasted on one poster, line up around the photo but not in its middle.
     """
     import cv2
 
@@ -217,26 +235,35 @@ def correlation(a_gray: npt.NDArray, b_gray: npt.NDArray, transform: npt.NDArray
     inside = cv2.erode((cover > 0.99).astype(np.uint8), np.ones((7, 7), np.uint8),
                        borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0
     if inside.sum() < MIN_OVERLAP * size[0] * size[1]:
-        return 0.0, 0.0
+        return 0.0, 0.0, 0.0
     a_edges, b_edges = _edges(warped), _edges(target)
     whole = _ncc(a_edges[inside], b_edges[inside])
     ys, xs = np.nonzero(inside)
     top, bottom, left, right = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    aligned = informative = 0
-    floor = CELL_FLOOR * float(b_edges[inside].std())
-    for r in range(CELLS):
-        for c in range(CELLS):
-            y0, y1 = top + (bottom - top) * r // CELLS, top + (bottom - top) * (r + 1) // CELLS
-            x0, x1 = left + (right - left) * c // CELLS, left + (right - left) * (c + 1) // CELLS
-            cell = inside[y0:y1, x0:x1]
-            if cell.size == 0 or cell.mean() < MIN_CELL_COVER:
-                continue
-            x, y = a_edges[y0:y1, x0:x1][cell], b_edges[y0:y1, x0:x1][cell]
-            if x.std() < floor or y.std() < floor:
-                continue  # a plain cell in either says nothing
-            informative += 1
-            aligned += _ncc(x, y) >= CELL_ALIGNED
-    return whole, aligned / informative if informative >= MIN_INFORMATIVE else 0.0
+    # Every cell's sums at once, from integral images of the masked edges.
+    m = inside.astype(np.float64)
+    x, y = a_edges * m, b_edges * m
+    sums = [cv2.integral(v)  for v in (m, x, y, x * x, y * y, x * y)]
+    r0 = top + (bottom - top) * np.arange(CELLS) // CELLS
+    r1 = top + (bottom - top) * np.arange(1, CELLS + 1) // CELLS
+    c0 = left + (right - left) * np.arange(CELLS) // CELLS
+    c1 = left + (right - left) * np.arange(1, CELLS + 1) // CELLS
+    R0, C0 = np.meshgrid(r0, c0, indexing="ij")
+    R1, C1 = np.meshgrid(r1, c1, indexing="ij")
+    n, sx, sy, sxx, syy, sxy = (s[R1, C1] - s[R0, C1] - s[R1, C0] + s[R0, C0] for s in sums)
+    area = np.maximum((R1 - R0) * (C1 - C0), 1)
+    k = np.maximum(n, 1)
+    vx, vy = np.maximum(sxx / k - (sx / k) ** 2, 0), np.maximum(syy / k - (sy / k) ** 2, 0)
+    cov = sxy / k - sx * sy / (k * k)
+    floor = (CELL_FLOOR * float(b_edges[inside].std())) ** 2
+    informative = (n / area >= MIN_CELL_COVER) & (vx >= floor) & (vy >= floor) & (vx > 0) & (vy > 0)
+    lines_up = informative & (cov >= CELL_ALIGNED * np.sqrt(vx * vy))
+    if informative.sum() < MIN_INFORMATIVE:
+        return whole, 0.0, 0.0
+    share = float(lines_up.sum() / informative.sum())
+    inner = slice(CELLS // 4, CELLS - CELLS // 4)
+    central = informative[inner, inner].sum()
+    return whole, share, float(lines_up[inner, inner].sum() / central) if central else share
 
 
 def _ncc(x: npt.NDArray, y: npt.NDArray) -> float:
@@ -258,16 +285,20 @@ def verify(a: Features, b: Features) -> Match:
         src = pa[[m.queryIdx for m in good]]
         dst = b.points[[m.trainIdx for m in good]]
         prefix = "mirrored " if mirrored else ""
-        n, transform = _similarity(src, dst)
-        if transform is not None:
-            whole, aligned = correlation(gray, b.gray, transform)
-            best = _better(best, Match(n, whole, aligned, prefix + "similarity"))
+        n, transform, mask = _similarity(src, dst)
+        if transform is not None and n >= MIN_CROP_INLIERS:  # fewer pass no rule: nothing to compare
+            whole, aligned, centre = correlation(gray, b.gray, transform)
+            spread = max(_spread(src, mask, gray.shape), _spread(dst, mask, b.gray.shape))
+            best = _better(best, Match(n, whole, aligned, centre, spread, prefix + "similarity"))
             if judge(best):
                 return best
-        n, transform = _homography(src, dst)
-        if transform is not None:
-            whole, aligned = correlation(gray, b.gray, transform)
-            best = _better(best, Match(n, whole, aligned, prefix + "homography"))
+        if n < MIN_CROP_INLIERS:
+            continue  # not even a part of the photo agrees on a similarity: no view of it either
+        n, transform, mask = _homography(src, dst)
+        if transform is not None and n >= MIN_HOMOGRAPHY_INLIERS:
+            whole, aligned, centre = correlation(gray, b.gray, transform)
+            spread = max(_spread(src, mask, gray.shape), _spread(dst, mask, b.gray.shape))
+            best = _better(best, Match(n, whole, aligned, centre, spread, prefix + "homography"))
             if judge(best):
                 return best
     return best
@@ -282,12 +313,15 @@ def _better(old: Match, new: Match) -> Match:
 def judge(m: Match) -> str:
     """Why the pair is a copy ("" when it is not): the rule its match passed, in words."""
     homography = m.transform.endswith("homography")
+    if m.centre < MIN_CENTRE:
+        return ""  # what lines up is around the photo (a shared template, frame or poster), not the photo
     if m.inliers >= (MIN_HOMOGRAPHY_INLIERS if homography else MIN_INLIERS) and m.correlation >= MIN_CORRELATION:
         return f"{m.transform}: {m.inliers} keypoint matches, aligned edges correlate {m.correlation:.2f}"
     if m.inliers >= MIN_CROP_INLIERS and m.correlation >= MIN_CROP_CORRELATION and m.aligned >= MIN_CROP_ALIGNED:
         return (f"{m.transform}, a part of the other: {m.inliers} keypoint matches, aligned edges correlate "
                 f"{m.correlation:.2f}")
-    if not homography and m.inliers >= MIN_OVERLAY_INLIERS and m.aligned >= MIN_ALIGNED:
+    if (m.inliers >= MIN_OVERLAY_INLIERS and m.aligned >= MIN_ALIGNED
+            and m.spread >= MIN_OVERLAY_SPREAD):
         return (f"{m.transform}, part hidden: {m.inliers} keypoint matches, {m.aligned:.0%} of the photo's "
                 f"cells line up (whole overlap {m.correlation:.2f})")
     return ""

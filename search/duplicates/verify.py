@@ -286,7 +286,9 @@ def verify(a: Features, b: Features) -> Match:
         dst = b.points[[m.trainIdx for m in good]]
         prefix = "mirrored " if mirrored else ""
         n, transform, mask = _similarity(src, dst)
-        if transform is not None and n >= MIN_CROP_INLIERS:  # fewer pass no rule: nothing to compare
+        if transform is not None and n < MIN_CROP_INLIERS:  # fewer pass no rule: nothing to compare
+            best = _better(best, Match(n, 0.0, transform=prefix + "similarity"))
+        elif transform is not None:
             whole, aligned, centre = correlation(gray, b.gray, transform)
             spread = max(_spread(src, mask, gray.shape), _spread(dst, mask, b.gray.shape))
             best = _better(best, Match(n, whole, aligned, centre, spread, prefix + "similarity"))

@@ -61,7 +61,7 @@ def hard_library(tmp_path_factory, backbone):
     src = sorted((SAMPLES / "dress").glob("*.jpg"))[1]
     img = PILImage.open(src).convert("RGB")
     img.save(photos / "original.jpg", quality=95)
-    edits = ["meme", "screenshot", "rotate90", "crop35_offcentre"]
+    edits = ["meme", "screenshot", "rotate90", "embedded"]
     for edit in edits:
         HARD_TRANSFORMS[edit](img).save(photos / f"{edit}.jpg", quality=92)
     for other in sorted((SAMPLES / "dress").glob("*.jpg"))[2:7]:

@@ -118,3 +118,17 @@ def test_a_re_run_verifies_only_the_pairs_of_new_photos(backbone, tmp_path, monk
         again = find_tiers(lib)
     assert len(first.copies) >= 1 and len(again.copies) > len(first.copies)
     assert verified and all(a in new_ids or b in new_ids for a, b in verified)
+
+
+def test_the_process_pool_gives_the_verdicts_of_one_process(hard_library, monkeypatch):
+    from search.duplicates.stored import StoredVerifier
+
+    library, _ = hard_library
+    with library.Session() as s:
+        ids = sorted(s.scalars(select(Image.id)))
+    pairs = [(a, b) for a in ids for b in ids if a < b]
+    here = StoredVerifier(library, workers=1).many(pairs)
+    monkeypatch.setattr("search.duplicates.stored.POOL_MIN_PAIRS", 1)
+    monkeypatch.setattr("search.duplicates.stored.POOL_BLOCK", 7)  # several blocks
+    pooled = StoredVerifier(library, workers=2).many(pairs)
+    assert pooled == here and any(judge(m) for m in here.values())

@@ -38,9 +38,12 @@ import numpy as np
 from PIL import Image
 
 from bench.copies import TRANSFORMS
+from bench.hard_copies import HARD_TRANSFORMS
 
 REPO = Path(__file__).resolve().parents[1]
-CORPORA = REPO.parent / "shared" / "corpora"
+# ../shared/corpora beside the checkout; a worktree one level deeper finds it one level up.
+CORPORA = next((p / "shared" / "corpora" for p in (REPO.parent, REPO.parents[1])
+                if (p / "shared" / "corpora").is_dir()), REPO.parent / "shared" / "corpora")
 CLOTHING = CORPORA / "clothing_small"
 NEARDUP = CORPORA / "neardup"
 IMAGEDEDUP = ("PHash", "DHash", "WHash", "AHash")
@@ -73,7 +76,8 @@ def known_pairs(corpus: Path) -> set[str]:
         return {row[k] for row in csv.DictReader(f) for k in ("a", "b")}
 
 
-def make_copy_set(corpus: Path, folder: Path, per_class: int, negatives_per_class: int, seed: int) -> CopySet:
+def make_copy_set(corpus: Path, folder: Path, per_class: int, negatives_per_class: int, seed: int,
+                  transforms: dict | None = None) -> CopySet:
     rng = random.Random(seed)
     skip = known_pairs(corpus)
     by_class: dict[str, list[Path]] = defaultdict(list)
@@ -89,7 +93,7 @@ def make_copy_set(corpus: Path, folder: Path, per_class: int, negatives_per_clas
             shutil.copyfile(f, folder / name)
             out.group[name] = f.stem
             img = Image.open(f).convert("RGB")
-            for t, transform in TRANSFORMS.items():
+            for t, transform in (transforms or TRANSFORMS).items():
                 copy = f"{cls}__{f.stem}__{t}.jpg"
                 transform(img).save(folder / copy, quality=95)
                 out.group[copy], out.transform[copy], out.original[copy] = f.stem, t, name
@@ -216,17 +220,11 @@ def run_lookalike(library) -> LookalikeRun:
     t0 = time.perf_counter()
     cand = d.candidates(library)
     t1 = time.perf_counter()
-    files = d.file_verifier(library)
-    verdicts: dict[tuple[int, int], object] = {}
-
-    def real(a: int, b: int):  # each pair verified once across the ablations below
-        if (a, b) not in verdicts:
-            verdicts[(a, b)] = files(a, b)
-        return verdicts[(a, b)]
-
-    copies = d.copy_pairs(cand, real)
+    files = d.file_verifier(library)  # keeps this run's verdicts: the ablations below reuse them
+    copies = d.copy_pairs(cand, files)
     t2 = time.perf_counter()
-    verified = len(verdicts)
+    verified = files.verified
+    real = files
     hash_only = d.copy_pairs(cand, None)
     t_hash = time.perf_counter()
     no_hash = d.Candidates(cosine=cand.cosine, low_quality=cand.low_quality)
@@ -250,6 +248,23 @@ def run_lookalike(library) -> LookalikeRun:
         verified=verified,
         candidates=len(set(cand.cosine) | set(cand.hash_distance)),
     )
+
+
+PDQ_MATCH = 31  # PDQ's own recommended match threshold
+
+
+def run_pdq(library) -> tuple[list[tuple[str, str]], float]:
+    """Pairs whose stored whole-photo PDQ hashes (no mirror, no turns) are within PDQ_MATCH bits."""
+    from indexer.hashes import hamming
+    from search.duplicates.candidates import stored_hashes
+
+    names = names_of(library)
+    t0 = time.perf_counter()
+    h = stored_hashes(library)
+    codes = [c.tobytes() for c in h.codes]
+    pairs = [(names[int(h.ids[i])], names[int(h.ids[j])]) for i, j in combinations(range(len(codes)), 2)
+             if hamming(codes[i], codes[j]) <= PDQ_MATCH]
+    return pairs, time.perf_counter() - t0
 
 
 def run_imagededup(folder: Path, method: str) -> tuple[list[tuple[str, str]], float]:
@@ -353,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", type=int, default=None, help="synthetic library size to time (100000)")
     parser.add_argument("--skip", default="",
-                        help="comma-separated sections to leave out: copies,imagededup,neardup,clothing,speed,scale")
+                        help="comma-separated sections to leave out: "
+                        "copies,hard,imagededup,neardup,clothing,speed,scale")
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--results", type=Path, default=REPO / "bench" / "last-duplicates.json",
                         help="JSON file the results are saved to, section by section")
@@ -394,6 +410,11 @@ def main(argv: list[str] | None = None) -> int:
         if "copies" not in skip:
             run_copies(work, backbone, args.workers, per_class, negatives, args.seed, skip, results)
             save()
+        if "hard" not in skip:
+            # Other originals (another seed) than the ordinary set's, each with every hard edit.
+            run_copies(work, backbone, args.workers, per_class, negatives, args.seed + 1, skip, results,
+                       HARD_TRANSFORMS, "hard_")
+            save()
         if "neardup" not in skip and (NEARDUP / "ground_truth.json").exists():
             say("neardup ...")
             results["neardup"] = run_neardup(work, backbone, args.workers, skip)
@@ -415,12 +436,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_copies(work: Path, backbone, workers, per_class: int, negatives: int, seed: int, skip: set[str],
-               results: dict) -> None:
-    say(f"making edited copies: {per_class} originals per class, {negatives} negatives per class ...")
-    cs = make_copy_set(CLOTHING, work / "photos", per_class, negatives, seed)
+               results: dict, transforms: dict | None = None, name: str = "") -> None:
+    """The edited-copies set (TRANSFORMS), or with `transforms` and `name` another set of edits, whose
+    results go under keys prefixed by `name`."""
+    transforms = transforms or TRANSFORMS
+    say(f"making {name or 'ordinary'} edited copies: {per_class} originals per class, {negatives} negatives "
+        "per class ...")
+    cs = make_copy_set(CLOTHING, work / f"{name}photos", per_class, negatives, seed, transforms)
+    results = results.setdefault(name.rstrip("_"), {}) if name else results
     results["files"] = len(cs.group)
     say(f"indexing {len(cs.group)} files ...")
-    library, seconds, _ = index(cs.folder, work / "library", backbone, workers)
+    library, seconds, _ = index(cs.folder, work / f"{name}library", backbone, workers)
     results["index_seconds"] = seconds
     say("  lookalike ...")
     run = run_lookalike(library)
@@ -430,6 +456,8 @@ def run_copies(work: Path, backbone, workers, per_class: int, negatives: int, se
     }
     results["verified_pairs"], results["candidate_pairs"] = run.verified, run.candidates
     results["candidate_seconds"] = run.seconds["candidates"]
+    pdq_pairs, pdq_seconds = run_pdq(library)
+    scores[f"PDQ <= {PDQ_MATCH} (whole photo)"] = score(pdq_pairs, cs.group, cs.transform, cs.original, pdq_seconds)
     if "imagededup" not in skip and imagededup_available():
         for method in IMAGEDEDUP:
             say(f"  imagededup {method} ...")
@@ -437,7 +465,8 @@ def run_copies(work: Path, backbone, workers, per_class: int, negatives: int, se
             scores[f"imagededup {method} (<= 10)"] = score(pairs, cs.group, cs.transform, cs.original, secs)
     library.close()
     results["copies"] = {k: vars(v) for k, v in scores.items()}
-    say(table(scores, list(TRANSFORMS)))
+    results["duplicates_seconds"] = run.seconds["lookalike copies tier"]
+    say(table(scores, list(transforms)))
 
 
 def report(results: dict, no_write: bool) -> None:
@@ -544,7 +573,25 @@ def markdown(r: dict) -> str:
     ]
     if "copies" in r:
         lines += copies_markdown(r)
+    if "hard" in r:
+        lines += hard_markdown(r["hard"])
     return more_markdown(r, lines)
+
+
+def hard_markdown(h: dict) -> list[str]:
+    lines = [
+        "",
+        f"### Hard edits of clothing_small photos among hard negatives ({h['files']} files)",
+        "",
+        f"Other originals than the set above, each with {len(HARD_TRANSFORMS)} hard edits "
+        f"({', '.join(HARD_TRANSFORMS)}; bench/hard_copies.py), and the same number of other photos per "
+        "class. Indexing took "
+        f"{h['index_seconds']:.0f} s; the copies tier {h['duplicates_seconds']:.1f} s "
+        f"({h['duplicates_seconds'] / h['index_seconds']:.2f} x indexing).",
+        "",
+    ]
+    lines.append(table({k: Score(**v) for k, v in h["copies"].items()}, list(HARD_TRANSFORMS)))
+    return lines
 
 
 def copies_markdown(r: dict) -> list[str]:
@@ -560,6 +607,9 @@ def copies_markdown(r: dict) -> list[str]:
     ]
     scores = {k: Score(**v) for k, v in r["copies"].items()}
     lines.append(table(scores, list(TRANSFORMS)))
+    if "duplicates_seconds" in r:
+        lines.append(f"Indexing took {r['index_seconds']:.0f} s; the copies tier {r['duplicates_seconds']:.1f} s "
+                     f"({r['duplicates_seconds'] / r['index_seconds']:.2f} x indexing).\n")
     lines.append(
         f"Candidates: {r['candidate_pairs']} pairs ({r['candidate_seconds']:.1f} s), of which "
         f"{r['verified_pairs']} went to ORB + RANSAC verification."

@@ -21,6 +21,8 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from indexer.features import ImageFeatures, compute_features
+
 log = logging.getLogger(__name__)
 
 HASH_BITS = 256
@@ -30,7 +32,8 @@ TRIM_SIDE = 128  # all signals start from a copy at least this size (longer side
 TRIM_STD = 6.0  # a border row or column varies less than this (gray levels, 0-255)
 MIN_TRIMMED = 0.25  # keep at least this share of each side, or the photo is not a bordered one
 # Bump when the way signals are computed changes: rows of an older version are recomputed.
-SIGNALS_VERSION = 1
+# 2: the `image_features` row (indexer/features.py) is written beside the hashes.
+SIGNALS_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class ImageSignals:
     pdq_mirror: bytes
     quality: int
     pdq_trim: bytes | None = None  # of the photo without its plain borders; None: it has none
+    features: ImageFeatures | None = None  # what verification needs (indexer/features.py)
 
 
 def compute_signals(img: Image.Image) -> ImageSignals:
@@ -62,7 +66,7 @@ def compute_signals(img: Image.Image) -> ImageSignals:
         top, bottom, left, right = box
         content = cv2.resize(thumb[top:bottom, left:right], (HASH_SIDE, HASH_SIDE), interpolation=cv2.INTER_AREA)
         trim = pack(pdqhash.compute(content)[0])
-    return ImageSignals(pack(bits), pack(mirror_bits), int(quality), trim)
+    return ImageSignals(pack(bits), pack(mirror_bits), int(quality), trim, compute_features(img, small, thumb))
 
 
 def content_box(gray: npt.NDArray) -> tuple[int, int, int, int] | None:
@@ -121,8 +125,9 @@ def write_signals(session, items: Iterable[tuple[int, ImageSignals]]) -> None:
     """Upsert signal rows inside the caller's transaction."""
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-    from indexer.schema import ImageSignalsRow
+    from indexer.schema import ImageFeaturesRow, ImageSignalsRow
 
+    items = list(items)
     rows = signal_rows(items)
     if not rows:
         return
@@ -134,6 +139,18 @@ def write_signals(session, items: Iterable[tuple[int, ImageSignals]]) -> None:
         ),
         rows,
     )
+    features = [dict(image_id=i, gray=s.features.gray, turns=s.features.turns, regions=s.features.regions,
+                     version=SIGNALS_VERSION)
+                for i, s in items if s.features is not None]
+    if features:
+        upsert = sqlite_insert(ImageFeaturesRow)
+        session.execute(
+            upsert.on_conflict_do_update(
+                index_elements=[ImageFeaturesRow.image_id],
+                set_={k: upsert.excluded[k] for k in ("gray", "turns", "regions", "version")},
+            ),
+            features,
+        )
 
 
 def missing_signals(library) -> list[tuple[int, str]]:

@@ -172,6 +172,21 @@ class ImageSignalsRow(Base):
     version: Mapped[int] = mapped_column(Integer)  # signals.SIGNALS_VERSION that computed it
 
 
+class ImageFeaturesRow(Base):
+    """What verifying a duplicate pair needs of an image (indexer/features.py): a small grayscale JPEG
+    and the PDQ hashes of its 90-degree turns. Written with its `image_signals` row, same version."""
+
+    __tablename__ = "image_features"
+
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
+    )
+    gray: Mapped[bytes] = mapped_column(LargeBinary)  # JPEG, longer side at most FEATURE_SIDE
+    turns: Mapped[bytes] = mapped_column(LargeBinary)  # 3 packed 256-bit hashes: 90, 180, 270 degrees
+    regions: Mapped[bytes] = mapped_column(LargeBinary)  # 10 packed 256-bit hashes of indexer.features.REGIONS
+    version: Mapped[int] = mapped_column(Integer)  # indexer.hashes.SIGNALS_VERSION that computed it
+
+
 class MapPoint(Base):
     """An image's place on the collection map (search/map/layout.py computes it from the vectors)."""
 
@@ -211,6 +226,24 @@ class VerifiedPair(Base):
     hash_b: Mapped[str] = mapped_column(String, primary_key=True)
     inliers: Mapped[int] = mapped_column(Integer)
     correlation: Mapped[float] = mapped_column(Float)
+    version: Mapped[int] = mapped_column(Integer)  # search.duplicates.candidates.VERIFY_VERSION
+
+
+class CopyVerdict(Base):
+    """A stored verification verdict of the copies tier (search/duplicates/verify.py) for two files,
+    keyed by content hashes in the order verified; with which transform and how much of the photo
+    lined up, so the evidence can say why. Supersedes `verified_pairs` (its verdicts had no reason)."""
+
+    __tablename__ = "copy_verdicts"
+
+    hash_a: Mapped[str] = mapped_column(String, primary_key=True)
+    hash_b: Mapped[str] = mapped_column(String, primary_key=True)
+    inliers: Mapped[int] = mapped_column(Integer)
+    correlation: Mapped[float] = mapped_column(Float)
+    aligned: Mapped[float] = mapped_column(Float)
+    centre: Mapped[float] = mapped_column(Float)
+    spread: Mapped[float] = mapped_column(Float)
+    transform: Mapped[str] = mapped_column(String)
     version: Mapped[int] = mapped_column(Integer)  # search.duplicates.candidates.VERIFY_VERSION
 
 

@@ -14,7 +14,7 @@ from indexer.hashes import write_signals
 from indexer.library import Library
 from indexer.plan import Plan
 from indexer.report import IndexReport
-from indexer.schema import FAILED, INDEXED, Embedding, Image, ImageSignalsRow, utcnow
+from indexer.schema import FAILED, INDEXED, Embedding, Image, ImageFeaturesRow, ImageSignalsRow, utcnow
 from indexer.vectors import VectorIndex
 
 
@@ -60,3 +60,4 @@ def store_rows(library: Library, batch: EmbeddedBatch) -> None:
             )
             s.execute(delete(Embedding).where(Embedding.image_id == it.image_id))
             s.execute(delete(ImageSignalsRow).where(ImageSignalsRow.image_id == it.image_id))
+            s.execute(delete(ImageFeaturesRow).where(ImageFeaturesRow.image_id == it.image_id))

@@ -112,7 +112,8 @@ def _group_json(r) -> dict:
         "paths": [paths.get(i) for i in g.image_ids],
         "pairs": [[p.a, p.b, _score(p.score)] for p in g.pairs],
         "evidence": [
-            {"a": p.a, "b": p.b, "cosine": _score(p.score), "hash_distance": p.hash_distance, "inliers": p.inliers}
+            {"a": p.a, "b": p.b, "cosine": _score(p.score), "hash_distance": p.hash_distance, "inliers": p.inliers,
+             "why": p.why}
             for p in g.pairs
         ],
         "keep": {"image_id": r.suggestion.image_id, "path": paths.get(r.suggestion.image_id),

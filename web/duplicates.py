@@ -71,7 +71,7 @@ class Pending(Exception):
 
 def tiers(threshold: float) -> Tiers:
     """Both tiers' pairs, computed once per state of the vectors and signals, in a background thread
-    (verification reads photo files: minutes on a large library). :raise Pending: not ready after
+    (verification reads the signals stored at index time). :raise Pending: not ready after
     the app's DUPLICATES_WAIT seconds."""
     svc = services()
     key = (threshold, tuple(svc.library.vectors_fingerprint()), _signals_key())
@@ -88,7 +88,7 @@ def tiers(threshold: float) -> Tiers:
 def _pair(p: Pair) -> dict:
     return {
         "a": p.a, "b": p.b, "score": None if p.score != p.score else round(p.score, 4),
-        "hash_distance": p.hash_distance, "inliers": p.inliers,
+        "hash_distance": p.hash_distance, "inliers": p.inliers, "why": p.why,
     }
 
 

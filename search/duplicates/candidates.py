@@ -20,8 +20,6 @@ import math
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -29,6 +27,8 @@ import numpy.typing as npt
 
 from indexer.hashes import HASH_BYTES
 from indexer.library import Library
+from search.duplicates.stored import VERIFY_VERSION, StoredVerifier  # noqa: F401 (re-exported)
+from search.duplicates.verify import MIN_CORRELATION, MIN_INLIERS, judge  # noqa: F401 (re-exported)
 from search.neighbour_lists import stored_pairs
 
 if TYPE_CHECKING:
@@ -68,10 +68,9 @@ MIN_QUALITY = 30  # PDQ quality below this: a nearly flat image, whose hash matc
 # A 70 % corner crop or a letterboxed copy can fall to cosine ~0.65 with its original.
 COSINE_CANDIDATE = 0.60
 EMBED_NEIGHBOURS = 8
-MIN_INLIERS = 12  # ORB matches that agree on one transform (search/duplicates/verify.py)
-MIN_CORRELATION = 0.80  # of the edges once aligned by that transform (a look-alike reached 0.753)
-FEATURE_CACHE = 2048  # photos whose ORB features stay in memory during one run
-VERIFY_VERSION = 1  # bump when verification changes: stored verdicts are then recomputed
+REGION_HASHES = 10  # the stored hashes of regions of the photo (indexer/features.py REGIONS)
+REGION_CANDIDATE = 80  # a photo this close to a region of another is verified as its crop
+TURN_HASHES = 3  # the stored hashes of the photo turned by 90, 180 and 270 degrees (indexer/features.py)
 HASH_FLAT_MAX = 20_000  # exact binary search up to here; above, buckets on the steadiest bits
 HASH_BUCKET_BITS = 16
 _CHUNK = 1024
@@ -89,6 +88,7 @@ class Pair:
     hash_distance: int | None = None  # PDQ bits that differ, the mirror included
     inliers: int | None = None  # verified keypoint matches, when verification ran
     correlation: float | None = None  # of the aligned pixels, when verification ran
+    why: str | None = None  # in words: the rule that made the pair a copy, or the similar shots one moment
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,7 @@ class Candidates:
 
     cosine: dict[tuple[int, int], float] = field(default_factory=dict)
     hash_distance: dict[tuple[int, int], int] = field(default_factory=dict)
+    region: dict[tuple[int, int], int] = field(default_factory=dict)  # a photo near a region of the other
     low_quality: set[int] = field(default_factory=set)  # ids whose hash says little
     missing_signals: int = 0  # indexed photos without hashes (indexed before they existed)
 
@@ -150,12 +151,16 @@ class Hashes:
     quality: npt.NDArray[np.int32]
     trim_ids: npt.NDArray[np.int64]  # the photos with plain borders ...
     trims: npt.NDArray[np.uint8]  # ... and the hashes of their content without them
+    turn_ids: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))  # photos with ...
+    turns: npt.NDArray[np.uint8] = field(default_factory=lambda: np.zeros((0, HASH_BYTES), np.uint8))  # ... turn hashes
+    region_ids: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))  # photos with ...
+    regions: npt.NDArray[np.uint8] = field(default_factory=lambda: np.zeros((0, HASH_BYTES), np.uint8))  # ... regions
 
 
 def stored_hashes(library: Library) -> Hashes:
     from sqlalchemy import select
 
-    from indexer.schema import INDEXED, Image, ImageSignalsRow
+    from indexer.schema import INDEXED, Image, ImageFeaturesRow, ImageSignalsRow
 
     stmt = (
         select(ImageSignalsRow.image_id, ImageSignalsRow.pdq, ImageSignalsRow.pdq_mirror, ImageSignalsRow.quality,
@@ -166,6 +171,12 @@ def stored_hashes(library: Library) -> Hashes:
     )
     with library.Session() as s:
         rows = s.execute(stmt).all()
+        turned = s.execute(
+            select(ImageFeaturesRow.image_id, ImageFeaturesRow.turns, ImageFeaturesRow.regions)
+            .join(Image, Image.id == ImageFeaturesRow.image_id)
+            .where(Image.status == INDEXED)
+            .order_by(ImageFeaturesRow.image_id)
+        ).all()
 
     def codes(blobs: list[bytes]) -> npt.NDArray[np.uint8]:
         return np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(len(blobs), HASH_BYTES)
@@ -178,6 +189,10 @@ def stored_hashes(library: Library) -> Hashes:
         np.asarray([r[3] for r in rows], dtype=np.int32),
         np.asarray([i for i, _ in trimmed], dtype=np.int64),
         codes([blob for _, blob in trimmed]),
+        np.repeat(np.asarray([r[0] for r in turned], dtype=np.int64), TURN_HASHES),
+        codes([r[1][k : k + HASH_BYTES] for r in turned for k in range(0, TURN_HASHES * HASH_BYTES, HASH_BYTES)]),
+        np.repeat(np.asarray([r[0] for r in turned], dtype=np.int64), REGION_HASHES),
+        codes([r[2][k : k + HASH_BYTES] for r in turned for k in range(0, REGION_HASHES * HASH_BYTES, HASH_BYTES)]),
     )
 
 
@@ -209,8 +224,9 @@ _STEADY_ORDER = np.array(sorted(range(256), key=lambda i: (i // 16 + i % 16, i))
 
 def hash_pairs(hashes: Hashes, radius: int) -> dict[tuple[int, int], int]:
     """{(a, b): distance} for photos whose hashes differ in at most `radius` bits: photo against
-    photo, mirrored photo against photo, and for photos with plain borders, content against
-    content and content against photo (a letterboxed copy meets its original there)."""
+    photo, mirrored photo against photo, photo turned by 90, 180 or 270 degrees against photo, and for
+    photos with plain borders, content against content and content against photo (a letterboxed copy
+    meets its original there)."""
     out: dict[tuple[int, int], int] = {}
     if len(hashes.ids) < 2:
         return out
@@ -218,8 +234,21 @@ def hash_pairs(hashes: Hashes, radius: int) -> dict[tuple[int, int], int]:
     # the hashes, the mirror hashes and the content hashes.
     base_ids = np.concatenate([hashes.ids, hashes.trim_ids])
     base = np.concatenate([hashes.codes, hashes.trims])
-    query_ids = np.concatenate([hashes.ids, hashes.ids, hashes.trim_ids])
-    queries = np.concatenate([hashes.codes, hashes.mirrors, hashes.trims])
+    query_ids = np.concatenate([hashes.ids, hashes.ids, hashes.trim_ids, hashes.turn_ids])
+    queries = np.concatenate([hashes.codes, hashes.mirrors, hashes.trims, hashes.turns])
+    return _range_pairs(base_ids, base, query_ids, queries, radius)
+
+
+def region_pairs(hashes: Hashes, radius: int) -> dict[tuple[int, int], int]:
+    """{(a, b): distance} for photos one of which, whole, is within `radius` bits of a region of the
+    other (indexer/features.py REGIONS): a heavy crop and its original. Only candidates for verification."""
+    if len(hashes.ids) < 2 or not len(hashes.region_ids):
+        return {}
+    return _range_pairs(hashes.ids, hashes.codes, hashes.region_ids, hashes.regions, radius)
+
+
+def _range_pairs(base_ids, base, query_ids, queries, radius: int) -> dict[tuple[int, int], int]:
+    out: dict[tuple[int, int], int] = {}
     flat = len(base_ids) <= HASH_FLAT_MAX
     if not flat:
         base, queries = _steady_first(base), _steady_first(queries)
@@ -234,7 +263,7 @@ def hash_pairs(hashes: Hashes, radius: int) -> dict[tuple[int, int], int]:
         for a, b, d in zip(rows[keep].tolist(), other[keep].tolist(), dist[keep].tolist(), strict=True):
             key = (a, b) if a < b else (b, a)
             if d < out.get(key, radius + 1):
-                out[key] = d
+                out[key] = int(d)
     return out
 
 
@@ -277,12 +306,13 @@ def candidates(library: Library, *, cosine: float = COSINE_CANDIDATE, radius: in
         )
     cand.low_quality = set(hashes.ids[hashes.quality < MIN_QUALITY].tolist())
     cand.hash_distance = hash_pairs(hashes, radius)
+    cand.region = region_pairs(hashes, REGION_CANDIDATE)
     _fill_cosines(library, cand)
     return cand
 
 
 def _fill_cosines(library: Library, cand: Candidates) -> None:
-    todo = [p for p in cand.hash_distance if p not in cand.cosine]
+    todo = [p for p in {*cand.hash_distance, *cand.region} if p not in cand.cosine]
     if not todo:
         return
     wanted = sorted({i for p in todo for i in p})
@@ -296,95 +326,49 @@ def _fill_cosines(library: Library, cand: Candidates) -> None:
 Verifier = Callable[[int, int], "Match"]
 
 
-class FileVerifier:
-    """verify(a, b) from the photo files under the library's root.
-
-    Verdicts are stored by the two files' content hashes (`verified_pairs`), so a pair is verified
-    once, not at every run; `save()` writes this run's new ones. Features are kept for the
-    FEATURE_CACHE most recently used photos (about 80 kB each).
-    """
-
-    def __init__(self, library: Library) -> None:
-        from sqlalchemy import select
-
-        from indexer.schema import Image, VerifiedPair
-        from search.duplicates.verify import features_of_file
-
-        self.library = library
-        root = library.root or Path(".")
-        with library.Session() as s:
-            self.rows = {i: (p, h) for i, p, h in s.execute(select(Image.id, Image.path, Image.hash))}
-            self.stored = {
-                (ha, hb): (n, c)
-                for ha, hb, n, c in s.execute(select(VerifiedPair.hash_a, VerifiedPair.hash_b, VerifiedPair.inliers,
-                                                     VerifiedPair.correlation)
-                                              .where(VerifiedPair.version == VERIFY_VERSION))
-            }
-        self.new: dict[tuple[str, str], tuple[int, float]] = {}
-
-        @lru_cache(maxsize=FEATURE_CACHE)
-        def features(i: int):
-            return features_of_file(root / self.rows[i][0]) if i in self.rows else None
-
-        self.features = features
-
-    def __call__(self, a: int, b: int) -> Match:
-        from search.duplicates.verify import Match, verify
-
-        key = (self.rows.get(a, ("", None))[1], self.rows.get(b, ("", None))[1])
-        if key[0] is not None and key[1] is not None:
-            known = self.stored.get(key) or self.new.get(key)  # type: ignore[arg-type]
-            if known is not None:
-                return Match(*known)
-        fa, fb = self.features(a), self.features(b)
-        if fa is None or fb is None:
-            return Match(0, 0.0)  # unreadable now: not remembered, it may be readable next time
-        match = verify(fa, fb)
-        if key[0] is not None and key[1] is not None:
-            self.new[key] = (match.inliers, round(match.correlation, 4))  # type: ignore[index]
-        return match
-
-    def save(self) -> None:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        from indexer.schema import VerifiedPair
-
-        if not self.new or self.library.read_only:  # a read-only library verifies again next time
-            return
-        rows = [dict(hash_a=ha, hash_b=hb, inliers=n, correlation=c, version=VERIFY_VERSION)
-                for (ha, hb), (n, c) in self.new.items()]
-        with self.library.Session.begin() as s:
-            for start in range(0, len(rows), 5000):
-                s.execute(sqlite_insert(VerifiedPair).on_conflict_do_nothing(), rows[start : start + 5000])
-        self.stored.update(self.new)
-        self.new = {}
-
-
-def file_verifier(library: Library) -> FileVerifier:
-    return FileVerifier(library)
+def file_verifier(library: Library) -> StoredVerifier:
+    """The verifier `find_tiers` uses: stored signals, the file only for a photo indexed without them."""
+    return StoredVerifier(library)
 
 
 def copy_pairs(cand: Candidates, verify: Verifier | None,
                progress: Callable[[int, int], None] | None = None) -> list[Pair]:
     """The candidate pairs that are copies: sure by hash, or verified. Without a verifier only the
-    hash decides. `progress(done, total)` hears how far it is, every PROGRESS_EVERY pairs."""
+    hash decides. `progress(done, total)` hears how far it is, every PROGRESS_EVERY pairs. A verifier
+    with a `many(pairs, progress)` method verifies the whole batch at once (on all cores)."""
     out = []
-    keys = sorted(set(cand.cosine) | set(cand.hash_distance))
-    for done, key in enumerate(keys):
-        if progress is not None and done % PROGRESS_EVERY == 0:
-            progress(done, len(keys))
+    todo: list[tuple[int, int]] = []
+    keys = sorted(set(cand.cosine) | set(cand.hash_distance) | set(cand.region))
+    for key in keys:
         a, b = key
         score = cand.cosine.get(key, math.nan)
         d = cand.hash_distance.get(key)
         informative = a not in cand.low_quality and b not in cand.low_quality
         if d is not None and d <= HASH_SURE and informative:
-            out.append(Pair(a, b, score, d))
+            out.append(Pair(a, b, score, d, why=f"the whole photos' PDQ hashes differ in {int(d)} of 256 bits"))
             continue
-        if verify is None or not ((d is not None and informative) or score >= COSINE_CANDIDATE):
+        if verify is None or not ((d is not None and informative) or score >= COSINE_CANDIDATE
+                                  or key in cand.region):
             continue
-        match = verify(a, b)
-        if match.inliers >= MIN_INLIERS and match.correlation >= MIN_CORRELATION:
-            out.append(Pair(a, b, score, d, match.inliers, round(match.correlation, 4)))
+        todo.append(key)
+    if verify is None or not todo:
+        return out
+    many = getattr(verify, "many", None)
+    if many is not None:
+        verdicts = many(todo, progress)
+    else:
+        verdicts = {}
+        for done, key in enumerate(todo):
+            if progress is not None and done % PROGRESS_EVERY == 0:
+                progress(done, len(todo))
+            verdicts[key] = verify(*key)
+    for key in todo:
+        match = verdicts[key]
+        why = judge(match)
+        if why:
+            out.append(Pair(key[0], key[1], cand.cosine.get(key, math.nan), cand.hash_distance.get(key),
+                            match.inliers, round(match.correlation, 4), why))
+    out.sort(key=lambda p: (p.a, p.b))
     return out
 
 
@@ -437,14 +421,17 @@ class Tiers:
 
 def find_tiers(library: Library, *, similar_threshold: float = SIMILAR_THRESHOLD, verify: bool = True,
                progress: Callable[[int, int], None] | None = None) -> Tiers:
-    """Copy pairs and similar-shot pairs of the whole library (verification reads photo files);
-    `progress(done, total)` follows the candidate pairs."""
+    """Copy pairs and similar-shot pairs of the whole library (verification reads the signals stored
+    at index time); `progress(done, total)` follows the candidate pairs. Similar shots are the
+    embedding pairs above `similar_threshold` that are one moment (search/duplicates/moments.py)."""
+    from search.duplicates.moments import moment_pairs, separate_exposures
+
     check_similar_threshold(similar_threshold)
     cand = candidates(library)
-    verifier = FileVerifier(library) if verify else None
+    verifier = file_verifier(library) if verify else None
     copies = copy_pairs(cand, verifier, progress)
-    if verifier is not None:
-        verifier.save()
+    exposures = separate_exposures(library, copies)  # a burst's frames: similar shots, not copies
+    copies = [p for p in copies if (p.a, p.b) not in exposures]
     similar = [
         Pair(a, b, s, cand.hash_distance.get((a, b))) for a, b, s in find_pairs(library, similar_threshold)
     ]
@@ -453,6 +440,9 @@ def find_tiers(library: Library, *, similar_threshold: float = SIMILAR_THRESHOLD
     copies = [p for p in copies if p.a not in aliases and p.b not in aliases]
     copied = {(p.a, p.b) for p in copies}
     similar = [p for p in similar if (p.a, p.b) not in copied and p.a not in aliases and p.b not in aliases]
+    similar = moment_pairs(library, similar, verifier.many if verifier is not None else None)
+    if verifier is not None:
+        verifier.save()
     return Tiers(copies, similar, cand.missing_signals)
 
 

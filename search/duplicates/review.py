@@ -23,13 +23,15 @@ from sqlalchemy.orm import Session
 from indexer.imageio import is_raw
 from indexer.schema import DismissedPair, DuplicateChoice, Image, utcnow
 from search.csv_cells import safe_cell
-from search.duplicates.candidates import KINDS, DuplicateGroup
+from search.duplicates.candidates import KINDS, SIMILAR, DuplicateGroup
+from search.duplicates.shots import ShotQuality, shot_qualities
 
 log = logging.getLogger(__name__)
 
 KEEP = "keep"
 REMOVE = "remove"
 CHOICES = (KEEP, REMOVE)
+UNDECIDED = "undecided"  # a similar shot nobody chose for: never removed, never kept by default
 MAX_GROUP = 500  # photos in one dismissed group: a group that big is a threshold problem, not a review
 
 
@@ -49,7 +51,7 @@ class Decision:
 
     image_id: int
     path: str
-    action: str  # KEEP or REMOVE
+    action: str  # KEEP or REMOVE; in the similar tier UNDECIDED until a person chooses
     chosen: bool  # set by a person (else it follows the suggestion)
 
 
@@ -125,10 +127,29 @@ def set_choice(session: Session, image_id: int, choice: str | None) -> None:
         index_elements=[DuplicateChoice.image_id], set_={"choice": choice, "set_at": utcnow()}))
 
 
-def decide(group: DuplicateGroup, rows: dict[int, Image], chosen: dict[int, str]) -> tuple[Suggestion, list[Decision]]:
+def best_shot(rows: list[Image], qualities: dict[int, ShotQuality]) -> Suggestion:
+    """The shot of a burst to keep: the best sharpness x exposure (search/duplicates/shots.py); without
+    stored copies to judge by, the copies tier's rule (largest, least compressed, oldest)."""
+    judged = [r for r in rows if r.id in qualities]
+    if len(judged) < len(rows) or len(rows) < 2:
+        return suggest_keep(rows)
+    best = max(judged, key=lambda r: (qualities[r.id].score, -len(r.path), r.path))
+    q = qualities[best.id]
+    return Suggestion(best.id, f"sharpest, well exposed (sharpness {q.sharpness:.0f}, {q.exposed:.0%} of pixels "
+                               "neither black nor blown)")
+
+
+def decide(group: DuplicateGroup, rows: dict[int, Image], chosen: dict[int, str],
+           qualities: dict[int, ShotQuality] | None = None) -> tuple[Suggestion, list[Decision]]:
     """Each member's action: a person's choice where there is one, else keep the suggestion and
-    remove the rest. A group is never emptied: if every member would go, the suggestion stays."""
+    remove the rest. A group is never emptied: if every member would go, the suggestion stays.
+    Similar shots are never marked for removal by default: a person's choice or UNDECIDED (their
+    suggestion is the best shot, by sharpness and exposure)."""
     members = [rows[i] for i in group.image_ids if i in rows]
+    if group.kind == SIMILAR:
+        suggestion = best_shot(members, qualities or {})
+        actions = {r.id: chosen.get(r.id, UNDECIDED) for r in members}
+        return suggestion, [Decision(r.id, r.path, actions[r.id], r.id in chosen) for r in members]
     suggestion = suggest_keep(members)
     actions = {
         r.id: chosen.get(r.id, KEEP if r.id == suggestion.image_id else REMOVE) for r in members
@@ -205,7 +226,8 @@ def removal_plan(session: Session, groups: list[DuplicateGroup]) -> list[Removal
     reviewed, _ = review(session, groups)
     plan: dict[int, Removal] = {}
     for r in reviewed:
-        kept = next(d.path for d in r.decisions if d.action == KEEP)
+        kept = next((d.path for d in r.decisions if d.action == KEEP),
+                    next(d.path for d in r.decisions if d.image_id == r.suggestion.image_id))
         for d in r.decisions:
             if d.action == REMOVE and d.image_id not in plan:
                 plan[d.image_id] = Removal(d.path, d.image_id, kept, r.group.kind)
@@ -262,10 +284,12 @@ def review(session: Session, groups: list[DuplicateGroup]) -> tuple[list[Reviewe
     """Each group with its keep suggestion and its members' actions; and the rows behind them."""
     rows = rows_of(session, (i for g in groups for i in g.image_ids))
     chosen = choices(session, rows)
+    similar = [i for g in groups if g.kind == SIMILAR for i in g.image_ids if i in rows]
+    qualities = shot_qualities(session, similar) if similar else {}
     out = []
     for g in groups:
         if not any(i in rows for i in g.image_ids):
             continue  # every member vanished since the groups were computed
-        suggestion, decisions = decide(g, rows, chosen)
+        suggestion, decisions = decide(g, rows, chosen, qualities)
         out.append(ReviewedGroup(g, suggestion, decisions))
     return out, rows

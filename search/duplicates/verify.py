@@ -1,18 +1,28 @@
-"""Verification of a candidate pair: is one photo an edit (crop, caption, rotation) of the other?
+"""Verification of a candidate pair: is one photo an edit (crop, caption, turn, a photo of a screen,
+a screenshot) of the other?
 
 1. ORB keypoints on both photos (and on one of them mirrored), matched by Hamming distance with
    Lowe's ratio test, then one similarity transform fitted with RANSAC: a crop or an edit of the
-   same photo leaves dozens of matches that agree on it.
+   same photo leaves dozens of matches that agree on it. ORB is rotation invariant, so a copy
+   turned 90 degrees matches like any other.
 2. Two shots of different things in the same place (the same wall and hanger, another garment)
    also agree on a transform, through their background. So the first photo is warped onto the
    second with that transform and their edges are compared where they overlap (normalised
-   correlation of gradient magnitudes at 100 px): a copy's edges line up, even recoloured, blurred
-   or captioned (>= 0.84 measured); another garment on the same wall does not (<= 0.63), although
-   its plain pixels, dominated by the shared background, can correlate at 0.93.
+   correlation of gradient magnitudes at SMALL_SIDE px): a copy's edges line up, even recoloured,
+   blurred or captioned; another garment on the same wall does not, although its plain pixels,
+   dominated by the shared background, can correlate at 0.93.
+3. When the similarity does not explain the matches (a photo of a screen: a keystone), a homography
+   is fitted too; it has more freedom to fit chance matches, so it must gather more of them.
+4. An overlay (a caption banner, stickers) hides part of the photo and leaves the rest aligned: the
+   overlap is cut into cells, and the share of the edge content that lies in cells which line up is
+   measured beside the correlation of the whole (`Match.aligned`).
+
+Which rule accepts a pair is decided in `judge`, from the thresholds in this module.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,32 +34,55 @@ from indexer.imageio import ImageError, load_image
 
 log = logging.getLogger(__name__)
 
-VERIFY_SIDE = 400  # both photos are scaled so that their longer side is this many pixels
+VERIFY_SIDE = 320  # both photos are scaled so that their longer side is at most this (indexer/features.py)
 ORB_FEATURES = 500
 RATIO = 0.8  # Lowe's ratio test
-RANSAC_PIXELS = 6.0  # reprojection error allowed, at VERIFY_SIDE
+RANSAC_PIXELS = 5.0  # reprojection error allowed, at VERIFY_SIDE
 MIN_MATCHES = 8  # fewer ratio-test matches: not worth fitting a transform
-SMALL_SIDE = 100  # the grayscale copy compared after alignment
+SMALL_SIDE = 96  # longer side of the frame the aligned edges are compared in
 MIN_OVERLAP = 0.2  # of the second photo's area: less is not enough to judge
+CELLS = 8  # the overlap is cut into CELLS x CELLS cells for the overlay-robust check
+CELL_ALIGNED = 0.6  # a cell whose edges correlate at least this much lines up
+MIN_CELL_COVER = 0.9  # a cell counts only where the warped photo covers this share of it
+CELL_FLOOR = 0.25  # a cell whose edges vary less than this share of the overlap's is plain
+MIN_INFORMATIVE = 8  # fewer informative cells: no cell-level verdict
+
+# What passes (measured by `python -m bench.duplicates`, BENCHMARKS.md "Near-duplicates"; look-alikes
+# of the same garment on the same wall gather up to 15 matches and correlate up to 0.80):
+MIN_INLIERS = 12  # ORB matches that agree on one similarity transform ...
+MIN_CORRELATION = 0.85  # ... and the aligned edges correlate this much
+MIN_HOMOGRAPHY_INLIERS = 20  # a homography has more freedom: it must gather more matches
+MIN_CROP_INLIERS = 6  # a heavy crop keeps few keypoints of the original: fewer matches do ...
+MIN_CROP_CORRELATION = 0.92  # ... when the edges line up nearly perfectly ...
+MIN_CROP_ALIGNED = 0.8  # ... in nearly every cell
+MIN_OVERLAY_INLIERS = 30  # an overlay-hidden copy: twice the matches a look-alike gathers ...
+MIN_ALIGNED = 0.40  # ... and this share of the informative cells line up (the rest is hidden)
+MIN_OVERLAY_SPREAD = 0.15  # ... and the matches spread over this share of the photo, not one strip
+MIN_CENTRE = 0.25  # whatever the rule, this share of the central cells must line up
 
 
 @dataclass(frozen=True)
 class Match:
-    """What verification found: consistent keypoint matches, and how alike the aligned pixels are."""
+    """What verification found: consistent keypoint matches, how alike the aligned edges are, and
+    by which transform."""
 
     inliers: int
     correlation: float  # normalised correlation over the overlap, -1..1 (0 without a transform)
+    aligned: float = 0.0  # share of the informative cells that line up, 0..1
+    centre: float = 0.0  # the same share among the central cells (the inner half of each side)
+    spread: float = 0.0  # area of the convex hull of the matched points, as a share of the photo's
+    transform: str = ""  # "similarity", "homography" or "" (none found); with "mirrored " before it
 
 
 @dataclass(frozen=True)
 class Features:
-    """ORB keypoints of one photo (and of its mirror image), at VERIFY_SIDE."""
+    """ORB keypoints of one photo (and of its mirror image), and the photo itself, at VERIFY_SIDE."""
 
     points: npt.NDArray[np.float32]  # [n, 2]
     descriptors: npt.NDArray[np.uint8] | None  # [n, 32]
     mirror_points: npt.NDArray[np.float32]
     mirror_descriptors: npt.NDArray[np.uint8] | None
-    edges: npt.NDArray[np.float32]  # gradient magnitude, longer side SMALL_SIDE, for the comparison
+    gray: npt.NDArray[np.uint8]  # longer side at most VERIFY_SIDE: the frame of the points
 
 
 def _orb(gray: npt.NDArray):
@@ -62,25 +95,31 @@ def _orb(gray: npt.NDArray):
 
 
 def features_of_gray(gray: npt.NDArray) -> Features:
+    """Features of a grayscale photo; scaled down to VERIFY_SIDE when larger (never up: a small
+    photo keeps its own detail)."""
     import cv2
 
+    cv2.setNumThreads(1)
     h, w = gray.shape
-    scale = VERIFY_SIDE / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+    if max(h, w) > VERIFY_SIDE:
+        scale = VERIFY_SIDE / max(h, w)
+        gray = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    gray = np.ascontiguousarray(gray, dtype=np.uint8)
     points, descriptors = _orb(gray)
     mirror_points, mirror_descriptors = _orb(np.ascontiguousarray(gray[:, ::-1]))
-    k = SMALL_SIDE / VERIFY_SIDE
-    small = cv2.resize(gray, (max(1, round(size[0] * k)), max(1, round(size[1] * k))), interpolation=cv2.INTER_AREA)
-    return Features(points, descriptors, mirror_points, mirror_descriptors, _edges(small))
+    return Features(points, descriptors, mirror_points, mirror_descriptors, gray)
 
 
-def _edges(small: npt.NDArray) -> npt.NDArray[np.float32]:
-    import cv2
+def features_of_jpeg(data: bytes) -> Features | None:
+    """Features of the stored grayscale copy (indexer/features.py); None when it cannot be decoded."""
+    from PIL import Image, UnidentifiedImageError
 
-    x = cv2.GaussianBlur(small.astype(np.float32), (0, 0), 1.0)  # forgives a pixel of misalignment
-    gx, gy = cv2.Sobel(x, cv2.CV_32F, 1, 0), cv2.Sobel(x, cv2.CV_32F, 0, 1)
-    return np.sqrt(gx * gx + gy * gy)
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return features_of_gray(np.asarray(img.convert("L")))
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+        log.warning("a stored grayscale copy does not decode: %s", e)
+        return None
 
 
 def features_of_file(path: Path) -> Features | None:
@@ -93,59 +132,198 @@ def features_of_file(path: Path) -> Features | None:
     return features_of_gray(np.asarray(img.convert("L")))
 
 
-def _fit(pa, da, pb, db) -> tuple[int, npt.NDArray[np.float64] | None]:
-    """(inliers, 2x3 transform from a to b) of the ratio-test matches, or (0, None)."""
+def _matches(da, db) -> list:
     import cv2
 
     if da is None or db is None or len(da) < MIN_MATCHES or len(db) < MIN_MATCHES:
-        return 0, None
+        return []
     matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
-    good = [m[0] for m in matcher.knnMatch(da, db, k=2) if len(m) == 2 and m[0].distance < RATIO * m[1].distance]
-    if len(good) < MIN_MATCHES:
-        return 0, None
-    src = pa[[m.queryIdx for m in good]]
-    dst = pb[[m.trainIdx for m in good]]
-    # A partial affine (rotation, one scale, shift) is what crops, resizes and small rotations make;
-    # it has fewer ways than a homography to fit chance matches between look-alikes.
-    transform, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PIXELS)
-    if transform is None or mask is None:
-        return 0, None
+    return [m[0] for m in matcher.knnMatch(da, db, k=2) if len(m) == 2 and m[0].distance < RATIO * m[1].distance]
+
+
+def _distinct(dst: npt.NDArray[np.float32], mask) -> int:
     # Several matches on the same target point are one piece of evidence, not many.
-    kept = dst[mask.ravel().astype(bool)]
-    return len(np.unique(np.round(kept), axis=0)), transform
+    return len(np.unique(np.round(dst[mask.ravel().astype(bool)]), axis=0))
 
 
-def correlation(a_edges: npt.NDArray[np.float32], b_edges: npt.NDArray[np.float32],
-                transform: npt.NDArray[np.float64]) -> float:
-    """Normalised correlation of a's edges warped onto b's (transform at VERIFY_SIDE scale), over
-    the part of b that a covers."""
+def _spread(points: npt.NDArray[np.float32], mask, shape: tuple[int, ...]) -> float:
+    """Area of the convex hull of the inlier points, as a share of the photo they lie in: matches on
+    a shared caption banner or frame cover a strip of it, those of a copy most of it (of the photo
+    inside the other, for a screenshot or a crop: `verify` takes the larger share of the two)."""
     import cv2
 
-    m = transform.copy()
-    m[:, 2] *= SMALL_SIDE / VERIFY_SIDE  # the same transform between the small copies
-    h, w = b_edges.shape
-    warped = cv2.warpAffine(a_edges, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
-    cover = cv2.warpAffine(np.ones_like(a_edges), m, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
+    kept = points[mask.ravel().astype(bool)]
+    if len(kept) < 3:
+        return 0.0
+    return float(cv2.contourArea(cv2.convexHull(kept.reshape(-1, 1, 2)))) / float(shape[0] * shape[1])
+
+
+def _similarity(src, dst) -> tuple[int, npt.NDArray[np.float64] | None, object]:
+    """(inliers, 3x3 transform, inlier mask) of one rotation + scale + shift fitted with RANSAC."""
+    import cv2
+
+    transform, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PIXELS)
+    if transform is None or mask is None or not 1 / 64 < abs(np.linalg.det(transform[:, :2])) < 64:
+        return 0, None, None  # none, or one that shrinks a photo to a few pixels: no copy looks so
+    return _distinct(dst, mask), np.vstack([transform, [0.0, 0.0, 1.0]]), mask
+
+
+def _homography(src, dst) -> tuple[int, npt.NDArray[np.float64] | None, object]:
+    """(inliers, 3x3 homography) fitted with RANSAC, or (0, None) when it folds or tilts too far to be
+    a view of a flat photo."""
+    import cv2
+
+    if len(src) < MIN_HOMOGRAPHY_INLIERS:
+        return 0, None, None
+    h, mask = cv2.findHomography(src, dst, cv2.RANSAC, RANSAC_PIXELS, maxIters=500, confidence=0.99)
+    if h is None or mask is None or abs(h[2, 2]) < 1e-9:
+        return 0, None, None
+    h = h / h[2, 2]
+    det = float(np.linalg.det(h[:2, :2]))
+    if not 1 / 64 < det < 64 or abs(h[2, 0]) > 0.01 or abs(h[2, 1]) > 0.01:
+        return 0, None, None
+    return _distinct(dst, mask), h, mask
+
+
+def _edges(gray: npt.NDArray) -> npt.NDArray[np.float32]:
+    import cv2
+
+    x = cv2.GaussianBlur(gray.astype(np.float32), (0, 0), 1.0)  # forgives a pixel of misalignment
+    gx, gy = cv2.Sobel(x, cv2.CV_32F, 1, 0), cv2.Sobel(x, cv2.CV_32F, 0, 1)
+    return np.sqrt(gx * gx + gy * gy)
+
+
+def _footprint(transform: npt.NDArray[np.float64], shape: tuple[int, ...]) -> float:
+    """Area of a photo of this shape once mapped by the transform (a quadrilateral's shoelace area)."""
+    h, w = shape[:2]
+    corners = np.array([[0, 0, 1], [w, 0, 1], [w, h, 1], [0, h, 1]], dtype=np.float64) @ transform.T
+    x, y = corners[:, 0] / corners[:, 2], corners[:, 1] / corners[:, 2]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+
+
+def correlation(a_gray: npt.NDArray, b_gray: npt.NDArray, transform: npt.NDArray) -> tuple[float, float, float]:
+    """(correlation, aligned) of two photos related by a 3x3 transform from a's frame to b's.
+
+    They are compared in the frame of the one that lies inside the other (a crop is compared with
+    the part of the original it shows, not the original with the crop's small footprint), at a
+    longer side of SMALL_SIDE, on edges computed after warping, so both sides have the same detail.
+    correlation: the normalised correlation of the edges over the overlap; aligned: the share of
+    the overlap's informative cells (CELLS x CELLS) whose own correlation is at least CELL_ALIGNED;
+    centre: that share among the central cells. Two memes of different photos on one template, or two
+    photos pasted on one poster, line up around the photo but not in its middle.
+    """
+    import cv2
+
+    if _footprint(transform, a_gray.shape) < b_gray.shape[0] * b_gray.shape[1]:
+        a_gray, b_gray = b_gray, a_gray
+        transform = np.linalg.inv(transform)
+    h, w = b_gray.shape
+    k = SMALL_SIDE / max(h, w)
+    size = (max(1, round(w * k)), max(1, round(h * k)))
+    target = cv2.resize(b_gray, size, interpolation=cv2.INTER_AREA)
+    m = np.diag([k, k, 1.0]) @ transform
+    s = float(np.sqrt(abs(np.linalg.det(m[:2, :2]))))  # pixels of the target per pixel of a
+    source = a_gray
+    if s < 1:  # shrink a first, so the warp does not alias
+        source = cv2.resize(a_gray, (max(1, round(a_gray.shape[1] * s)), max(1, round(a_gray.shape[0] * s))),
+                            interpolation=cv2.INTER_AREA)
+        m = m @ np.diag([a_gray.shape[1] / source.shape[1], a_gray.shape[0] / source.shape[0], 1.0])
+    warped = cv2.warpPerspective(source.astype(np.float32), m, size, flags=cv2.INTER_LINEAR, borderValue=0)
+    cover = cv2.warpPerspective(np.ones(source.shape, np.float32), m, size, flags=cv2.INTER_LINEAR, borderValue=0)
     # Less a few pixels inside the edge of the overlap: a letterbox bar or a crop border makes an edge
     # there that the other photo has no reason to have.
     inside = cv2.erode((cover > 0.99).astype(np.uint8), np.ones((7, 7), np.uint8),
                        borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0
-    if inside.sum() < MIN_OVERLAP * w * h:
-        return 0.0
-    x, y = warped[inside], b_edges[inside]
+    if inside.sum() < MIN_OVERLAP * size[0] * size[1]:
+        return 0.0, 0.0, 0.0
+    a_edges, b_edges = _edges(warped), _edges(target)
+    whole = _ncc(a_edges[inside], b_edges[inside])
+    ys, xs = np.nonzero(inside)
+    top, bottom, left, right = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    # Every cell's sums at once, from integral images of the masked edges.
+    m = inside.astype(np.float64)
+    x, y = a_edges * m, b_edges * m
+    sums = [cv2.integral(v)  for v in (m, x, y, x * x, y * y, x * y)]
+    r0 = top + (bottom - top) * np.arange(CELLS) // CELLS
+    r1 = top + (bottom - top) * np.arange(1, CELLS + 1) // CELLS
+    c0 = left + (right - left) * np.arange(CELLS) // CELLS
+    c1 = left + (right - left) * np.arange(1, CELLS + 1) // CELLS
+    R0, C0 = np.meshgrid(r0, c0, indexing="ij")
+    R1, C1 = np.meshgrid(r1, c1, indexing="ij")
+    n, sx, sy, sxx, syy, sxy = (s[R1, C1] - s[R0, C1] - s[R1, C0] + s[R0, C0] for s in sums)
+    area = np.maximum((R1 - R0) * (C1 - C0), 1)
+    k = np.maximum(n, 1)
+    vx, vy = np.maximum(sxx / k - (sx / k) ** 2, 0), np.maximum(syy / k - (sy / k) ** 2, 0)
+    cov = sxy / k - sx * sy / (k * k)
+    floor = (CELL_FLOOR * float(b_edges[inside].std())) ** 2
+    informative = (n / area >= MIN_CELL_COVER) & (vx >= floor) & (vy >= floor) & (vx > 0) & (vy > 0)
+    lines_up = informative & (cov >= CELL_ALIGNED * np.sqrt(vx * vy))
+    if informative.sum() < MIN_INFORMATIVE:
+        return whole, 0.0, 0.0
+    share = float(lines_up.sum() / informative.sum())
+    inner = slice(CELLS // 4, CELLS - CELLS // 4)
+    central = informative[inner, inner].sum()
+    return whole, share, float(lines_up[inner, inner].sum() / central) if central else share
+
+
+def _ncc(x: npt.NDArray, y: npt.NDArray) -> float:
     x, y = x - x.mean(), y - y.mean()
     denominator = float(np.sqrt((x * x).sum() * (y * y).sum()))
     return float((x * y).sum() / denominator) if denominator > 0 else 0.0
 
 
 def verify(a: Features, b: Features) -> Match:
-    """The better of a-to-b and mirrored-a-to-b: its inliers and its aligned correlation."""
-    n, transform = _fit(a.points, a.descriptors, b.points, b.descriptors)
-    n_mirror, transform_mirror = _fit(a.mirror_points, a.mirror_descriptors, b.points, b.descriptors)
-    if n_mirror > n:
-        n, transform, source = n_mirror, transform_mirror, np.ascontiguousarray(a.edges[:, ::-1])
-    else:
-        source = a.edges
-    if transform is None:
-        return Match(0, 0.0)
-    return Match(n, correlation(source, b.edges, transform))
+    """The best account of a-to-b and mirrored-a-to-b: a similarity transform, else a homography;
+    its inliers, and its aligned correlation."""
+    best = Match(0, 0.0)
+    mirror = np.ascontiguousarray(a.gray[:, ::-1])
+    for mirrored, pa, da, gray in ((False, a.points, a.descriptors, a.gray),
+                                   (True, a.mirror_points, a.mirror_descriptors, mirror)):
+        good = _matches(da, b.descriptors)
+        if len(good) < MIN_MATCHES:
+            continue
+        src = pa[[m.queryIdx for m in good]]
+        dst = b.points[[m.trainIdx for m in good]]
+        prefix = "mirrored " if mirrored else ""
+        n, transform, mask = _similarity(src, dst)
+        if transform is not None and n < MIN_CROP_INLIERS:  # fewer pass no rule: nothing to compare
+            best = _better(best, Match(n, 0.0, transform=prefix + "similarity"))
+        elif transform is not None:
+            whole, aligned, centre = correlation(gray, b.gray, transform)
+            spread = max(_spread(src, mask, gray.shape), _spread(dst, mask, b.gray.shape))
+            best = _better(best, Match(n, whole, aligned, centre, spread, prefix + "similarity"))
+            if judge(best):
+                return best
+        if n < MIN_CROP_INLIERS:
+            continue  # not even a part of the photo agrees on a similarity: no view of it either
+        n, transform, mask = _homography(src, dst)
+        if transform is not None and n >= MIN_HOMOGRAPHY_INLIERS:
+            whole, aligned, centre = correlation(gray, b.gray, transform)
+            spread = max(_spread(src, mask, gray.shape), _spread(dst, mask, b.gray.shape))
+            best = _better(best, Match(n, whole, aligned, centre, spread, prefix + "homography"))
+            if judge(best):
+                return best
+    return best
+
+
+def _better(old: Match, new: Match) -> Match:
+    if bool(judge(new)) != bool(judge(old)):
+        return new if judge(new) else old
+    return new if (new.inliers, new.correlation) > (old.inliers, old.correlation) else old
+
+
+def judge(m: Match) -> str:
+    """Why the pair is a copy ("" when it is not): the rule its match passed, in words."""
+    homography = m.transform.endswith("homography")
+    if m.centre < MIN_CENTRE:
+        return ""  # what lines up is around the photo (a shared template, frame or poster), not the photo
+    if m.inliers >= (MIN_HOMOGRAPHY_INLIERS if homography else MIN_INLIERS) and m.correlation >= MIN_CORRELATION:
+        return f"{m.transform}: {m.inliers} keypoint matches, aligned edges correlate {m.correlation:.2f}"
+    if m.inliers >= MIN_CROP_INLIERS and m.correlation >= MIN_CROP_CORRELATION and m.aligned >= MIN_CROP_ALIGNED:
+        return (f"{m.transform}, a part of the other: {m.inliers} keypoint matches, aligned edges correlate "
+                f"{m.correlation:.2f}")
+    if (m.inliers >= MIN_OVERLAY_INLIERS and m.aligned >= MIN_ALIGNED
+            and m.spread >= MIN_OVERLAY_SPREAD):
+        return (f"{m.transform}, part hidden: {m.inliers} keypoint matches, {m.aligned:.0%} of the photo's "
+                f"cells line up (whole overlap {m.correlation:.2f})")
+    return ""

@@ -140,16 +140,9 @@ def test_eval_without_labels_is_a_clear_error(run, sample_library):
 def test_duplicates_json_and_text(run, sample_library):
     result = run("duplicates", "--library", sample_library.path, "--json", "--kind", "similar", "--threshold", 0.8)
     assert result.exit_code == 0, result.output
-    groups = json.loads(result.output)
-    assert groups, "some sample photos are this alike"
-    sizes = [len(g["image_ids"]) for g in groups]
-    assert sizes == sorted(sizes, reverse=True)
-    for g in groups:
-        assert g["kind"] == "similar" and len(g["paths"]) == len(g["image_ids"])
-        # The tier holds pairs at the threshold or above, and the JSON rounds scores to 4 decimals: a
-        # pair at 0.80003 prints as 0.8 (seen with bf16 vectors, whose scores land elsewhere than fp32's).
-        assert all(score >= 0.8 for _, _, score in g["pairs"])
-        assert g["keep"]["image_id"] in g["image_ids"] and g["keep"]["reason"]
+    # The 120 sample photos are different pictures, some of them alike (cosine above 0.8), none taken
+    # moments apart: no similar shots either (the tier's JSON: tests/search/duplicates/test_review.py).
+    assert json.loads(result.output) == []
     result = run("duplicates", "--library", sample_library.path)
     # The 120 sample photos are all different pictures: no copies among them.
     assert result.exit_code == 0 and result.output.startswith("0 groups of copies of the same photo")

@@ -33,6 +33,7 @@ from search.duplicates.review import (
     suggest_keep,
 )
 from tests.conftest import SAMPLES
+from tests.search.duplicates.exif import save_shot
 
 
 def row(i, w, h, size, taken=None, mtime=0.0, path=None):
@@ -70,8 +71,8 @@ def collection(tmp_path, backbone):
     TRANSFORMS["webp_half"](img).save(photos / "a" / "small.jpg", quality=80)
     gray = TRANSFORMS["grayscale"](img)
     gray.resize((img.width * 3 // 4, img.height * 3 // 4)).save(photos / "a" / "gray.jpg", quality=80)
-    for other in sorted((SAMPLES / "shoes").glob("*.jpg"))[:2]:
-        shutil.copyfile(other, photos / "a" / other.name)
+    for n, other in enumerate(sorted((SAMPLES / "shoes").glob("*.jpg"))[:2]):  # two shots 3 s apart
+        save_shot(PILImage.open(other), photos / "a" / other.name, datetime(2024, 5, 1, 12, 0, 3 * n), ("Acme", "X1"))
     library = Library(tmp_path / "library", create=True)
     index_folder(photos, library, backbone, workers=0)
     yield photos, library
@@ -149,6 +150,8 @@ def test_duplicates_json_keeps_its_contract_and_adds_tier_and_keep(collection, r
     similar = json.loads(run("duplicates", "--library", library.path, "--json", "--kind", "similar",
                              "--threshold", "0.3").output)
     assert similar and all(x["kind"] == "similar" for x in similar)
+    assert all(a == "undecided" for x in similar for a in x["actions"].values())  # never pre-marked
+    assert all(e["why"].startswith("one moment") for x in similar for e in x["evidence"])
     assert run("duplicates", "--library", library.path, "--kind", "twins").exit_code == 2
     wrong = run("duplicates", "--library", library.path, "--threshold", "0.8")
     assert wrong.exit_code == 2 and "--kind similar" in wrong.output

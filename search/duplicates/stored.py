@@ -1,0 +1,205 @@
+"""Verifying candidate pairs from the signals stored at index time (the `image_features` table), never
+from the photo files: `duplicates` then decodes nothing but a 320-px grayscale JPEG per photo.
+
+Verdicts are stored by the two files' content hashes (`copy_verdicts`), so a pair is verified once:
+a re-run after adding photos verifies only the pairs that involve the new ones. Many pairs at once
+are verified on all cores (a process pool, each worker given the pairs of a block of photos and
+their stored copies).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable
+from functools import lru_cache
+from pathlib import Path
+
+from indexer.library import Library
+from search.duplicates.verify import Features, Match, features_of_file, features_of_jpeg, verify
+
+log = logging.getLogger(__name__)
+
+VERIFY_VERSION = 2  # bump when verification changes: stored verdicts are then recomputed
+POOL_MIN_PAIRS = 300  # fewer pairs than this are verified in this process (a pool costs ~1 s to start)
+POOL_BLOCK = 256  # pairs per task sent to a worker
+FEATURE_CACHE = 4096  # photos whose keypoints stay in memory during one run (about 40 kB each)
+
+Pair = tuple[int, int]
+
+
+def _features_of(blob: bytes | None, fallback: Path | None) -> Features | None:
+    if blob is not None:
+        return features_of_jpeg(blob)
+    return features_of_file(fallback) if fallback is not None else None
+
+
+def _verify_block(block: list[tuple[Pair, bytes | None, bytes | None, str | None, str | None]]) -> list[Match | None]:
+    """A worker's task: each pair with its two stored copies (or, for a photo indexed before they
+    existed, its file's path). None where one of the two cannot be read."""
+    cache: dict[int, Features | None] = {}
+    out: list[Match | None] = []
+    for (a, b), blob_a, blob_b, path_a, path_b in block:
+        for i, blob, path in ((a, blob_a, path_a), (b, blob_b, path_b)):
+            if i not in cache:
+                cache[i] = _features_of(blob, Path(path) if path else None)
+        fa, fb = cache[a], cache[b]
+        out.append(verify(fa, fb) if fa is not None and fb is not None else None)
+    return out
+
+
+class StoredVerifier:
+    """verify(a, b) from the stored grayscale copies; `many(pairs)` for a batch, on all cores.
+
+    A photo without a stored copy (indexed by an older lookalike, before `lookalike index` added it)
+    is read from its file, if `files` is true; `save()` writes this run's new verdicts.
+    """
+
+    def __init__(self, library: Library, *, files: bool = True, workers: int | None = None) -> None:
+        from sqlalchemy import select
+
+        from indexer.hashes import SIGNALS_VERSION
+        from indexer.schema import CopyVerdict, Image, ImageFeaturesRow
+
+        self.library = library
+        self.root = library.root if files else None
+        self.workers = workers if workers is not None else (os.cpu_count() or 1)
+        with library.Session() as s:
+            self.rows = {i: (p, h) for i, p, h in s.execute(select(Image.id, Image.path, Image.hash))}
+            self.stored = {
+                (ha, hb): Match(n, c, al, ce, sp, t)
+                for ha, hb, n, c, al, ce, sp, t in s.execute(
+                    select(CopyVerdict.hash_a, CopyVerdict.hash_b, CopyVerdict.inliers, CopyVerdict.correlation,
+                           CopyVerdict.aligned, CopyVerdict.centre, CopyVerdict.spread, CopyVerdict.transform)
+                    .where(CopyVerdict.version == VERIFY_VERSION))
+            }
+            self.with_features = set(s.scalars(select(ImageFeaturesRow.image_id)
+                                               .where(ImageFeaturesRow.version == SIGNALS_VERSION)))
+        self.new: dict[tuple[str, str], Match] = {}
+        self.verified = 0  # pairs verified in this run (not answered from stored verdicts)
+
+        @lru_cache(maxsize=FEATURE_CACHE)
+        def features(i: int) -> Features | None:
+            return _features_of(*self._source(i))
+
+        self.features = features
+
+    def _blobs(self, ids: Iterable[int]) -> dict[int, bytes]:
+        from sqlalchemy import select
+
+        from indexer.schema import ImageFeaturesRow
+
+        wanted = sorted(set(ids) & self.with_features)
+        out: dict[int, bytes] = {}
+        with self.library.Session() as s:
+            for start in range(0, len(wanted), 500):
+                part = wanted[start : start + 500]
+                out.update(s.execute(select(ImageFeaturesRow.image_id, ImageFeaturesRow.gray)
+                                     .where(ImageFeaturesRow.image_id.in_(part))).all())
+        return out
+
+    def _source(self, i: int) -> tuple[bytes | None, Path | None]:
+        if i in self.with_features:
+            return self._blobs([i]).get(i), None
+        if self.root is not None and i in self.rows:
+            return None, self.root / self.rows[i][0]
+        return None, None
+
+    def _key(self, a: int, b: int) -> tuple[str, str] | None:
+        ha, hb = self.rows.get(a, ("", None))[1], self.rows.get(b, ("", None))[1]
+        return (ha, hb) if ha is not None and hb is not None else None
+
+    def known(self, a: int, b: int) -> Match | None:
+        key = self._key(a, b)
+        return None if key is None else self.stored.get(key) or self.new.get(key)
+
+    def _remember(self, a: int, b: int, match: Match) -> None:
+        self.verified += 1
+        key = self._key(a, b)
+        if key is not None:
+            self.new[key] = Match(match.inliers, round(match.correlation, 4), round(match.aligned, 4),
+                                  round(match.centre, 4), round(match.spread, 4), match.transform)
+
+    def __call__(self, a: int, b: int) -> Match:
+        known = self.known(a, b)
+        if known is not None:
+            return known
+        fa, fb = self.features(a), self.features(b)
+        if fa is None or fb is None:
+            return Match(0, 0.0)  # unreadable now: not remembered, it may be readable next time
+        match = verify(fa, fb)
+        self._remember(a, b, match)
+        return match
+
+    def many(self, pairs: list[Pair], progress: Callable[[int, int], None] | None = None) -> dict[Pair, Match]:
+        """Verdicts of these pairs: stored ones, and the rest verified (on all cores when many)."""
+        out: dict[Pair, Match] = {}
+        todo = []
+        for p in pairs:
+            known = self.known(*p)
+            if known is not None:
+                out[p] = known
+            else:
+                todo.append(p)
+        if len(todo) < POOL_MIN_PAIRS or self.workers < 2:
+            for n, p in enumerate(todo):
+                if progress is not None and n % 64 == 0:
+                    progress(len(out), len(pairs))
+                out[p] = self(*p)
+            return out
+        out.update(self._pool(todo, lambda done: progress(len(out) + done, len(pairs)) if progress else None))
+        return out
+
+    def _pool(self, todo: list[Pair], progress: Callable[[int], None]) -> dict[Pair, Match]:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        todo = sorted(todo)  # a block then shares its first photos
+        blobs = self._blobs(i for p in todo for i in p)
+
+        def source(i: int) -> tuple[bytes | None, str | None]:
+            if i in blobs:
+                return blobs[i], None
+            if self.root is not None and i in self.rows:
+                return None, str(self.root / self.rows[i][0])
+            return None, None
+
+        blocks = []
+        for start in range(0, len(todo), POOL_BLOCK):
+            part = todo[start : start + POOL_BLOCK]
+            blocks.append([((a, b), source(a)[0], source(b)[0], source(a)[1], source(b)[1]) for a, b in part])
+        out: dict[Pair, Match] = {}
+        # Spawned, not forked: the web app calls this from a thread, beside FAISS's and torch's.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(self.workers, len(blocks)), mp_context=context) as pool:
+            for block, results in zip(blocks, pool.map(_verify_block, blocks), strict=True):
+                for (pair, *_), match in zip(block, results, strict=True):
+                    if match is None:
+                        out[pair] = Match(0, 0.0)
+                        continue
+                    self._remember(*pair, match)
+                    out[pair] = match
+                progress(len(out))
+        return out
+
+    def save(self) -> None:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        from indexer.schema import CopyVerdict
+
+        if not self.new or self.library.read_only:  # a read-only library verifies again next time
+            return
+        rows = [dict(hash_a=ha, hash_b=hb, inliers=m.inliers, correlation=m.correlation, aligned=m.aligned,
+                     centre=m.centre, spread=m.spread, transform=m.transform, version=VERIFY_VERSION)
+                for (ha, hb), m in self.new.items()]
+        upsert = sqlite_insert(CopyVerdict)
+        upsert = upsert.on_conflict_do_update(
+            index_elements=[CopyVerdict.hash_a, CopyVerdict.hash_b],
+            set_={k: upsert.excluded[k]
+                  for k in ("inliers", "correlation", "aligned", "centre", "spread", "transform", "version")},
+        )
+        with self.library.Session.begin() as s:
+            for start in range(0, len(rows), 5000):
+                s.execute(upsert, rows[start : start + 5000])
+        self.stored.update(self.new)
+        self.new = {}

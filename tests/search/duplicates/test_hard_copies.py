@@ -1,0 +1,134 @@
+"""Hard copies of real photos (a quarter-area crop, a meme, stickers, a photo of a screen, a screenshot,
+a collage, 90-degree turns) are verified as copies, from the signals stored at index time alone; look-
+alikes of the same subject are not; a re-run verifies only the pairs of new photos."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from PIL import Image as PILImage
+from sqlalchemy import select
+
+from bench.hard_copies import HARD_TRANSFORMS
+from indexer.features import gray_jpeg
+from indexer.imageio import load_image
+from indexer.library import Library
+from indexer.pipeline import index_folder
+from indexer.schema import Image
+from search.duplicates.candidates import find_duplicates, find_tiers
+from search.duplicates.verify import features_of_jpeg, judge, verify
+from tests.conftest import SAMPLES
+
+LOOKALIKES = [  # different garments shot on the same wall, hanger and light: their backgrounds match
+    ("outwear/463bbfd1-880b-4537-abb8-8ef98c2894c5.jpg", "outwear/7151d08d-0d6a-4648-a304-084bb74c6d1e.jpg"),
+    ("outwear/7151d08d-0d6a-4648-a304-084bb74c6d1e.jpg", "outwear/9ce16112-faef-414a-8021-a93388421dc4.jpg"),
+    ("shorts/42862c34-640f-40e1-9187-f2f7749523cd.jpg", "shorts/b21eba8d-0bde-44c5-b689-01fbc1ffc4be.jpg"),
+    ("skirt/24963db3-649c-4f04-8da3-0375ede8e0a6.jpg", "skirt/f4b934fc-e326-4f72-b535-53288b8b82d3.jpg"),
+]
+
+
+def stored(img: PILImage.Image):
+    """Features as verification sees a photo: from the grayscale copy the indexer stores."""
+    return features_of_jpeg(gray_jpeg(img))
+
+
+@pytest.mark.parametrize("edit", list(HARD_TRANSFORMS))
+def test_each_hard_edit_of_real_photos_is_verified_as_a_copy(edit):
+    passed = 0
+    sources = [sorted((SAMPLES / cls).glob("*.jpg"))[0] for cls in ("dress", "hat", "pants")]
+    for src in sources:
+        original, _ = load_image(src)
+        a, b = stored(HARD_TRANSFORMS[edit](original)), stored(original)
+        assert a is not None and b is not None
+        passed += bool(judge(verify(a, b))) and bool(judge(verify(b, a)))  # either way round
+    assert passed >= 2, f"{edit}: {passed} of {len(sources)}"
+
+
+@pytest.mark.parametrize("a,b", LOOKALIKES)
+def test_look_alikes_of_the_same_subject_are_not(a, b):
+    fa, fb = stored(load_image(SAMPLES / a)[0]), stored(load_image(SAMPLES / b)[0])
+    assert fa is not None and fb is not None
+    assert not judge(verify(fa, fb)) and not judge(verify(fb, fa))
+
+
+@pytest.fixture(scope="module")
+def hard_library(tmp_path_factory, backbone):
+    """A real photo with four hard edits, among look-alikes; indexed, then the photo folder removed."""
+    base = tmp_path_factory.mktemp("hard")
+    photos = base / "photos"
+    photos.mkdir()
+    src = sorted((SAMPLES / "dress").glob("*.jpg"))[1]
+    img = PILImage.open(src).convert("RGB")
+    img.save(photos / "original.jpg", quality=95)
+    edits = ["meme", "screenshot", "rotate90", "embedded"]
+    for edit in edits:
+        HARD_TRANSFORMS[edit](img).save(photos / f"{edit}.jpg", quality=92)
+    for other in sorted((SAMPLES / "dress").glob("*.jpg"))[2:7]:
+        shutil.copyfile(other, photos / f"other-{other.name}")
+    library = Library(base / "library", create=True)
+    index_folder(photos, library, backbone, batch_size=8, workers=0)
+    shutil.rmtree(photos)  # from here on, only the library's stored signals are left
+    yield library, {"original.jpg", *(f"{e}.jpg" for e in edits)}
+    library.close()
+
+
+def paths(library, groups) -> list[set[str]]:
+    with library.Session() as s:
+        by_id = dict(s.execute(select(Image.id, Image.path)).all())
+    return [{by_id[i] for i in g.image_ids} for g in groups]
+
+
+def test_verification_reads_nothing_but_the_stored_signals(hard_library):
+    library, expected = hard_library
+    groups = find_duplicates(library)
+    assert paths(library, groups) == [expected]
+    assert all(p.why for g in groups for p in g.pairs)  # each pair says why it is a copy
+
+
+def test_a_re_run_verifies_only_the_pairs_of_new_photos(backbone, tmp_path, monkeypatch):
+    from search.duplicates.stored import StoredVerifier
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    img = PILImage.open(sorted((SAMPLES / "shoes").glob("*.jpg"))[0]).convert("RGB")
+    img.save(photos / "shoe.jpg", quality=95)
+    HARD_TRANSFORMS["embedded"](img).save(photos / "shoe-embedded.jpg", quality=92)
+    for other in sorted((SAMPLES / "shoes").glob("*.jpg"))[1:5]:
+        shutil.copyfile(other, photos / other.name)
+    with Library(tmp_path / "library", create=True) as lib:
+        index_folder(photos, lib, backbone, batch_size=8, workers=0)
+        first = find_tiers(lib)
+        new = PILImage.open(sorted((SAMPLES / "hat").glob("*.jpg"))[0]).convert("RGB")
+        new.save(photos / "hat.jpg", quality=95)
+        HARD_TRANSFORMS["stickers"](new).save(photos / "hat-stickers.jpg", quality=92)
+        index_folder(photos, lib, backbone, batch_size=8, workers=0)
+        with lib.Session() as s:
+            new_ids = set(s.scalars(select(Image.id).where(Image.path.in_(["hat.jpg", "hat-stickers.jpg"]))))
+        verified: list[tuple[int, int]] = []
+        call = StoredVerifier.__call__
+
+        def recording(self, a, b):
+            if self.known(a, b) is None:
+                verified.append((a, b))
+            return call(self, a, b)
+
+        monkeypatch.setattr(StoredVerifier, "__call__", recording)
+        monkeypatch.setattr("search.duplicates.stored.POOL_MIN_PAIRS", 10**9)  # in this process, to be seen
+        again = find_tiers(lib)
+    assert len(first.copies) >= 1 and len(again.copies) > len(first.copies)
+    assert verified and all(a in new_ids or b in new_ids for a, b in verified)
+
+
+def test_the_process_pool_gives_the_verdicts_of_one_process(hard_library, monkeypatch):
+    from search.duplicates.stored import StoredVerifier
+
+    library, _ = hard_library
+    with library.Session() as s:
+        ids = sorted(s.scalars(select(Image.id)))
+    pairs = [(a, b) for a in ids for b in ids if a < b]
+    here = StoredVerifier(library, workers=1).many(pairs)
+    monkeypatch.setattr("search.duplicates.stored.POOL_MIN_PAIRS", 1)
+    monkeypatch.setattr("search.duplicates.stored.POOL_BLOCK", 7)  # several blocks
+    pooled = StoredVerifier(library, workers=2).many(pairs)
+    assert pooled == here and any(judge(m) for m in here.values())

@@ -65,10 +65,17 @@ def region_hashes(thumb: npt.NDArray) -> bytes:
     h, w = thumb.shape[:2]
     out = []
     for left, top, right, bottom in REGIONS:
-        part = thumb[round(top * h) : round(bottom * h), round(left * w) : round(right * w)]
+        part = thumb[_span(top, bottom, h), _span(left, right, w)]
         small = cv2.resize(part, (64, 64), interpolation=cv2.INTER_AREA)
         out.append(np.packbits(pdqhash.compute(small)[0]).tobytes())
     return b"".join(out)
+
+
+def _span(start: float, end: float, size: int) -> slice:
+    """The pixels from share `start` to share `end` of `size`: at least one, even in a photo one or
+    two pixels thin, where rounding would leave a region empty."""
+    first = min(int(start * size), size - 1)
+    return slice(first, max(first + 1, round(end * size)))
 
 
 def compute_features(img: Image.Image, small: npt.NDArray, thumb: npt.NDArray) -> ImageFeatures:

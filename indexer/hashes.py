@@ -182,6 +182,9 @@ def _signals_of_file(item: tuple[int, str, str]) -> tuple[int, ImageSignals | No
     except (ImageError, OSError, OutsideRoot) as e:
         log.warning("no signals for %s: %s", rel, e)
         return image_id, None
+    except Exception as e:  # a strange image's hashes: as while indexing, never stop the run for them
+        log.warning("no signals for %s: %s: %s", rel, type(e).__name__, e)
+        return image_id, None
 
 
 def backfill_signals(library, root: Path, *, workers: int = 1, batch: int = 256, progress: bool = False) -> int:

@@ -64,6 +64,25 @@ def test_the_mirror_hash_is_the_hash_of_the_mirrored_photo():
     assert len(a.pdq) == 32 and 0 <= a.quality <= 100
 
 
+def test_photos_a_pixel_or_two_thin_get_every_signal(tmp_path, backbone):
+    """Each stored region of a 1 x 700 strip has at least one pixel: rounding left some empty, and
+    OpenCV's resize of an empty region failed the strip's signals, then the whole run's backfill."""
+    sizes = [(1, 700), (700, 1), (1, 1), (3, 700)]
+    root = tmp_path / "photos"
+    root.mkdir()
+    for w, h in sizes:
+        strip = compute_signals(PILImage.new("RGB", (w, h), (90, 30, 200)))
+        assert strip.features is not None and len(strip.features.regions) == 10 * 32
+        PILImage.new("RGB", (w, h), (90, 30, 200)).save(root / f"strip_{w}x{h}.png")
+    with Library(tmp_path / "lib", create=True) as library:
+        report = index_folder(root, library, backbone, batch_size=4, workers=0)
+        assert report.indexed == len(sizes)
+        with library.Session.begin() as s:  # as a library indexed before signals existed: backfilled
+            s.execute(delete(ImageSignalsRow))
+        assert index_folder(root, library, backbone, workers=0).signals_backfilled == len(sizes)
+        assert missing_signals(library) == []
+
+
 @pytest.fixture
 def folder(tmp_path):
     root = tmp_path / "photos"

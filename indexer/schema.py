@@ -244,6 +244,7 @@ class CopyVerdict(Base):
     centre: Mapped[float] = mapped_column(Float)
     spread: Mapped[float] = mapped_column(Float)
     transform: Mapped[str] = mapped_column(String)
+    exact: Mapped[float] = mapped_column(Float)  # median correlation of the cells that line up
     version: Mapped[int] = mapped_column(Integer)  # search.duplicates.candidates.VERIFY_VERSION
 
 

@@ -20,7 +20,7 @@ from search.duplicates.verify import Features, Match, features_of_file, features
 
 log = logging.getLogger(__name__)
 
-VERIFY_VERSION = 2  # bump when verification changes: stored verdicts are then recomputed
+VERIFY_VERSION = 3  # bump when verification changes: stored verdicts are then recomputed
 POOL_MIN_PAIRS = 300  # fewer pairs than this are verified in this process (a pool costs ~1 s to start)
 POOL_BLOCK = 256  # pairs per task sent to a worker
 FEATURE_CACHE = 4096  # photos whose keypoints stay in memory during one run (about 40 kB each)
@@ -67,10 +67,11 @@ class StoredVerifier:
         with library.Session() as s:
             self.rows = {i: (p, h) for i, p, h in s.execute(select(Image.id, Image.path, Image.hash))}
             self.stored = {
-                (ha, hb): Match(n, c, al, ce, sp, t)
-                for ha, hb, n, c, al, ce, sp, t in s.execute(
+                (ha, hb): Match(n, c, al, ce, sp, t, ex)
+                for ha, hb, n, c, al, ce, sp, t, ex in s.execute(
                     select(CopyVerdict.hash_a, CopyVerdict.hash_b, CopyVerdict.inliers, CopyVerdict.correlation,
-                           CopyVerdict.aligned, CopyVerdict.centre, CopyVerdict.spread, CopyVerdict.transform)
+                           CopyVerdict.aligned, CopyVerdict.centre, CopyVerdict.spread, CopyVerdict.transform,
+                           CopyVerdict.exact)
                     .where(CopyVerdict.version == VERIFY_VERSION))
             }
             self.with_features = set(s.scalars(select(ImageFeaturesRow.image_id)
@@ -118,7 +119,8 @@ class StoredVerifier:
         key = self._key(a, b)
         if key is not None:
             self.new[key] = Match(match.inliers, round(match.correlation, 4), round(match.aligned, 4),
-                                  round(match.centre, 4), round(match.spread, 4), match.transform)
+                                  round(match.centre, 4), round(match.spread, 4), match.transform,
+                                  round(match.exact, 4))
 
     def __call__(self, a: int, b: int) -> Match:
         known = self.known(a, b)
@@ -190,13 +192,13 @@ class StoredVerifier:
         if not self.new or self.library.read_only:  # a read-only library verifies again next time
             return
         rows = [dict(hash_a=ha, hash_b=hb, inliers=m.inliers, correlation=m.correlation, aligned=m.aligned,
-                     centre=m.centre, spread=m.spread, transform=m.transform, version=VERIFY_VERSION)
+                     centre=m.centre, spread=m.spread, transform=m.transform, exact=m.exact, version=VERIFY_VERSION)
                 for (ha, hb), m in self.new.items()]
         upsert = sqlite_insert(CopyVerdict)
         upsert = upsert.on_conflict_do_update(
             index_elements=[CopyVerdict.hash_a, CopyVerdict.hash_b],
             set_={k: upsert.excluded[k]
-                  for k in ("inliers", "correlation", "aligned", "centre", "spread", "transform", "version")},
+                  for k in ("inliers", "correlation", "aligned", "centre", "spread", "transform", "exact", "version")},
         )
         with self.library.Session.begin() as s:
             for start in range(0, len(rows), 5000):

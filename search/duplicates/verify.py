@@ -59,6 +59,12 @@ MIN_OVERLAY_INLIERS = 30  # an overlay-hidden copy: twice the matches a look-ali
 MIN_ALIGNED = 0.40  # ... and this share of the informative cells line up (the rest is hidden)
 MIN_OVERLAY_SPREAD = 0.15  # ... and the matches spread over this share of the photo, not one strip
 MIN_CENTRE = 0.25  # whatever the rule, this share of the central cells must line up
+# Part hidden, and what shows is either the same pixels (an overlay laid on the photo itself: its
+# lined-up cells correlate near 1) or a re-photographed copy whose middle is all there. Different
+# garments laid on one patterned couch line up by the couch's pattern (median cell correlation
+# 0.88-0.92 in clothing_small) with the garment, the middle, not lining up (central share 0.36-0.58).
+MIN_EXACT = 0.95  # median correlation of the lined-up cells: the visible part is the same pixels ...
+MIN_HIDDEN_CENTRE = 0.75  # ... or this share of the central cells lines up
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,7 @@ class Match:
     centre: float = 0.0  # the same share among the central cells (the inner half of each side)
     spread: float = 0.0  # area of the convex hull of the matched points, as a share of the photo's
     transform: str = ""  # "similarity", "homography" or "" (none found); with "mirrored " before it
+    exact: float = 0.0  # median correlation of the cells that line up: 1.0 when they are the same pixels
 
 
 @dataclass(frozen=True)
@@ -201,16 +208,19 @@ def _footprint(transform: npt.NDArray[np.float64], shape: tuple[int, ...]) -> fl
     return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
-def correlation(a_gray: npt.NDArray, b_gray: npt.NDArray, transform: npt.NDArray) -> tuple[float, float, float]:
-    """(correlation, aligned) of two photos related by a 3x3 transform from a's frame to b's.
+def correlation(a_gray: npt.NDArray, b_gray: npt.NDArray,
+                transform: npt.NDArray) -> tuple[float, float, float, float]:
+    """(correlation, aligned, centre, exact) of two photos related by a 3x3 transform from a's frame to b's.
 
     They are compared in the frame of the one that lies inside the other (a crop is compared with
     the part of the original it shows, not the original with the crop's small footprint), at a
     longer side of SMALL_SIDE, on edges computed after warping, so both sides have the same detail.
     correlation: the normalised correlation of the edges over the overlap; aligned: the share of
     the overlap's informative cells (CELLS x CELLS) whose own correlation is at least CELL_ALIGNED;
-    centre: that share among the central cells. Two memes of different photos on one template, or two
-    photos pasted on one poster, line up around the photo but not in its middle.
+    centre: that share among the central cells; exact: the median correlation of the cells that line
+    up (near 1 where they are the same pixels, lower for a re-photographed scene). Two memes of
+    different photos on one template, or two photos pasted on one poster, line up around the photo
+    but not in its middle.
     """
     import cv2
 
@@ -235,7 +245,7 @@ def correlation(a_gray: npt.NDArray, b_gray: npt.NDArray, transform: npt.NDArray
     inside = cv2.erode((cover > 0.99).astype(np.uint8), np.ones((7, 7), np.uint8),
                        borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0
     if inside.sum() < MIN_OVERLAP * size[0] * size[1]:
-        return 0.0, 0.0, 0.0
+        return 0.0, 0.0, 0.0, 0.0
     a_edges, b_edges = _edges(warped), _edges(target)
     whole = _ncc(a_edges[inside], b_edges[inside])
     ys, xs = np.nonzero(inside)
@@ -259,11 +269,13 @@ def correlation(a_gray: npt.NDArray, b_gray: npt.NDArray, transform: npt.NDArray
     informative = (n / area >= MIN_CELL_COVER) & (vx >= floor) & (vy >= floor) & (vx > 0) & (vy > 0)
     lines_up = informative & (cov >= CELL_ALIGNED * np.sqrt(vx * vy))
     if informative.sum() < MIN_INFORMATIVE:
-        return whole, 0.0, 0.0
+        return whole, 0.0, 0.0, 0.0
     share = float(lines_up.sum() / informative.sum())
     inner = slice(CELLS // 4, CELLS - CELLS // 4)
     central = informative[inner, inner].sum()
-    return whole, share, float(lines_up[inner, inner].sum() / central) if central else share
+    cells = cov[lines_up] / np.sqrt(vx[lines_up] * vy[lines_up])
+    exact = float(np.median(cells)) if cells.size else 0.0
+    return whole, share, float(lines_up[inner, inner].sum() / central) if central else share, exact
 
 
 def _ncc(x: npt.NDArray, y: npt.NDArray) -> float:
@@ -289,18 +301,18 @@ def verify(a: Features, b: Features) -> Match:
         if transform is not None and n < MIN_CROP_INLIERS:  # fewer pass no rule: nothing to compare
             best = _better(best, Match(n, 0.0, transform=prefix + "similarity"))
         elif transform is not None:
-            whole, aligned, centre = correlation(gray, b.gray, transform)
+            whole, aligned, centre, exact = correlation(gray, b.gray, transform)
             spread = max(_spread(src, mask, gray.shape), _spread(dst, mask, b.gray.shape))
-            best = _better(best, Match(n, whole, aligned, centre, spread, prefix + "similarity"))
+            best = _better(best, Match(n, whole, aligned, centre, spread, prefix + "similarity", exact))
             if judge(best):
                 return best
         if n < MIN_CROP_INLIERS:
             continue  # not even a part of the photo agrees on a similarity: no view of it either
         n, transform, mask = _homography(src, dst)
         if transform is not None and n >= MIN_HOMOGRAPHY_INLIERS:
-            whole, aligned, centre = correlation(gray, b.gray, transform)
+            whole, aligned, centre, exact = correlation(gray, b.gray, transform)
             spread = max(_spread(src, mask, gray.shape), _spread(dst, mask, b.gray.shape))
-            best = _better(best, Match(n, whole, aligned, centre, spread, prefix + "homography"))
+            best = _better(best, Match(n, whole, aligned, centre, spread, prefix + "homography", exact))
             if judge(best):
                 return best
     return best
@@ -322,8 +334,8 @@ def judge(m: Match) -> str:
     if m.inliers >= MIN_CROP_INLIERS and m.correlation >= MIN_CROP_CORRELATION and m.aligned >= MIN_CROP_ALIGNED:
         return (f"{m.transform}, a part of the other: {m.inliers} keypoint matches, aligned edges correlate "
                 f"{m.correlation:.2f}")
-    if (m.inliers >= MIN_OVERLAY_INLIERS and m.aligned >= MIN_ALIGNED
-            and m.spread >= MIN_OVERLAY_SPREAD):
+    if (m.inliers >= MIN_OVERLAY_INLIERS and m.aligned >= MIN_ALIGNED and m.spread >= MIN_OVERLAY_SPREAD
+            and (m.exact >= MIN_EXACT or m.centre >= MIN_HIDDEN_CENTRE)):
         return (f"{m.transform}, part hidden: {m.inliers} keypoint matches, {m.aligned:.0%} of the photo's "
                 f"cells line up (whole overlap {m.correlation:.2f})")
     return ""

@@ -27,6 +27,7 @@ from sqlalchemy.schema import CreateIndex
 from indexer.pathnames import is_utf8, printable
 from indexer.schema import (
     BROWSE_INDEXES,
+    CACHE_TABLES,
     INDEXED,
     SCHEMA_VERSION,
     Base,
@@ -157,6 +158,7 @@ class Library:
         if self.read_only:
             self._check_version()
             return
+        self._drop_stale_caches()
         Base.metadata.create_all(self.engine)
         with self.engine.begin() as conn:  # create_all adds indexes only with new tables
             for index in BROWSE_INDEXES:
@@ -170,6 +172,17 @@ class Library:
             # first one recorded from its meta here, once.
             self._sync_representation(s)
             self._labels_to_nfc(s)
+
+    def _drop_stale_caches(self) -> None:
+        """A cache table (schema.CACHE_TABLES) with other columns than this release's is dropped, for
+        create_all to make it anew: its rows are computed again when needed."""
+        with self.engine.begin() as conn:
+            for name in CACHE_TABLES:
+                have = {row[1] for row in conn.exec_driver_sql(f"PRAGMA table_info({name})")}
+                table = Base.metadata.tables[name]
+                if have and have != set(table.columns.keys()):
+                    table.drop(conn)
+                    log.info("%s was made by another release: made anew", name)
 
     def _labels_to_nfc(self, session: Session) -> None:
         """Labels are kept in Unicode NFC (search.labelling.labels.clean_label): a library labelled

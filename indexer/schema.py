@@ -248,6 +248,11 @@ class CopyVerdict(Base):
     version: Mapped[int] = mapped_column(Integer)  # search.duplicates.candidates.VERIFY_VERSION
 
 
+# Tables that only cache what can be computed again: one whose columns differ from this release's
+# (made by an earlier build) is dropped and made anew when the library opens.
+CACHE_TABLES = (CopyVerdict.__tablename__,)
+
+
 class DuplicateChoice(Base):
     """A person's keep/remove choice for one photo of a duplicate group.
 

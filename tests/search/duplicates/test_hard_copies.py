@@ -5,17 +5,18 @@ alikes of the same subject are not; a re-run verifies only the pairs of new phot
 from __future__ import annotations
 
 import shutil
+import sqlite3
 
 import pytest
 from PIL import Image as PILImage
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from bench.hard_copies import HARD_TRANSFORMS
 from indexer.features import gray_jpeg
 from indexer.imageio import load_image
 from indexer.library import Library
 from indexer.pipeline import index_folder
-from indexer.schema import Image
+from indexer.schema import CopyVerdict, Image
 from search.duplicates.candidates import find_duplicates, find_tiers
 from search.duplicates.verify import features_of_jpeg, judge, verify
 from tests.conftest import SAMPLES, shared_corpus
@@ -154,3 +155,24 @@ def test_the_process_pool_gives_the_verdicts_of_one_process(hard_library, monkey
     monkeypatch.setattr("search.duplicates.stored.POOL_BLOCK", 7)  # several blocks
     pooled = StoredVerifier(library, workers=2).many(pairs)
     assert pooled == here and any(judge(m) for m in here.values())
+
+
+def test_stored_verdicts_from_another_release_are_verified_again(hard_library, tmp_path):
+    """copy_verdicts only caches verdicts: a table with other columns (an earlier build's) is made
+    anew when the library opens, instead of failing every `duplicates` with 'no such column'."""
+    library, expected = hard_library
+    copy = tmp_path / "library"
+    shutil.copytree(library.path, copy)
+    db = sqlite3.connect(copy / "library.db")
+    with db:
+        db.execute("DROP TABLE copy_verdicts")
+        db.execute("CREATE TABLE copy_verdicts (hash_a TEXT, hash_b TEXT, inliers INTEGER, correlation FLOAT, "
+                   "aligned FLOAT, centre FLOAT, spread FLOAT, transform TEXT, version INTEGER, "
+                   "PRIMARY KEY (hash_a, hash_b))")
+        db.execute("INSERT INTO copy_verdicts VALUES ('a', 'b', 1, 0.1, 0.1, 0.1, 0.1, 'similarity', 3)")
+    db.close()
+    with Library(copy) as reopened:
+        assert paths(reopened, find_duplicates(reopened)) == [expected]
+        with reopened.Session() as s:
+            assert s.scalar(select(func.count()).select_from(CopyVerdict)) > 0
+            assert s.get(CopyVerdict, ("a", "b")) is None

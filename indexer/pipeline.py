@@ -83,7 +83,7 @@ def index_folder(
         raise LibraryError(f"{printable(root)}: the photo folder's path is not UTF-8, "
                            f"and the library records it as text: rename it")
     run = get_runner(runner, ray_address=ray_address) if isinstance(runner, str) else runner
-    report = IndexReport()
+    report = IndexReport(started=started)
     with library.writer_lock():
         backbone = backbone_for_library(library, backbone)  # a tuned library embeds with its tuned weights
         check_library(library, root, backbone, reembed)

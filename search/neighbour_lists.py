@@ -39,6 +39,7 @@ NEIGHBOURS_STATE = "knn_neighbours"  # meta key: {"k", "vectors"} the stored lis
 CHUNK = 4096  # query vectors searched and written at a time: ~20 MB of 1280-d floats
 IN_CHUNK = 500  # ids per SQL IN (...) list
 INCREMENTAL_SHARE = 0.05  # changes beyond this share of the library: a full build is cheaper
+WHOLE_SEARCH_MAX = 1 << 20  # new vectors x library size up to which admitting them searches the whole index
 _INSERT = "INSERT INTO neighbours (image_id, rank, neighbour_id, score) VALUES (?, ?, ?, ?)"
 
 
@@ -304,6 +305,8 @@ class NeighbourLists:
         exact = index.kind == FLAT
         floor = self._lowest_kth() if exact else None
         m = 2 * self.k
+        if exact and len(ids) * index.ntotal <= WHOLE_SEARCH_MAX:
+            m = index.ntotal - 1  # one search to the end: what the deepening below ends at, in one call
         while True:
             scores, found = index.search(vectors, m + 1)
             # Exact index: any image whose K-th score is below this search's last score may have

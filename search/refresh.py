@@ -46,8 +46,9 @@ def index_and_refresh(
     """
     from search.unchanged import record_run, unchanged_run
 
-    if not reembed and (nothing := unchanged_run(settings, photos)) is not None:
-        return IndexRun(nothing, lambda: _backbone(settings))
+    shortcut = unchanged_run(settings, photos) if not reembed else None
+    if shortcut is not None and shortcut.report is not None:
+        return IndexRun(shortcut.report, lambda: _backbone(settings))
     from indexer.hashes import missing_signals
     from indexer.library import DB_FILE, Library, LibraryError
     from indexer.scan import has_images
@@ -79,7 +80,8 @@ def index_and_refresh(
         with Library(settings.library, create=True) as library:
             report = index_folder(photos, library, backbone, batch_size=settings.batch_size,
                                   workers=settings.workers, reembed=reembed, progress=progress,
-                                  memory_budget=settings.memory_budget, runner=runner, engine=engine)
+                                  memory_budget=settings.memory_budget, runner=runner, engine=engine,
+                                  scanned=shortcut.scanned if shortcut is not None else None)
             if report.engine:
                 with library.Session.begin() as s:
                     library.set_meta(s, engine=report.engine)

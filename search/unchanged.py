@@ -21,12 +21,13 @@ import logging
 import os
 import sqlite3
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from indexer.library_files import DB_FILE, LOCK_FILE, REPRESENTATIONS_DIR, file_lock, is_read_only
 from indexer.report import IndexReport
 from indexer.rows import ROWS_SQL, Row, is_unchanged
-from indexer.scan import FileEntry, scan
+from indexer.scan import FileEntry, ScanResult, scan
 from indexer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,29 +41,36 @@ class _Busy(Exception):
     """Another process holds the writer lock: the whole path reports it."""
 
 
-def unchanged_run(settings: Settings, photos: Path) -> IndexReport | None:
-    """The report of a run with nothing to do, or None when the whole path must run."""
+@dataclass(frozen=True)
+class Shortcut:
+    report: IndexReport | None = None  # the run's, when it had nothing to do
+    scanned: ScanResult | None = None  # else the scan it made, which the whole path need not make again
+
+
+def unchanged_run(settings: Settings, photos: Path) -> Shortcut:
+    """The report of a run with nothing to do, or what the whole path can use."""
     started = time.perf_counter()
     library = Path(settings.library).expanduser().resolve()
+    scanned = None
     try:
         recorded = json.loads((library / LAST_RUN_FILE).read_text())
         if is_read_only(library):
-            return None
+            return Shortcut()
         root = Path(photos).expanduser().resolve()
         with file_lock(library / LOCK_FILE, busy=_Busy()):
             if recorded != _state(settings, root, library):
-                return None
+                return Shortcut()
             scanned = scan(root)
             if not _rows_match(library, scanned.files) or _library_files(library) != recorded["files"]:
-                return None  # the second test: a write while the rows were read
+                return Shortcut(scanned=scanned)  # the second test: a write while the rows were read
     except Exception as e:  # a busy library, a file gone, a BackboneError: the whole path says it properly
         log.debug("no shortcut: %r", e)
-        return None
+        return Shortcut(scanned=scanned)
     report = IndexReport(unchanged=len(scanned.files), unreadable_dirs=scanned.unreadable_dirs,
                          ignored=scanned.ignored, bad_names=scanned.bad_names)
     report.seconds = time.perf_counter() - started
     log.info("%s: nothing changed since its last complete run (%s)", library, LAST_RUN_FILE)
-    return report
+    return Shortcut(report=report)
 
 
 def record_run(settings: Settings, photos: Path) -> None:

@@ -54,11 +54,15 @@ def index_and_refresh(
     from indexer.scan import has_images
 
     exists = (Path(settings.library) / DB_FILE).exists()
+    opened: Library | None = None  # an existing library, checked here and then indexed into
     try:
         if exists:
-            with Library(settings.library) as library, library.writer_lock():
+            opened = Library(settings.library)
+            with opened.writer_lock():
                 pass
     except LibraryError as e:
+        if opened is not None:
+            opened.close()
         raise IndexFailed(str(e)) from None
     from indexer.backbone import BackboneError
     from indexer.engines import EngineError
@@ -77,7 +81,7 @@ def index_and_refresh(
                 f"no photos found under {photos} (looked for .jpg, .png, .heic, .webp and other image "
                 f"files): nothing to index, no library created"
             )
-        with Library(settings.library, create=True) as library:
+        with opened or Library(settings.library, create=True) as library:
             report = index_folder(photos, library, backbone, batch_size=settings.batch_size,
                                   workers=settings.workers, reembed=reembed, progress=progress,
                                   memory_budget=settings.memory_budget, runner=runner, engine=engine,
@@ -94,6 +98,9 @@ def index_and_refresh(
         return IndexRun(report, lambda: backbone)
     except (LibraryError, BackboneError, EngineError, RayUnavailable, ValueError) as e:
         raise IndexFailed(str(e)) from None
+    finally:
+        if opened is not None:
+            opened.close()
 
 
 def _backbone(settings: Settings) -> Backbone:

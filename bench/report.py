@@ -234,7 +234,8 @@ METHOD = """### How it is measured
 - **Stages alone** (`bench/stages.py`, `python -m bench.stages`): each stage on the same 600 photos,
   one after the other in one process, timed by the process's CPU time; start-up in fresh
   interpreters. **Warm start** (`bench/warm_start.py`): `lookalike index` of the whole corpus once,
-  then of the unchanged folder and of the folder with 5 new (re-encoded) photos, fresh processes.
+  then of the unchanged folder and of the folder with 5 new (re-encoded) photos, fresh processes
+  with bytecode cached as an installed package has it.
 - **Model only** is the engine's `embed_uint8` on a ready uint8 batch, per engine: in one process
   (torch's threads, or OpenVINO's streams), and in one-thread processes as the pipeline runs it
   (measured right before and right after the pipeline; their mean). The best engine's better

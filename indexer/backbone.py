@@ -18,12 +18,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, cast
 
-import numpy as np
-import numpy.typing as npt
-from PIL import Image
-
-if TYPE_CHECKING:  # torch is imported by the code that runs a model, never by importing this module
+if TYPE_CHECKING:  # torch is imported by the code that runs a model, never by importing this module;
+    # NumPy and Pillow by the code that crops and embeds (checking a library's identity needs neither)
+    import numpy as np
+    import numpy.typing as npt
     import torch
+    from PIL import Image
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,9 @@ class Preprocess:
         uses this: a decoding thread needs no torch, and `lookalike index` with a few new photos
         does not pay torch's import.
         """
+        import numpy as np
+        from PIL import Image
+
         w, h = img.size
         if w <= h:  # torchvision's output size: the shorter side to `resize`, the other truncated
             nw, nh = self.resize, int(self.resize * h / w)
@@ -255,6 +258,15 @@ BACKBONES: dict[str, BackboneSpec] = {
 }
 
 
+def weights_source(name: str, weights: Path | None) -> Path | None:
+    """The file whose bytes name backbone `name`'s weights (what its `identify` hashes); None for
+    weights named by a torchvision enum. Raises KeyError for an unknown name, BackboneError for
+    the default weights missing."""
+    if weights:
+        return Path(weights)
+    return _lite0_weights_file() if BACKBONES[name].identify is _lite0_identity else None
+
+
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     import torch
 
@@ -437,6 +449,7 @@ class Backbone:
 
     def embed(self, batch: torch.Tensor) -> npt.NDArray[np.float32]:
         """Unit-length float32 vectors [B, D] for a preprocessed batch [B, 3, H, W]."""
+        import numpy as np
         import torch
 
         x = torch.nn.functional.normalize(self.features(batch), dim=1)
@@ -450,6 +463,7 @@ class Backbone:
 
     def embed_images(self, images: list[Image.Image]) -> npt.NDArray[np.float32]:
         """Unit vectors for RGB PIL images (e.g. an upload), preprocessed like the library's."""
+        import numpy as np
         import torch
 
         if not images:

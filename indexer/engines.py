@@ -24,12 +24,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
-import numpy.typing as npt
-
 from indexer.torch_threads import TORCH_LOCK
 
-if TYPE_CHECKING:  # torch is imported only by the code that runs it
+if TYPE_CHECKING:  # torch is imported only by the code that runs it; NumPy by the code that embeds
+    import numpy as np
+    import numpy.typing as npt
+
     from indexer.backbone import Backbone
 
 log = logging.getLogger(__name__)
@@ -147,6 +147,7 @@ class TorchEngine:
         self.backbone.model  # noqa: B018 (load the weights once, before workers fork)
 
     def embed_uint8(self, batch: Any) -> npt.NDArray[np.float32]:
+        import numpy as np
         import torch
 
         if isinstance(batch, np.ndarray):
@@ -313,6 +314,8 @@ class OpenVinoEngine:
 
     def embed_uint8(self, batch: Any) -> npt.NDArray[np.float32]:
         """Unit vectors [B, D] for uint8 crops [B, 3, H, W] (a numpy array or a torch tensor)."""
+        import numpy as np
+
         x = np.ascontiguousarray(batch.numpy() if hasattr(batch, "numpy") else batch, dtype=np.uint8)
         self.compiled  # noqa: B018
         if len(x) == 0:

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from indexer.extensions import EXTENSIONS, RAW_EXTENSIONS  # noqa: F401  (re-exported: the scan's file types)
+
 try:  # HEIC/HEIF from phones; optional at run time, a declared dependency.
     from pillow_heif import register_heif_opener
 
@@ -57,18 +59,6 @@ def _silence_libtiff() -> None:
 _silence_libtiff()
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
-EXTENSIONS = frozenset(
-    {
-        ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".webp", ".gif", ".bmp", ".tif", ".tiff",
-        ".heic", ".heif", ".avif", ".mpo", ".jp2", ".j2k", ".jpx", ".pbm", ".pgm", ".ppm", ".pnm", ".psd",
-    }
-)
-
-# Camera RAW formats (indexer/raw.py), scanned where their decoder (rawpy) imports: a RAW met
-# without it would be recorded as failed, and a failed file is not retried until it changes.
-RAW_EXTENSIONS = frozenset({".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2", ".pef", ".srw"})
-if importlib.util.find_spec("rawpy") is not None:
-    EXTENSIONS = EXTENSIONS | RAW_EXTENSIONS
 
 # How RAW files start: TIFF (DNG, CR2, NEF, ARW, PEF, SRW, ...), Olympus ORF, Panasonic RW2, Fujifilm
 # RAF; Canon CR3 is an ISO media file with brand "crx " at offset 4.

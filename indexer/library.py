@@ -6,7 +6,6 @@ search and web open it for reading and reconcile the FAISS file with the databas
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -24,6 +23,15 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.schema import CreateIndex
 
+from indexer.library_files import (  # the library's file names, also importable from here
+    DB_FILE,
+    DERIVED_LOCK_FILE,
+    LOCK_FILE,
+    REPRESENTATIONS_DIR,
+    VECTORS_FILE,
+    file_lock,
+    is_read_only,
+)
 from indexer.pathnames import is_utf8, printable
 from indexer.schema import (
     BROWSE_INDEXES,
@@ -44,11 +52,7 @@ from indexer.vectors import DEFAULT_MEMORY_BUDGET, DamagedIndexError, VectorInde
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-DB_FILE = "library.db"
-VECTORS_FILE = "vectors.faiss"
 BULK_CACHE_KIB = 512 << 10  # SQLite page cache of a bulk load
-LOCK_FILE = "index.lock"
-DERIVED_LOCK_FILE = "derived.lock"
 
 VECTORS_CHECKED = 32  # stored vectors compared with the FAISS file each time it is opened
 
@@ -56,26 +60,6 @@ VECTORS_CHECKED = 32  # stored vectors compared with the FAISS file each time it
 IDENTITY_KEYS = ("backbone", "weights", "preprocessing", "dim")
 LABELS_NFC = "labels_nfc"  # meta key: the labels were brought to Unicode NFC once
 CURRENT_REPRESENTATION = "representation"  # meta key: id of the current Representation row
-REPRESENTATIONS_DIR = "representations"  # tuned weights files, <library>/representations/<sha256>.pth
-
-
-@contextmanager
-def file_lock(path: Path, *, busy: Exception | None = None) -> Iterator[None]:
-    """An exclusive lock on `path` (flock: released when the process dies) while the block runs.
-
-    Waits for another holder, or with `busy` raises it at once instead.
-    """
-    with open(path, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | (fcntl.LOCK_NB if busy is not None else 0))
-        except BlockingIOError:
-            if busy is None:
-                raise
-            raise busy from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def file_stamp(path: Path) -> tuple | None:
@@ -114,12 +98,6 @@ def parse_state(raw: str | None) -> dict:
 
 class LibraryError(Exception):
     """A library cannot be opened or used as asked; the message says what to do."""
-
-
-def is_read_only(path: Path) -> bool:
-    """Whether this process cannot write the library folder or its database (then it is opened read-only)."""
-    db = path / DB_FILE
-    return not os.access(path, os.W_OK) or (db.exists() and not os.access(db, os.W_OK))
 
 
 READ_ONLY_MESSAGE = "this library is read-only (this user cannot write its folder or database): nothing can be changed"

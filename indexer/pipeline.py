@@ -33,7 +33,7 @@ from indexer.report import IndexReport
 from indexer.representations import backbone_for_library
 from indexer.runners import Runner, get_runner
 from indexer.runners.cores import default_workers
-from indexer.scan import scan
+from indexer.scan import ScanResult, scan
 from indexer.write import write_batch
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ def index_folder(
     engine: str = "auto",
     embed_in_workers: bool | None = None,
     settling: Collection[str] = (),
+    scanned: ScanResult | None = None,
 ) -> IndexReport:
     """Bring `library` in line with the photos under `photos`. Raises LibraryError on misuse.
 
@@ -72,7 +73,8 @@ def index_folder(
     runner's CPU layout (None: the measured default). After `lookalike tune`, a `backbone` with the
     backbone's own weights embeds with the library's current (tuned) weights instead
     (indexer.representations). Paths in `settling` (files still being written: indexer/watch.py)
-    are left as the library has them, for a later run.
+    are left as the library has them, for a later run. `scanned`: a scan of `photos` made just
+    before (search.unchanged's, which found something to do), not made again.
     """
     started = time.perf_counter()
     keep_freed_memory()
@@ -83,7 +85,7 @@ def index_folder(
         raise LibraryError(f"{printable(root)}: the photo folder's path is not UTF-8, "
                            f"and the library records it as text: rename it")
     run = get_runner(runner, ray_address=ray_address) if isinstance(runner, str) else runner
-    report = IndexReport()
+    report = IndexReport(started=started)
     with library.writer_lock():
         backbone = backbone_for_library(library, backbone)  # a tuned library embeds with its tuned weights
         check_library(library, root, backbone, reembed)
@@ -94,7 +96,7 @@ def index_folder(
         vectors = library.load_vectors(full_check=True)
         dirty = library.meta().get("vectors_dirty") == "1" or not library.vectors_path.exists()
 
-        scanned = scan(root)
+        scanned = scan(root) if scanned is None else scanned
         report.unreadable_dirs = scanned.unreadable_dirs
         report.ignored = scanned.ignored
         report.bad_names = scanned.bad_names

@@ -10,7 +10,6 @@ import logging
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 from sqlalchemy import delete, insert, select, update
 
@@ -18,19 +17,11 @@ from indexer.backbone import Backbone
 from indexer.decode import PhotoTask, hash_file
 from indexer.library import Library, LibraryError
 from indexer.report import IndexReport
+from indexer.rows import INDEXED, PENDING, ROWS_SQL, Row, is_unchanged
 from indexer.scan import FileEntry
-from indexer.schema import INDEXED, PENDING, Image, utcnow
+from indexer.schema import Image, utcnow
 
 log = logging.getLogger(__name__)
-
-
-class _Row(NamedTuple):
-    id: int
-    path: str
-    size: int
-    mtime: float
-    status: str
-    hash: str | None
 
 
 @dataclass(frozen=True)
@@ -74,9 +65,8 @@ def plan_run(
     with any, no row is removed this run either: a file still being written may be a vanished photo
     that is being moved by copy-and-delete, whose row (and labels) must go with it. A later run
     removes what is still gone."""
-    with library.engine.connect() as conn:  # plain tuples: ORM rows cost 10 s at a million photos
-        rows = {r[1]: _Row(*r) for r in conn.exec_driver_sql(
-            "SELECT id, path, size, mtime, status, hash FROM images")}
+    with library.engine.connect() as conn:
+        rows = {r[1]: Row(*r) for r in conn.exec_driver_sql(ROWS_SQL)}
     seen = {f.path for f in files}
     todo: list[PhotoTask] = []
     changed: list[tuple[FileEntry, int]] = []
@@ -85,7 +75,7 @@ def plan_run(
         row = rows.get(f.path)
         if row is None:
             new.append(f)
-        elif row.size == f.size and row.mtime == f.mtime and row.status != PENDING:
+        elif is_unchanged(row, f):
             report.unchanged += 1
         elif row.size == f.size and row.mtime == f.mtime:
             todo.append(PhotoTask(row.id, f.path))  # pending: an earlier run stopped before embedding it

@@ -24,6 +24,7 @@ class IndexReport:
     engine: str = ""  # which engine and precision embedded, e.g. "openvino fp32"
     write_seconds: float = 0.0  # SQLite rows + FAISS adds, in the driver
     first_written_seconds: float | None = None  # from the run's start to its first batch committed
+    started: float = 0.0  # time.perf_counter() at the run's start: the first write from a process's start
     signals_backfilled: int = 0  # duplicate signals computed for photos indexed before they existed
 
     @property

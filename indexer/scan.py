@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from indexer.imageio import EXTENSIONS
+from indexer.extensions import EXTENSIONS
 from indexer.pathnames import is_utf8, printable
 
 log = logging.getLogger(__name__)

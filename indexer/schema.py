@@ -18,12 +18,11 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+# Image.status values, defined without SQLAlchemy for the unchanged-run shortcut.
+from indexer.rows import FAILED, INDEXED, PENDING  # noqa: F401
+
 SCHEMA_VERSION = 1
 
-# Image.status values.
-PENDING = "pending"  # row exists, no vector yet (new or changed file; a crash leaves these)
-INDEXED = "indexed"  # has a vector in `embeddings` and in the FAISS file
-FAILED = "failed"  # could not be decoded; `error` says why
 
 
 def utcnow() -> datetime:

@@ -39,6 +39,7 @@ NEIGHBOURS_STATE = "knn_neighbours"  # meta key: {"k", "vectors"} the stored lis
 CHUNK = 4096  # query vectors searched and written at a time: ~20 MB of 1280-d floats
 IN_CHUNK = 500  # ids per SQL IN (...) list
 INCREMENTAL_SHARE = 0.05  # changes beyond this share of the library: a full build is cheaper
+WHOLE_SEARCH_MAX = 1 << 20  # new vectors x library size up to which admitting them searches the whole index
 _INSERT = "INSERT INTO neighbours (image_id, rank, neighbour_id, score) VALUES (?, ?, ?, ?)"
 
 
@@ -304,6 +305,8 @@ class NeighbourLists:
         exact = index.kind == FLAT
         floor = self._lowest_kth() if exact else None
         m = 2 * self.k
+        if exact and len(ids) * index.ntotal <= WHOLE_SEARCH_MAX:
+            m = index.ntotal - 1  # one search to the end: what the deepening below ends at, in one call
         while True:
             scores, found = index.search(vectors, m + 1)
             # Exact index: any image whose K-th score is below this search's last score may have
@@ -318,16 +321,17 @@ class NeighbourLists:
                     offers[y].append((score, x))
         if not offers:
             return set()
+        # Each candidate's K-th score first (one number per list; a list shorter than K takes
+        # anything), then whole lists only where a new vector enters: a deep search of an exact
+        # index offers every image, and reading every list cost 0.5 s at 3,781 photos.
+        kth = self._kth_scores(offers)
+        entering = {y: e for y, offered in offers.items()
+                    if (e := [(score, x) for score, x in offered if score > kth.get(y, -np.inf)])}
         changed: dict[int, list[tuple[float, int]]] = {}
         with self.library.Session() as s:
-            lists = self._lists(s, offers)
-        for y, offered in offers.items():
-            old = lists.get(y, [])
-            kth = old[-1][0] if len(old) >= self.k else -np.inf
-            entering = [(score, x) for score, x in offered if score > kth]
-            if entering:
-                merged = sorted(old + entering, key=lambda e: -e[0])[: self.k]
-                changed[y] = merged
+            lists = self._lists(s, entering)
+        for y, new in entering.items():
+            changed[y] = sorted(lists.get(y, []) + new, key=lambda e: -e[0])[: self.k]
         with self.library.Session.begin() as s:
             for part in _chunks(list(changed)):
                 s.execute(delete(Neighbour).where(Neighbour.image_id.in_(part)))
@@ -354,6 +358,17 @@ class NeighbourLists:
     def _lowest_kth(self) -> float | None:
         with self.library.Session() as s:
             return s.scalar(select(func.min(Neighbour.score)).where(Neighbour.rank == self.k - 1))
+
+    def _kth_scores(self, ids: Iterable[int]) -> dict[int, float]:
+        """{image: its K-th score} of the images among `ids` whose lists hold K entries (a list is
+        sorted by score: its K-th is its lowest)."""
+        out: dict[int, float] = {}
+        with self.library.engine.connect() as conn:  # one row per image, summed up by SQLite
+            for part in _chunks(list(ids)):
+                out.update(conn.exec_driver_sql(
+                    f"SELECT image_id, min(score) FROM neighbours WHERE image_id IN ({','.join('?' * len(part))}) "
+                    "GROUP BY image_id HAVING count(*) >= ?", (*part, self.k)).all())
+        return out
 
     def _lists(self, s: Session, ids: Iterable[int]) -> dict[int, list[tuple[float, int]]]:
         out: dict[int, list[tuple[float, int]]] = defaultdict(list)

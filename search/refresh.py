@@ -3,7 +3,9 @@ suggestions and the queue's clusters brought up to date, so the web has nothing 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,7 +24,13 @@ class IndexFailed(Exception):
 @dataclass(frozen=True)
 class IndexRun:
     report: IndexReport
-    backbone: Backbone  # what embedded: its precision is the one resolved for this machine
+    make_backbone: Callable[[], Backbone]
+
+    @cached_property
+    def backbone(self) -> Backbone:
+        """What embedded: its precision is the one resolved for this machine. Built when asked for
+        after a run that had nothing to do (search.unchanged), which needs none."""
+        return self.make_backbone()
 
 
 def index_and_refresh(
@@ -33,19 +41,30 @@ def index_and_refresh(
     The library is created only once there is something to put in it: a bad backbone or a folder
     without photos leaves no library folder behind. A library another indexer holds is reported
     before torch is imported or a model loaded. `--engine ray` is `--runner ray` on the engine
-    auto picks. Raises IndexFailed.
+    auto picks. A run on a folder and library unchanged since the last complete run is answered
+    by search.unchanged, which imports neither SQLAlchemy nor FAISS. Raises IndexFailed.
     """
+    from search.unchanged import record_run, unchanged_run
+
+    shortcut = unchanged_run(settings, photos) if not reembed else None
+    if shortcut is not None and shortcut.report is not None:
+        return IndexRun(shortcut.report, lambda: _backbone(settings))
+    from indexer.hashes import missing_signals
     from indexer.library import DB_FILE, Library, LibraryError
     from indexer.scan import has_images
 
     exists = (Path(settings.library) / DB_FILE).exists()
+    opened: Library | None = None  # an existing library, checked here and then indexed into
     try:
         if exists:
-            with Library(settings.library) as library, library.writer_lock():
+            opened = Library(settings.library)
+            with opened.writer_lock():
                 pass
     except LibraryError as e:
+        if opened is not None:
+            opened.close()
         raise IndexFailed(str(e)) from None
-    from indexer.backbone import Backbone, BackboneError
+    from indexer.backbone import BackboneError
     from indexer.engines import EngineError
     from indexer.pipeline import index_folder
     from indexer.runners import get_runner
@@ -56,25 +75,39 @@ def index_and_refresh(
         if engine == "ray":  # `--engine ray` (issue 12's contract) is `--runner ray` on the engine auto picks
             runner_name, engine = "ray", "auto"
         runner = get_runner(runner_name, ray_address=settings.ray_address)
-        backbone = Backbone(settings.backbone, weights=settings.weights, device=settings.device,
-                            precision=settings.precision)
+        backbone = _backbone(settings)
         if not exists and not has_images(photos):
             raise IndexFailed(
                 f"no photos found under {photos} (looked for .jpg, .png, .heic, .webp and other image "
                 f"files): nothing to index, no library created"
             )
-        with Library(settings.library, create=True) as library:
+        with opened or Library(settings.library, create=True) as library:
             report = index_folder(photos, library, backbone, batch_size=settings.batch_size,
                                   workers=settings.workers, reembed=reembed, progress=progress,
-                                  memory_budget=settings.memory_budget, runner=runner, engine=engine)
+                                  memory_budget=settings.memory_budget, runner=runner, engine=engine,
+                                  scanned=shortcut.scanned if shortcut is not None else None)
             if report.engine:
                 with library.Session.begin() as s:
                     library.set_meta(s, engine=report.engine)
             if refresh:
                 update_suggestions(settings, library, backbone, progress=progress)
-            return IndexRun(report, backbone)
+            # A rerun now would change nothing, unless some photo's signals could not be read.
+            settled = refresh and not missing_signals(library)
+        if settled:
+            record_run(settings, photos)
+        return IndexRun(report, lambda: backbone)
     except (LibraryError, BackboneError, EngineError, RayUnavailable, ValueError) as e:
         raise IndexFailed(str(e)) from None
+    finally:
+        if opened is not None:
+            opened.close()
+
+
+def _backbone(settings: Settings) -> Backbone:
+    from indexer.backbone import Backbone
+
+    return Backbone(settings.backbone, weights=settings.weights, device=settings.device,
+                    precision=settings.precision)
 
 
 def update_suggestions(settings: Settings, library: Library, backbone: Backbone, *, progress: bool) -> None:

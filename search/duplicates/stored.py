@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from pathlib import Path
@@ -24,6 +25,9 @@ VERIFY_VERSION = 3  # bump when verification changes: stored verdicts are then r
 POOL_MIN_PAIRS = 300  # fewer pairs than this are verified in this process (a pool costs ~1 s to start)
 POOL_BLOCK = 256  # pairs per task sent to a worker
 FEATURE_CACHE = 4096  # photos whose keypoints stay in memory during one run (about 40 kB each)
+# Photos whose keypoints (and 320-px copy: up to ~140 kB each) a verifying worker keeps from one task to
+# the next: a photo is in many pairs, spread over many blocks, and its keypoints cost more than a pair.
+WORKER_FEATURE_CACHE = 2048
 
 Pair = tuple[int, int]
 
@@ -34,15 +38,23 @@ def _features_of(blob: bytes | None, fallback: Path | None) -> Features | None:
     return features_of_file(fallback) if fallback is not None else None
 
 
+_worker_features: OrderedDict[int, Features | None] = OrderedDict()  # a worker's, for one run's pool
+
+
 def _verify_block(block: list[tuple[Pair, bytes | None, bytes | None, str | None, str | None]]) -> list[Match | None]:
     """A worker's task: each pair with its two stored copies (or, for a photo indexed before they
-    existed, its file's path). None where one of the two cannot be read."""
-    cache: dict[int, Features | None] = {}
+    existed, its file's path). None where one of the two cannot be read. The workers live for one
+    run's pool only, so the ids they keep keypoints of stay the same photos."""
+    cache = _worker_features
     out: list[Match | None] = []
     for (a, b), blob_a, blob_b, path_a, path_b in block:
         for i, blob, path in ((a, blob_a, path_a), (b, blob_b, path_b)):
-            if i not in cache:
+            if i in cache:
+                cache.move_to_end(i)
+            else:
                 cache[i] = _features_of(blob, Path(path) if path else None)
+                if len(cache) > WORKER_FEATURE_CACHE:
+                    cache.popitem(last=False)
         fa, fb = cache[a], cache[b]
         out.append(verify(fa, fb) if fa is not None and fb is not None else None)
     return out

@@ -157,6 +157,37 @@ def test_the_process_pool_gives_the_verdicts_of_one_process(hard_library, monkey
     assert pooled == here and any(judge(m) for m in here.values())
 
 
+def test_a_worker_keeps_keypoints_between_its_blocks_within_its_bound(hard_library, monkeypatch):
+    """A worker computes a photo's keypoints once for all its blocks, keeping at most
+    WORKER_FEATURE_CACHE photos, and its verdicts are those of one process."""
+    from search.duplicates import stored
+
+    library, _ = hard_library
+    verifier = stored.StoredVerifier(library, workers=1)
+    with library.Session() as s:
+        ids = sorted(s.scalars(select(Image.id)))
+    blobs = verifier._blobs(ids)
+    pairs = [(a, b) for a in ids for b in ids if a < b]
+    computed: list[int] = []
+    real = stored._features_of
+
+    def counting(blob, path):
+        computed.append(1)
+        return real(blob, path)
+
+    monkeypatch.setattr(stored, "_features_of", counting)
+    monkeypatch.setattr(stored, "_worker_features", type(stored._worker_features)())
+    blocks = [[((a, b), blobs[a], blobs[b], None, None) for a, b in pairs[i : i + 5]] for i in range(0, len(pairs), 5)]
+    results = [m for block in blocks for m in stored._verify_block(block)]
+    assert len(computed) == len(ids)  # once each, though every photo is in blocks after its first
+    assert results == [verify(verifier.features(a), verifier.features(b)) for a, b in pairs]
+    monkeypatch.setattr(stored, "WORKER_FEATURE_CACHE", 3)
+    monkeypatch.setattr(stored, "_worker_features", type(stored._worker_features)())
+    for block in blocks:
+        stored._verify_block(block)
+        assert len(stored._worker_features) <= 3
+
+
 def test_stored_verdicts_from_another_release_are_verified_again(hard_library, tmp_path):
     """copy_verdicts only caches verdicts: a table with other columns (an earlier build's) is made
     anew when the library opens, instead of failing every `duplicates` with 'no such column'."""

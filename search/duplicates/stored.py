@@ -45,6 +45,9 @@ def _verify_block(block: list[tuple[Pair, bytes | None, bytes | None, str | None
     """A worker's task: each pair with its two stored copies (or, for a photo indexed before they
     existed, its file's path). None where one of the two cannot be read. The workers live for one
     run's pool only, so the ids they keep keypoints of stay the same photos."""
+    import faiss
+
+    faiss.omp_set_num_threads(1)  # one worker a core: the pool is the parallelism
     cache = _worker_features
     out: list[Match | None] = []
     for (a, b), blob_a, blob_b, path_a, path_b in block:

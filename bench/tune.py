@@ -1,23 +1,31 @@
 """Fine-tuning the backbone on a few labels (issue 18): accuracy on the unlabelled rest, k-NN quality,
 training and re-embedding time, frozen vs tuned.
 
-    python -m bench.tune [--corpus DIR] [--per-class 3 8 20] [--photos-per-class 100] [--json FILE]
+    python -m bench.tune [--corpus DIR] [--per-class 3 8 20] [--photos-per-class 0] [--draws 1]
+                         [--reembed-photos 5000] [--json FILE]
 
-For each labels-per-class setting: draw that many labelled photos per class (the rest are the
-"unlabelled rest"), fine-tune (indexer.finetune, LP-FT with early stopping on a held-out fold of
-those labels), re-embed every photo with the tuned weights, then report:
-- accuracy on the unlabelled rest of a linear probe fitted on the labelled photos, frozen vs tuned;
+For each draw and labels-per-class setting: draw that many labelled photos per class (the rest are
+the "unlabelled rest") and tune as `lookalike tune` does (search.tuning): hold out a scoring fold
+(SCORING_FOLD of each class), fine-tune on the other labels (fit_candidate: LP-FT, the number of
+stages and epochs chosen on its own early-stopping fold), score tuned vs frozen by a probe on the
+scoring fold, and keep the weights only when they win. Then re-embed `--reembed-photos` files (the
+corpus, cycled when it is smaller: the timing of a collection of that size) and report:
+- accuracy on the unlabelled rest of a linear probe fitted on all the labelled photos, frozen vs
+  tuned, and what `tune` leaves (tuned when kept, frozen otherwise);
 - k-NN leave-one-out top-1 (weighted 20-NN, T = 0.07) and P@10 over all photos, frozen vs tuned;
-- training time and re-embedding rate, with the CPU's bf16 flags (or the GPU).
+- training, scoring and re-embedding time (the three add up to `tune`'s work but for the refresh),
+  with the CPU's flags (or the GPU) and the load average.
 
-Imports only indexer modules (and bench.machine), so the lead can extend it with search's methods.
+The defaults (every photo, 5,000 re-embedded) take about an hour on a loaded 2-core CPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,20 +33,22 @@ from pathlib import Path
 import numpy as np
 
 from indexer.backbone import Backbone
-from indexer.finetune import TuneConfig, embed_files, fine_tune, probe_accuracy, save_weights
+from indexer.finetune import TuneConfig, embed_files, probe_accuracy, save_weights, score_candidate, stratified_split
 from indexer.library import Library
+from search.tuning import DEFAULT_STAGES, SCORING_FOLD, fit_candidate
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpora" / "clothing_small"
 K, TEMPERATURE = 20, 0.07
 
 
 def cpu_flags() -> list[str]:
-    """The CPU flags that decide bf16 speed: amx_bf16, avx512_bf16, amx_tile, avx512f, avx2."""
+    """The CPU flags that decide bf16 and int8 speed."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return []
-    return [f for f in ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2") if re.search(rf"\b{f}\b", text)]
+    flags = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
+    return [f for f in flags if re.search(rf"\b{f}\b", text)]
 
 
 def load_corpus(root: Path, per_class: int | None, seed: int) -> tuple[list[Path], np.ndarray, list[str]]:
@@ -71,37 +81,60 @@ def knn_quality(vectors: np.ndarray, codes: np.ndarray) -> dict[str, float]:
     }
 
 
-def run_setting(paths, codes, n_classes, frozen, frozen_vectors, per_class, seed, config, engine) -> dict:
+def run_setting(paths, codes, n_classes, frozen, frozen_vectors, per_class, seed, config, stages, engine,
+                reembed_photos) -> dict:
     rng = np.random.default_rng(seed)
     labelled = np.sort(np.concatenate([rng.choice(np.flatnonzero(codes == c), per_class, replace=False)
                                        for c in range(n_classes)]))
     rest = np.setdiff1d(np.arange(len(paths)), labelled)
+    load_before = os.getloadavg()[0]
+    train_rows, score_rows = stratified_split(codes[labelled], SCORING_FOLD, np.random.default_rng(seed))
+    train = [(paths[i], int(codes[i])) for i in labelled[train_rows]]
+    scoring = [(paths[i], int(codes[i])) for i in labelled[score_rows]]
     started = time.perf_counter()
-    result = fine_tune([(paths[i], int(codes[i])) for i in labelled], n_classes, frozen, config=config, seed=seed)
+    n_stages, result = fit_candidate(train, n_classes, frozen, config=config, stages=stages, seed=seed)
     train_seconds = time.perf_counter() - started
 
     with tempfile.TemporaryDirectory() as tmp, Library(tmp, create=True) as lib:
         saved = save_weights(lib, result.state_dict)
         tuned = Backbone(frozen.name, weights=saved.path, device=str(frozen.device))
         started = time.perf_counter()
-        ok, tuned_vectors = embed_files(tuned, paths, engine=engine)
+        score = score_candidate(train, scoring, n_classes, frozen, tuned, engine=engine)
+        score_seconds = time.perf_counter() - started
+        files = [paths[i % len(paths)] for i in range(max(reembed_photos, len(paths)))]
+        started = time.perf_counter()
+        ok, tuned_vectors = embed_files(tuned, files, engine=engine)
         embed_seconds = time.perf_counter() - started
+    tuned_vectors = tuned_vectors[: len(paths)]
+    frozen_rest = probe_accuracy((frozen_vectors[labelled], codes[labelled]), (frozen_vectors[rest], codes[rest]),
+                                 n_classes)
+    tuned_rest = probe_accuracy((tuned_vectors[labelled], codes[labelled]), (tuned_vectors[rest], codes[rest]),
+                                n_classes)
+    kept = score.gain > 0
     return {
+        "seed": seed,
         "labels_per_class": per_class,
         "labelled": len(labelled),
+        "trained_on": len(train),
+        "scored_on": score.n_heldout,
+        "stages": n_stages,
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.history),
-        "heldout_probe": round(result.probe_accuracy, 4),
-        "heldout_tuned": round(result.tuned_accuracy, 4),
-        "rest_accuracy_frozen": round(probe_accuracy((frozen_vectors[labelled], codes[labelled]),
-                                                     (frozen_vectors[rest], codes[rest]), n_classes), 4),
-        "rest_accuracy_tuned": round(probe_accuracy((tuned_vectors[labelled], codes[labelled]),
-                                                    (tuned_vectors[rest], codes[rest]), n_classes), 4),
+        "scoring_frozen": round(score.frozen_accuracy, 4),
+        "scoring_tuned": round(score.tuned_accuracy, 4),
+        "kept": kept,
+        "rest_accuracy_frozen": round(frozen_rest, 4),
+        "rest_accuracy_tuned": round(tuned_rest, 4),
+        "rest_accuracy_after_tune": round(tuned_rest if kept else frozen_rest, 4),
         "knn_tuned": knn_quality(tuned_vectors, codes),
         "train_seconds": round(train_seconds, 1),
+        "score_seconds": round(score_seconds, 1),
+        "reembedded": len(files),
         "reembed_seconds": round(embed_seconds, 1),
-        "reembed_images_per_second": round(len(paths) / embed_seconds, 1),
+        "reembed_images_per_second": round(len(files) / embed_seconds, 1),
+        "tune_seconds": round(train_seconds + score_seconds + embed_seconds, 1),
         "precision": result.precision,
+        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
 
 
@@ -109,11 +142,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     ap.add_argument("--per-class", type=int, nargs="+", default=[3, 8, 20])
-    ap.add_argument("--photos-per-class", type=int, default=100, help="corpus photos per class (0: all)")
-    ap.add_argument("--stages", type=int, default=TuneConfig.stages)
+    ap.add_argument("--photos-per-class", type=int, default=0, help="corpus photos per class at most (0: all)")
+    ap.add_argument("--stages", type=int, nargs="+", default=list(DEFAULT_STAGES),
+                    help="candidate numbers of unfrozen stages, as `lookalike tune`'s")
     ap.add_argument("--max-epochs", type=int, default=TuneConfig.max_epochs)
     ap.add_argument("--engine", default="auto", help="engine that embeds (auto, torch, openvino)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="the first draw's seed (draw d uses seed + d)")
+    ap.add_argument("--draws", type=int, default=1, help="draws of labelled photos per setting")
+    ap.add_argument("--reembed-photos", type=int, default=5000,
+                    help="files re-embedded with the tuned weights (the corpus cycled when smaller)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -128,6 +165,8 @@ def main(argv: list[str] | None = None) -> dict:
     frozen_seconds = time.perf_counter() - started
     paths, codes, frozen_vectors = [p for p, k in zip(paths, ok, strict=True) if k], codes[ok], frozen_vectors[ok]
     report: dict = {
+        "command": "python -m bench.tune " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": describe(),
         "cpu_flags": cpu_flags(),
         "corpus": str(args.corpus),
@@ -139,12 +178,16 @@ def main(argv: list[str] | None = None) -> dict:
     }
     print(f"{len(paths)} photos, {len(classes)} classes; CPU flags {' '.join(report['cpu_flags'])}; "
           f"frozen k-NN {report['knn_frozen']}", flush=True)
-    config = TuneConfig(stages=args.stages, max_epochs=args.max_epochs)
-    for per_class in args.per_class:
-        row = run_setting(paths, codes, len(classes), frozen, frozen_vectors, per_class, args.seed, config,
-                          args.engine)
-        report["settings"].append(row)
-        print(json.dumps(row), flush=True)
+    config = TuneConfig(max_epochs=args.max_epochs)
+    for draw in range(args.draws):
+        for per_class in args.per_class:
+            row = run_setting(paths, codes, len(classes), frozen, frozen_vectors, per_class, args.seed + draw,
+                              config, args.stages, args.engine, args.reembed_photos)
+            report["settings"].append(row)
+            print(json.dumps(row), flush=True)
+            if args.json:  # after every row: a long run that is stopped keeps what it measured
+                args.json.write_text(json.dumps({**report, "load_average": os.getloadavg()}, indent=2))
+    report["load_average"] = os.getloadavg()
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return report

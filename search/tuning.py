@@ -27,7 +27,7 @@ from indexer.settings import Settings
 
 if TYPE_CHECKING:
     from indexer.backbone import Backbone
-    from indexer.finetune import TuneConfig
+    from indexer.finetune import TuneConfig, TuneResult
     from indexer.schema import Representation
 
 log = logging.getLogger(__name__)
@@ -190,10 +190,8 @@ def _tune_library(
     early-stopping accuracy (fewer stages on a tie) is scored. Raises TuneFailed,
     indexer.cancel.Cancelled (the library as it was, or a re-embedding the next call resumes).
     """
-    from dataclasses import replace
-
     from indexer.backbone import Backbone, BackboneError
-    from indexer.finetune import TuneConfig, TuneError, fine_tune, save_weights, score_candidate, stratified_split
+    from indexer.finetune import TuneError, save_weights, score_candidate, stratified_split
     from indexer.representations import representation_backbone
     from search.labelling.labels import labels_fingerprint
 
@@ -221,24 +219,8 @@ def _tune_library(
     scoring = [items[i] for i in score_rows]
     try:
         frozen = representation_backbone(library, current, device=settings.device, precision=settings.precision)
-        base = config or TuneConfig()
-        early_stop = round(len(train) * base.holdout) >= MIN_EARLY_STOP
-        candidates = list(stages) if early_stop else list(stages)[-1:]
-        best = None
-        for n_stages in candidates:
-            def tick(p, n_stages=n_stages):
-                if progress:
-                    progress(p.phase if len(candidates) == 1 else f"{p.phase} ({n_stages} stages)", p.done, p.total)
-
-            result = fine_tune(train, len(classes), frozen, config=replace(base, stages=n_stages), seed=seed,
-                               heldout=None if early_stop else (), progress=tick, cancel=cancel)
-            log.info("%d stages: early-stopping accuracy %.3f (probe %.3f), best epoch %d", n_stages,
-                     result.tuned_accuracy, result.probe_accuracy, result.best_epoch)
-            if best is None or result.tuned_accuracy > best[1].tuned_accuracy:
-                best = (n_stages, result)
-        if best is None:
-            raise TuneFailed("no number of stages to try")
-        n_stages, result = best
+        n_stages, result = fit_candidate(train, len(classes), frozen, config=config, stages=stages, seed=seed,
+                                         progress=progress, cancel=cancel)
         saved = save_weights(library, result.state_dict)
         try:
             tuned = Backbone(frozen.name, weights=saved.path, device=settings.device, precision=settings.precision)
@@ -276,6 +258,44 @@ def _tune_library(
     report.reembedded = _switch(settings, library, rep.id, progress, cancel)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def fit_candidate(
+    train: Sequence[tuple[Path, int]],
+    n_classes: int,
+    frozen: Backbone,
+    *,
+    config: TuneConfig | None = None,
+    stages: Sequence[int] = DEFAULT_STAGES,
+    seed: int = 0,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+) -> tuple[int, TuneResult]:
+    """(stages, fine_tune's result) of the candidate `tune` scores: each of `stages` early-stopped on
+    its own fold of `train`, the best kept (fewer stages on a tie); below MIN_EARLY_STOP photos in
+    that fold, the last of `stages` trained `max_epochs` on all of `train`. Also bench.tune's."""
+    from dataclasses import replace
+
+    from indexer.finetune import TuneConfig, fine_tune
+
+    base = config or TuneConfig()
+    early_stop = round(len(train) * base.holdout) >= MIN_EARLY_STOP
+    candidates = list(stages) if early_stop else list(stages)[-1:]
+    best = None
+    for n_stages in candidates:
+        def tick(p, n_stages=n_stages):
+            if progress:
+                progress(p.phase if len(candidates) == 1 else f"{p.phase} ({n_stages} stages)", p.done, p.total)
+
+        result = fine_tune(train, n_classes, frozen, config=replace(base, stages=n_stages), seed=seed,
+                           heldout=None if early_stop else (), progress=tick, cancel=cancel)
+        log.info("%d stages: early-stopping accuracy %.3f (probe %.3f), best epoch %d", n_stages,
+                 result.tuned_accuracy, result.probe_accuracy, result.best_epoch)
+        if best is None or result.tuned_accuracy > best[1].tuned_accuracy:
+            best = (n_stages, result)
+    if best is None:
+        raise TuneFailed("no number of stages to try")
+    return best
 
 
 def revert_library(
@@ -344,7 +364,7 @@ def _report_from_metrics(rep: Representation) -> TuneReport:
 
 
 __all__ = [
-    "LAST_TUNE_STATE", "TUNE_LOCK_FILE", "TuneFailed", "TuneReport", "labelled_photos", "last_tune",
+    "LAST_TUNE_STATE", "TUNE_LOCK_FILE", "TuneFailed", "TuneReport", "fit_candidate", "labelled_photos", "last_tune",
     "pending_representation", "refresh_after_switch", "representation_facts", "revert_library", "tune_library",
     "tune_lock", "tune_running",
 ]

@@ -49,26 +49,44 @@ def gray_jpeg(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def turn_hashes(small: npt.NDArray) -> bytes:
-    """PDQ hashes of a (64 x 64) RGB copy turned by each of TURNS, packed one after another."""
-    import pdqhash
+# PDQ of a 64 x 64 image, as numpy: there PDQ's Jarosz filter and decimation to 64 x 64 are the
+# identity, so the hash is the median threshold of the 16 x 16 DCT (without the DC row and column) of
+# the luma, bits in pdqhash's order; equal to pdqhash.compute bit for bit (tests), and 13 at once in
+# a few matrix products instead of 13 calls. Turning the image by 90 degrees transposes the
+# coefficients and flips the signs of the odd ones, so the turns cost no DCT at all.
+_DCT = np.array([[np.sqrt(2 / 64) * np.cos(np.pi / 128 * (i + 1) * (2 * j + 1)) for j in range(64)]
+                 for i in range(16)], dtype=np.float32)
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+_SIGNS = np.array([(-1) ** (i + 1) for i in range(16)], dtype=np.float32)
 
-    return b"".join(np.packbits(pdqhash.compute(np.ascontiguousarray(np.rot90(small, k=t // 90)))[0]).tobytes()
-                    for t in TURNS)
+
+def _dct(rgb64: npt.NDArray) -> npt.NDArray[np.float32]:
+    """PDQ's 16 x 16 DCT coefficients of each of [n, 64, 64, 3] RGB images."""
+    return _DCT @ (rgb64.astype(np.float32) @ _LUMA) @ _DCT.T
+
+
+def _packed(coefficients: npt.NDArray[np.float32]) -> bytes:
+    """The packed PDQ hashes of [n, 16, 16] coefficients, one after another."""
+    flat = coefficients.reshape(len(coefficients), -1)
+    return np.packbits((flat > np.median(flat, axis=1, keepdims=True))[:, ::-1], axis=1).tobytes()
+
+
+def turn_hashes(small: npt.NDArray) -> bytes:
+    """PDQ hashes of a (64 x 64) RGB copy turned by each of TURNS (counter-clockwise), packed one
+    after another."""
+    b = _dct(small[None])[0]
+    turned = {90: _SIGNS[:, None] * b.T, 180: _SIGNS[:, None] * b * _SIGNS[None, :], 270: b.T * _SIGNS[None, :]}
+    return _packed(np.stack([turned[t] for t in TURNS]))
 
 
 def region_hashes(thumb: npt.NDArray) -> bytes:
     """PDQ hashes of the REGIONS of an RGB copy of the photo (longer side 128-255 px), packed."""
     import cv2
-    import pdqhash
 
     h, w = thumb.shape[:2]
-    out = []
-    for left, top, right, bottom in REGIONS:
-        part = thumb[_span(top, bottom, h), _span(left, right, w)]
-        small = cv2.resize(part, (64, 64), interpolation=cv2.INTER_AREA)
-        out.append(np.packbits(pdqhash.compute(small)[0]).tobytes())
-    return b"".join(out)
+    parts = [cv2.resize(thumb[_span(top, bottom, h), _span(left, right, w)], (64, 64), interpolation=cv2.INTER_AREA)
+             for left, top, right, bottom in REGIONS]
+    return _packed(_dct(np.stack(parts)))
 
 
 def _span(start: float, end: float, size: int) -> slice:

@@ -64,6 +64,30 @@ def test_the_mirror_hash_is_the_hash_of_the_mirrored_photo():
     assert len(a.pdq) == 32 and 0 <= a.quality <= 100
 
 
+def test_turn_and_region_hashes_are_pdqhash_bit_for_bit():
+    """indexer/features.py computes PDQ of its 64 x 64 copies with numpy, 13 at once: each hash must
+    be the one pdqhash computes, as the whole photo's is, or a crop would not meet its original."""
+    import cv2
+    import numpy as np
+    import pdqhash
+
+    from indexer.features import REGIONS, TURNS, _span, region_hashes, turn_hashes
+
+    def pdq(rgb) -> bytes:
+        return np.packbits(pdqhash.compute(np.ascontiguousarray(rgb))[0]).tobytes()
+
+    for cls in ("dress", "hat", "pants", "shoes"):
+        for path in photos(cls, 3):
+            img = np.asarray(load_image(path)[0].convert("RGB"))
+            small = cv2.resize(img, (64, 64), interpolation=cv2.INTER_AREA)
+            assert turn_hashes(small) == b"".join(pdq(np.rot90(small, k=t // 90)) for t in TURNS)
+            thumb = img[::3, ::3]
+            h, w = thumb.shape[:2]
+            expected = [pdq(cv2.resize(thumb[_span(t, b, h), _span(left, r, w)], (64, 64),
+                                       interpolation=cv2.INTER_AREA)) for left, t, r, b in REGIONS]
+            assert region_hashes(thumb) == b"".join(expected)
+
+
 def test_photos_a_pixel_or_two_thin_get_every_signal(tmp_path, backbone):
     """Each stored region of a 1 x 700 strip has at least one pixel: rounding left some empty, and
     OpenCV's resize of an empty region failed the strip's signals, then the whole run's backfill."""

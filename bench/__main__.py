@@ -18,12 +18,13 @@ import time
 from pathlib import Path
 
 from bench import indexing, rescan, search_http, warm_start
+from bench.corpus import CLOTHING_SMALL
 from bench.machine import describe, kind
 from bench.report import Report
 from bench.sections import write_section
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO.parent / "shared" / "corpora" / "clothing_small"
+CORPUS = CLOTHING_SMALL
 SECTIONS = ("indexing", "rescan", "search", "warm")
 
 

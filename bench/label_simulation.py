@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from bench.corpus import CLOTHING_SMALL
 from search.labelling.learned_head import GRAPH_METHODS, train_head
 from search.labelling.queue_order import kmeans, queue_order
 from search.labelling.spreading import Graph, build_graph, spread
@@ -36,7 +37,7 @@ from search.labelling.vote import DEFAULT_K, DEFAULT_TEMPERATURE, vote_shares
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_PHOTOS = REPO.parent / "shared" / "corpora" / "clothing_small"
+DEFAULT_PHOTOS = CLOTHING_SMALL
 DEFAULT_LIBRARY = Path("/tmp/lookalike-bench/clothing_small-library")
 TARGETS = (0.90, 0.95, 0.98)
 STRATEGIES = (("random", "knn"), ("margin", "knn"), ("coverage", "learned"), ("coverage", "spreading"))

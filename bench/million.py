@@ -17,9 +17,10 @@ import sys
 import time
 from pathlib import Path
 
+from bench.corpus import CLOTHING_SMALL
 from bench.search_http import measure
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "clothing_small"
+CORPUS = CLOTHING_SMALL
 CLI = "from lookalike.cli import main; main()"
 
 

@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.corpus import CLOTHING_SMALL
 from bench.indexing import copy_tree, photo_files
 from bench.machine import describe
 from indexer.backbone import Backbone
@@ -24,7 +25,7 @@ from indexer.library import Library
 from indexer.pipeline import index_folder
 from indexer.runners import get_runner
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "clothing_small"
+CORPUS = CLOTHING_SMALL
 
 
 class Timed:

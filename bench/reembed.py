@@ -21,7 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.tune import DEFAULT_CORPUS, cpu_flags, load_corpus
+from bench.machine import cpu_flags
+from bench.tune import DEFAULT_CORPUS, load_corpus
 
 
 def main(argv: list[str] | None = None) -> dict:

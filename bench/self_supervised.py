@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.tune import DEFAULT_CORPUS, cpu_flags, knn_quality, load_corpus
+from bench.machine import cpu_flags
+from bench.tune import DEFAULT_CORPUS, knn_quality, load_corpus
 from indexer.backbone import Backbone
 from indexer.finetune import embed_files, load_photos, save_weights
 from indexer.library import Library

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import select
 
+from bench.corpus import CLOTHING_SMALL
 from bench.machine import cpu_flags
 from indexer.library import Library
 from indexer.schema import Label
@@ -33,7 +34,7 @@ from search.labelling.labels import import_folders
 from search.labelling.suspicious import suspicious
 from search.searcher import Searcher
 
-DEFAULT_CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpora" / "clothing_small"
+DEFAULT_CORPUS = CLOTHING_SMALL
 DEFAULT_LIBRARY = Path(tempfile.gettempdir()) / "lookalike-bench" / "clothing_small-library"
 
 

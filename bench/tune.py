@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import tempfile
 import time
@@ -32,23 +31,15 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.corpus import CLOTHING_SMALL
+from bench.machine import cpu_flags
 from indexer.backbone import Backbone
 from indexer.finetune import TuneConfig, embed_files, probe_accuracy, save_weights, score_candidate, stratified_split
 from indexer.library import Library
 from search.tuning import DEFAULT_STAGES, SCORING_FOLD, fit_candidate
 
-DEFAULT_CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpora" / "clothing_small"
+DEFAULT_CORPUS = CLOTHING_SMALL
 K, TEMPERATURE = 20, 0.07
-
-
-def cpu_flags() -> list[str]:
-    """The CPU flags that decide bf16 and int8 speed."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
-    return [f for f in flags if re.search(rf"\b{f}\b", text)]
 
 
 def load_corpus(root: Path, per_class: int | None, seed: int) -> tuple[list[Path], np.ndarray, list[str]]:
@@ -176,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
         "knn_frozen": knn_quality(frozen_vectors, codes),
         "settings": [],
     }
-    print(f"{len(paths)} photos, {len(classes)} classes; CPU flags {' '.join(report['cpu_flags'])}; "
+    print(f"{len(paths)} photos, {len(classes)} classes; CPU flags {report['cpu_flags']}; "
           f"frozen k-NN {report['knn_frozen']}", flush=True)
     config = TuneConfig(max_epochs=args.max_epochs)
     for draw in range(args.draws):

@@ -31,11 +31,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+from bench.corpus import CLOTHING_SMALL
 from bench.machine import cpu_flags
 from bench.sections import write_section
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CORPUS = REPO.parent / "shared" / "corpora" / "clothing_small"
+DEFAULT_CORPUS = CLOTHING_SMALL
 LOOKALIKE = [sys.executable, "-c", "from lookalike.cli import main; main()"]
 
 

@@ -99,6 +99,18 @@ def labelled_library(tmp_path_factory, backbone, classes, per_class: int) -> Pat
     return path
 
 
+def private_copy(indexed: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """(library, photos): a copy of an indexed library and of its photos under tmp_path, the copy's
+    photo root in its meta, for a test that writes labels or sidecars."""
+    with Library(indexed) as original:
+        root = original.root
+    shutil.copytree(root, tmp_path / "photos")
+    shutil.copytree(indexed, tmp_path / "library")
+    with Library(tmp_path / "library") as lib, lib.Session.begin() as s:
+        lib.set_meta(s, root=str(tmp_path / "photos"))
+    return tmp_path / "library", tmp_path / "photos"
+
+
 # -- leaving the test process ------------------------------------------------------------------------
 # A full run ends with native threads still alive in this process: torch's and OpenBLAS's pools,
 # OpenVINO's streams, the threads Ray leaves behind in a driver. Tearing the interpreter down under

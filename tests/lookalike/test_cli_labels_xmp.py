@@ -3,8 +3,6 @@ line, the options, a malformed sidecar named on stderr with a failing exit statu
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import delete, select
@@ -15,7 +13,7 @@ from indexer.schema import Image, Label
 from lookalike.cli import main
 from lookalike.cli_labels import XMP_PARENT
 from search.labelling.xmp_sidecar import DEFAULT_PARENT
-from tests.conftest import labelled_library
+from tests.conftest import labelled_library, private_copy
 
 
 @pytest.fixture(scope="module")
@@ -25,13 +23,7 @@ def indexed(tmp_path_factory, backbone):
 
 @pytest.fixture
 def library(indexed, tmp_path):
-    with Library(indexed) as original:
-        root = original.root
-    shutil.copytree(root, tmp_path / "photos")
-    shutil.copytree(indexed, tmp_path / "library")
-    with Library(tmp_path / "library") as lib, lib.Session.begin() as s:
-        lib.set_meta(s, root=str(tmp_path / "photos"))
-    return tmp_path / "library", tmp_path / "photos"
+    return private_copy(indexed, tmp_path)
 
 
 def run(*args):

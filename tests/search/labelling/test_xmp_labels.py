@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from indexer.schema import Image, Label
 from search.labelling.labels import set_label
 from search.labelling.xmp_labels import export_xmp, import_xmp
 from search.labelling.xmp_sidecar import DARKTABLE, KEYWORD_KEYS, LIGHTROOM, merge_label, sidecar_path
-from tests.conftest import labelled_library
+from tests.conftest import labelled_library, private_copy
 
 # A sidecar as darktable writes it, with a title, a creator, a rating, an edit history and the
 # user's own keywords: every one of these must survive.
@@ -66,13 +65,7 @@ def indexed(tmp_path_factory, backbone):
 @pytest.fixture
 def library(indexed, tmp_path):
     """A private copy of the library and its photos, the copy's photo root in its meta."""
-    with Library(indexed) as original:
-        root = original.root
-    shutil.copytree(root, tmp_path / "photos")
-    shutil.copytree(indexed, tmp_path / "library")
-    lib = Library(tmp_path / "library")
-    with lib.Session.begin() as s:
-        lib.set_meta(s, root=str(tmp_path / "photos"))
+    lib = Library(private_copy(indexed, tmp_path)[0])
     yield lib
     lib.close()
 

@@ -19,7 +19,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -437,9 +437,9 @@ def find_tiers(library: Library, *, similar_threshold: float = SIMILAR_THRESHOLD
     ]
     copies += shot_pairs(library, cand, {(p.a, p.b) for p in copies})
     aliases = one_file_aliases(library, {i for p in (*copies, *similar) for i in (p.a, p.b)})
-    copies = [p for p in copies if p.a not in aliases and p.b not in aliases]
+    copies = onto_files(copies, aliases)
     copied = {(p.a, p.b) for p in copies}
-    similar = [p for p in similar if (p.a, p.b) not in copied and p.a not in aliases and p.b not in aliases]
+    similar = [p for p in onto_files(similar, aliases) if (p.a, p.b) not in copied]
     similar = moment_pairs(library, similar, verifier.many if verifier is not None else None)
     if verifier is not None:
         verifier.save()
@@ -456,18 +456,34 @@ def shot_pairs(library: Library, cand: Candidates, known: set[tuple[int, int]]) 
     ]
 
 
-def one_file_aliases(library: Library, ids: set[int]) -> set[int]:
-    """Those of these photos that are another path to one file also among them: a symlink (or a path
-    through a linked folder) to it, or a second hard link. They are not copies and join no group, so
-    a review never keeps a link while moving its target away. Of the paths to one file the one kept
-    in groups is reached without a link if any, else the shortest."""
+def onto_files(pairs: list[Pair], aliases: dict[int, int]) -> list[Pair]:
+    """The pairs with every alias replaced by the path kept for its file, each pair of two files once
+    (the first of them), none of a file with itself. A copy that met only an alias of its original
+    (a folder of hard-linked snapshots crowds a photo's nearest neighbours with one file) still joins
+    the original's group."""
+    if not aliases:
+        return pairs
+    out: dict[tuple[int, int], Pair] = {}
+    for p in pairs:
+        a, b = aliases.get(p.a, p.a), aliases.get(p.b, p.b)
+        if a != b:
+            key = (a, b) if a < b else (b, a)
+            out.setdefault(key, replace(p, a=key[0], b=key[1]))
+    return list(out.values())
+
+
+def one_file_aliases(library: Library, ids: set[int]) -> dict[int, int]:
+    """{alias: the path kept} for those of these photos that are another path to one file also among
+    them: a symlink (or a path through a linked folder) to it, or a second hard link. They are not
+    copies and join no group, so a review never keeps a link while moving its target away. Of the
+    paths to one file the one kept in groups is reached without a link if any, else the shortest."""
     from sqlalchemy import select
 
     from indexer.schema import Image
 
     root = library.root
     if root is None or not ids:
-        return set()
+        return {}
     wanted = sorted(ids)
     paths: dict[int, str] = {}
     with library.Session() as s:
@@ -484,11 +500,11 @@ def one_file_aliases(library: Library, ids: set[int]) -> set[int]:
             continue  # gone: nothing to protect
         linked = os.path.realpath(full) != full
         by_file.setdefault((st.st_dev, st.st_ino), []).append((linked, len(path), path, image_id))
-    aliases: set[int] = set()
+    aliases: dict[int, int] = {}
     for names in by_file.values():
         if len(names) > 1:
             names.sort()
-            aliases.update(image_id for *_, image_id in names[1:])
+            aliases.update((image_id, names[0][-1]) for *_, image_id in names[1:])
             log.info("one file under %d paths, not copies: %s", len(names), ", ".join(n[2] for n in names))
     return aliases
 

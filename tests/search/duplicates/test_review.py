@@ -19,7 +19,7 @@ from indexer.library import Library
 from indexer.pipeline import index_folder
 from indexer.schema import Image
 from lookalike.cli import main
-from search.duplicates.candidates import COPIES, find_duplicates
+from search.duplicates.candidates import COPIES, Pair, find_duplicates, onto_files
 from search.duplicates.review import (
     KEEP,
     REMOVE,
@@ -251,3 +251,32 @@ def test_a_symlink_and_its_target_are_one_photo_not_two_copies(collection, run, 
     assert (photos / "a" / "original.jpg").is_file() and (photos / "z" / "l.jpg").is_file()
     index_folder(photos, library, backbone, workers=0)
     assert {"a/original.jpg", "z/l.jpg"} <= set(ids_by_path(library))
+
+
+def test_a_copy_that_met_only_hard_links_of_its_original_joins_the_file_kept():
+    # Ten hard links of one photo (a snapshot folder) fill a copy's eight nearest neighbours; the pair
+    # it verified with a link stands for the file, kept under one path, and a link's pair with the kept
+    # path is no pair at all.
+    kept, links, copy = 3, (7, 9, 11), 20
+    aliases = {link: kept for link in links}
+    pairs = [Pair(7, copy, 0.8, None, 40, 0.9, "verified"), Pair(9, copy, 0.8, None, 41, 0.9, "verified"),
+             Pair(kept, 7, 1.0, 0, why="hash"), Pair(1, 2, 0.97, 3, why="hash")]
+    out = onto_files(pairs, aliases)
+    assert sorted((p.a, p.b) for p in out) == [(1, 2), (kept, copy)]
+    assert next(p for p in out if p.b == copy).inliers == 40  # the first pair's evidence
+    assert onto_files(pairs, {}) == pairs
+
+
+def test_hard_links_of_a_photo_join_no_group_but_its_copies_still_do(collection, run, backbone):
+    photos, library = collection
+    (photos / "snap").mkdir()
+    for n in range(10):  # more paths to one file than a photo has nearest neighbours verified
+        os.link(photos / "a" / "original.jpg", photos / "snap" / f"{n}.jpg")
+    index_folder(photos, library, backbone, workers=0)
+    ids = ids_by_path(library)
+    [group] = find_duplicates(library)
+    names = {p for p, i in ids.items() if i in group.image_ids}
+    assert names == {"a/gray.jpg", "a/small.jpg", "snap/0.jpg"}  # the shortest path stands for the file
+    result = run("duplicates", "--library", library.path, "--json")
+    [g] = json.loads(result.output)
+    assert g["actions"] == {"a/gray.jpg": "remove", "a/small.jpg": "remove", "snap/0.jpg": "keep"}

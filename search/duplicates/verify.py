@@ -65,6 +65,11 @@ MIN_CENTRE = 0.25  # whatever the rule, this share of the central cells must lin
 # 0.88-0.92 in clothing_small) with the garment, the middle, not lining up (central share 0.36-0.58).
 MIN_EXACT = 0.95  # median correlation of the lined-up cells: the visible part is the same pixels ...
 MIN_HIDDEN_CENTRE = 0.75  # ... or this share of the central cells lines up
+# A crop found by its pixels near a stored region of the other (search/duplicates/locate.py), without
+# keypoints: it is the same pixels, so its edges correlate near 1 in nearly every cell. Crops measured
+# at 0.98-1.00; the best place of a look-alike's region at most 0.86 (clothing_small, bench sets).
+MIN_LOCATED_CORRELATION = 0.95
+MIN_LOCATED_ALIGNED = 0.9
 
 
 @dataclass(frozen=True)
@@ -77,7 +82,7 @@ class Match:
     aligned: float = 0.0  # share of the informative cells that line up, 0..1
     centre: float = 0.0  # the same share among the central cells (the inner half of each side)
     spread: float = 0.0  # area of the convex hull of the matched points, as a share of the photo's
-    transform: str = ""  # "similarity", "homography" or "" (none found); with "mirrored " before it
+    transform: str = ""  # "similarity", "homography", "located" or "" (none found); "mirrored " before it
     exact: float = 0.0  # median correlation of the cells that line up: 1.0 when they are the same pixels
 
 
@@ -336,6 +341,11 @@ def judge(m: Match) -> str:
     homography = m.transform.endswith("homography")
     if m.centre < MIN_CENTRE:
         return ""  # what lines up is around the photo (a shared template, frame or poster), not the photo
+    if m.transform.endswith("located"):  # no keypoints: only its pixels speak for it
+        if m.correlation >= MIN_LOCATED_CORRELATION and m.aligned >= MIN_LOCATED_ALIGNED:
+            return (f"{m.transform}, a crop of the other found by its pixels near one of its stored regions: "
+                    f"aligned edges correlate {m.correlation:.2f}, {m.aligned:.0%} of the cells line up")
+        return ""
     if m.inliers >= (MIN_HOMOGRAPHY_INLIERS if homography else MIN_INLIERS) and m.correlation >= MIN_CORRELATION:
         return f"{m.transform}: {m.inliers} keypoint matches, aligned edges correlate {m.correlation:.2f}"
     if m.inliers >= MIN_CROP_INLIERS and m.correlation >= MIN_CROP_CORRELATION and m.aligned >= MIN_CROP_ALIGNED:

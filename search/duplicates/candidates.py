@@ -106,7 +106,7 @@ class Candidates:
     cosine: dict[tuple[int, int], float] = field(default_factory=dict)
     hash_distance: dict[tuple[int, int], int] = field(default_factory=dict)
     region: dict[tuple[int, int], int] = field(default_factory=dict)  # a photo near a region of the other
-    hints: dict[tuple[int, int], RegionHint] = field(default_factory=dict)  # ... which, near which region
+    hints: dict[tuple[int, int], tuple[RegionHint, ...]] = field(default_factory=dict)  # ... near which
     low_quality: set[int] = field(default_factory=set)  # ids whose hash says little
     missing_signals: int = 0  # indexed photos without hashes (indexed before they existed)
 
@@ -241,16 +241,17 @@ def hash_pairs(hashes: Hashes, radius: int) -> dict[tuple[int, int], int]:
     return _range_pairs(base_ids, base, query_ids, queries, radius)
 
 
-def region_pairs(hashes: Hashes, radius: int) -> dict[tuple[int, int], tuple[int, RegionHint]]:
-    """{(a, b): (distance, hint)} for photos one of which, whole or mirrored, is within `radius` bits
+def region_pairs(hashes: Hashes, radius: int) -> dict[tuple[int, int], tuple[int, tuple[RegionHint, ...]]]:
+    """{(a, b): (distance, hints)} for photos one of which, whole or mirrored, is within `radius` bits
     of a region of the other (indexer/features.py REGIONS): a heavy crop and its original, the crop
-    perhaps mirrored. The hint says which photo is the crop, near which region, and whether mirrored
-    (search/duplicates/locate.py looks for it there). Only candidates for verification.
+    perhaps mirrored. Each hint says which photo is the crop, near which region, and whether mirrored
+    (search/duplicates/locate.py looks for it there), nearest first; distance is the nearest's. Only
+    candidates for verification.
 
     A mirrored crop needs no hash of its own: each photo's mirror hash is stored beside its hash."""
-    out: dict[tuple[int, int], tuple[int, RegionHint]] = {}
+    found_near: dict[tuple[int, int], list[tuple[int, RegionHint]]] = {}
     if len(hashes.ids) < 2 or not len(hashes.region_ids):
-        return out
+        return {}
     n = len(hashes.ids)
     base = np.concatenate([hashes.codes, hashes.mirrors])
     flat = 2 * n <= HASH_FLAT_MAX
@@ -265,11 +266,13 @@ def region_pairs(hashes: Hashes, radius: int) -> dict[tuple[int, int], tuple[int
         rows = np.repeat(np.arange(start, min(start + step, len(hashes.region_ids))), np.diff(lims).astype(np.int64))
         for row, hit, d in zip(rows.tolist(), found.tolist(), dist.tolist(), strict=True):
             owner, crop = int(hashes.region_ids[row]), int(hashes.ids[hit % n])
-            if owner == crop:
-                continue
-            key = (crop, owner) if crop < owner else (owner, crop)
-            if key not in out or d < out[key][0]:
-                out[key] = (int(d), RegionHint(crop < owner, row % REGION_HASHES, hit >= n))
+            if owner != crop:
+                key = (crop, owner) if crop < owner else (owner, crop)
+                found_near.setdefault(key, []).append((int(d), RegionHint(crop < owner, row % REGION_HASHES, hit >= n)))
+    out = {}
+    for key, near in found_near.items():
+        near.sort()
+        out[key] = (near[0][0], tuple(hint for _, hint in near))
     return out
 
 
@@ -334,7 +337,7 @@ def candidates(library: Library, *, cosine: float = COSINE_CANDIDATE, radius: in
     cand.hash_distance = hash_pairs(hashes, radius)
     regions = region_pairs(hashes, REGION_CANDIDATE)
     cand.region = {key: d for key, (d, _) in regions.items()}
-    cand.hints = {key: hint for key, (_, hint) in regions.items()}
+    cand.hints = {key: hints for key, (_, hints) in regions.items()}
     _fill_cosines(library, cand)
     return cand
 

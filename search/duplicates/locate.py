@@ -6,8 +6,9 @@ corners there: keypoint verification (search/duplicates/verify.py) then has noth
 crop's whole PDQ hash nominated it as near one stored region of the other photo (or that region's
 mirror image: indexer/features.py REGIONS, search/duplicates/candidates.py `region_pairs`), the crop
 is searched for around that region instead: scaled to the region's size at a few scales, it is slid
-over the region and its surroundings (normalised cross-correlation, OpenCV's template matching),
-and at the best place the aligned edges are compared as for any other match (`verify.correlation`).
+over the region and its surroundings (normalised cross-correlation, OpenCV's template matching; the
+best scale refined in 3 % steps and the place to a fraction of a pixel), and at the best place the
+aligned edges are compared as for any other match (`verify.correlation`, at LOCATE_SIDE px).
 A crop is the same pixels as its place in the original, so nearly every cell lines up and the edges
 correlate near 1; a look-alike's region, which the hash can also nominate, does not (`verify.judge`,
 MIN_LOCATED_*).
@@ -27,6 +28,15 @@ LOCATE_MARGIN = 0.5  # the search reaches this share of the region's size beyond
 LOCATE_SCALES = 3  # scales tried on each side of the region's own, 2 ** (1/6) apart (up to 1.41 x)
 LOCATE_MIN_SIDE = 16  # px: a smaller scaled crop says too little to be placed
 LOCATE_BLUR = 1.0  # Gaussian sigma (px) both sides are smoothed with before they are slid over each other
+# A pair's nearest regions looked in, nearest first: a symmetric garment's centre quarter is near its
+# region and, a few bits further or nearer, near that region's mirror image; only one is the crop.
+LOCATE_TRIES = 3
+# Longer side (px) of the frame the located crop's edges are compared in: finer than verification's
+# SMALL_SIDE, where one garment's silhouette over another's can line up; the crop's own detail.
+LOCATE_SIDE = 160
+
+
+Place = tuple[float, float, float, float, int, int]  # score, x, y, scale, width, height of a crop's place
 
 
 class RegionHint(NamedTuple):
@@ -40,8 +50,6 @@ class RegionHint(NamedTuple):
 def locate(crop: Features, whole: Features, region: int, mirrored: bool) -> Match:
     """The crop's best place near REGIONS[region] of the whole photo, judged by its aligned edges:
     a Match with no keypoints (inliers 0), transform "located" (or "mirrored located")."""
-    import cv2
-
     a = np.ascontiguousarray(crop.gray[:, ::-1]) if mirrored else crop.gray
     b = whole.gray
     height, width = b.shape
@@ -54,24 +62,53 @@ def locate(crop: Features, whole: Features, region: int, mirrored: bool) -> Matc
         min(height, (bottom + LOCATE_MARGIN * (bottom - top)) * height + 1))
     window = _smooth(b[y0:y1, x0:x1])
     own = float(np.sqrt(rw * rh / (aw * ah)))  # the crop's scale if it were the region exactly
-    best, transform = -2.0, None
+    best: Place | None = None
     for step in range(-LOCATE_SCALES, LOCATE_SCALES + 1):
-        scale = own * 2 ** (step / 6)
-        tw, th = round(aw * scale), round(ah * scale)
-        if min(tw, th) < LOCATE_MIN_SIDE or tw > window.shape[1] or th > window.shape[0]:
-            continue
-        template = _smooth(cv2.resize(a, (tw, th), interpolation=cv2.INTER_AREA))
-        if float(template.std()) == 0.0:
-            continue  # a plain crop matches anywhere equally: nothing to place
-        _, score, _, (x, y) = cv2.minMaxLoc(cv2.matchTemplate(window, template, cv2.TM_CCOEFF_NORMED))
-        if score > best:
-            best = score
-            transform = np.array([[tw / aw, 0, x0 + x], [0, th / ah, y0 + y], [0, 0, 1]], dtype=np.float64)
-    if transform is None:
+        best = _better_place(best, _place(window, a, own * 2 ** (step / 6)))
+    if best is None:
         return Match(0, 0.0)
-    whole_corr, aligned, centre, exact = correlation(a, b, transform)
+    coarse = best[3]
+    place: Place = best
+    for step in (-2, -1, 1, 2):  # then finer, around the best: edges compared need the scale within ~2 %
+        place = _better_place(place, _place(window, a, coarse * 2 ** (step / 24))) or place
+    _, x, y, _, tw, th = place
+    sx, sy = tw / aw, th / ah
+    # Pixel centres: the crop's pixel u lies at (u + 0.5) * s - 0.5 in the scaled crop.
+    transform = np.array([[sx, 0, x0 + x + 0.5 * sx - 0.5], [0, sy, y0 + y + 0.5 * sy - 0.5], [0, 0, 1]],
+                         dtype=np.float64)
+    whole_corr, aligned, centre, exact = correlation(a, b, transform, LOCATE_SIDE)
     prefix = "mirrored " if mirrored else ""
     return Match(0, whole_corr, aligned, centre, 0.0, prefix + "located", exact)
+
+
+def _place(window: npt.NDArray[np.float32], crop: npt.NDArray, scale: float) -> Place | None:
+    """(score, x, y, scale, width, height) of the crop's best place in the window at this scale: the
+    peak of the normalised cross-correlation, to a fraction of a pixel (a parabola through the peak
+    and its neighbours); None where the scaled crop is too small, larger than the window, or plain."""
+    import cv2
+
+    tw, th = round(crop.shape[1] * scale), round(crop.shape[0] * scale)
+    if min(tw, th) < LOCATE_MIN_SIDE or tw > window.shape[1] or th > window.shape[0]:
+        return None
+    template = _smooth(cv2.resize(crop, (tw, th), interpolation=cv2.INTER_AREA))
+    if float(template.std()) == 0.0:
+        return None  # a plain crop matches anywhere equally: nothing to place
+    scores = cv2.matchTemplate(window, template, cv2.TM_CCOEFF_NORMED)
+    _, score, _, (x, y) = cv2.minMaxLoc(scores)
+    dx = _peak(scores[y, x - 1 : x + 2]) if 0 < x < scores.shape[1] - 1 else 0.0
+    dy = _peak(scores[y - 1 : y + 2, x]) if 0 < y < scores.shape[0] - 1 else 0.0
+    return float(score), x + dx, y + dy, scale, tw, th
+
+
+def _peak(values: npt.NDArray) -> float:
+    """Where a parabola through three values around a maximum peaks, from -0.5 to 0.5."""
+    left, middle, right = (float(v) for v in values)
+    curvature = left - 2 * middle + right
+    return float(np.clip(0.5 * (left - right) / curvature, -0.5, 0.5)) if curvature < 0 else 0.0
+
+
+def _better_place(old: Place | None, new: Place | None) -> Place | None:
+    return new if new is not None and (old is None or new[0] > old[0]) else old
 
 
 def _smooth(gray: npt.NDArray) -> npt.NDArray[np.float32]:
@@ -80,12 +117,15 @@ def _smooth(gray: npt.NDArray) -> npt.NDArray[np.float32]:
     return np.asarray(cv2.GaussianBlur(gray.astype(np.float32), (0, 0), LOCATE_BLUR), dtype=np.float32)
 
 
-def verify_hinted(a: Features, b: Features, hint: RegionHint | None) -> Match:
+def verify_hinted(a: Features, b: Features, hints: tuple[RegionHint, ...] = ()) -> Match:
     """`verify(a, b)`, and when its keypoints accept nothing and the hashes said that one photo is
-    near a region of the other, that photo located there."""
+    near regions of the other (`hints`, nearest first), that photo looked for there."""
     match = verify(a, b)
-    if hint is None or judge(match):
+    if judge(match):
         return match
-    crop, whole = (a, b) if hint.crop_is_first else (b, a)
-    found = locate(crop, whole, hint.region, hint.mirrored)
-    return found if judge(found) else match
+    for hint in hints[:LOCATE_TRIES]:
+        crop, whole = (a, b) if hint.crop_is_first else (b, a)
+        found = locate(crop, whole, hint.region, hint.mirrored)
+        if judge(found):
+            return found
+    return match

@@ -44,12 +44,12 @@ def _features_of(blob: bytes | None, fallback: Path | None) -> Features | None:
 _worker_features: OrderedDict[int, Features | None] = OrderedDict()  # a worker's, for one run's pool
 
 
-Task = tuple[Pair, bytes | None, bytes | None, str | None, str | None, RegionHint | None]
+Task = tuple[Pair, bytes | None, bytes | None, str | None, str | None, tuple[RegionHint, ...]]
 
 
 def _verify_block(block: list[Task]) -> list[Match | None]:
     """A worker's task: each pair with its two stored copies (or, for a photo indexed before they
-    existed, its file's path) and its region hint, if a region hash nominated it. None where one of the
+    existed, its file's path) and its region hints, if region hashes nominated it. None where one of the
     two cannot be read. The workers live for one run's pool only, so the ids they keep keypoints of
     stay the same photos."""
     import faiss
@@ -57,7 +57,7 @@ def _verify_block(block: list[Task]) -> list[Match | None]:
     faiss.omp_set_num_threads(1)  # one worker a core: the pool is the parallelism
     cache = _worker_features
     out: list[Match | None] = []
-    for (a, b), blob_a, blob_b, path_a, path_b, hint in block:
+    for (a, b), blob_a, blob_b, path_a, path_b, hints in block:
         for i, blob, path in ((a, blob_a, path_a), (b, blob_b, path_b)):
             if i in cache:
                 cache.move_to_end(i)
@@ -66,7 +66,7 @@ def _verify_block(block: list[Task]) -> list[Match | None]:
                 if len(cache) > WORKER_FEATURE_CACHE:
                     cache.popitem(last=False)
         fa, fb = cache[a], cache[b]
-        out.append(verify_hinted(fa, fb, hint) if fa is not None and fb is not None else None)
+        out.append(verify_hinted(fa, fb, hints) if fa is not None and fb is not None else None)
     return out
 
 
@@ -144,19 +144,19 @@ class StoredVerifier:
                                   round(match.centre, 4), round(match.spread, 4), match.transform,
                                   round(match.exact, 4))
 
-    def __call__(self, a: int, b: int, hint: RegionHint | None = None) -> Match:
+    def __call__(self, a: int, b: int, hints: tuple[RegionHint, ...] = ()) -> Match:
         known = self.known(a, b)
         if known is not None:
             return known
         fa, fb = self.features(a), self.features(b)
         if fa is None or fb is None:
             return Match(0, 0.0)  # unreadable now: not remembered, it may be readable next time
-        match = verify_hinted(fa, fb, hint)
+        match = verify_hinted(fa, fb, hints)
         self._remember(a, b, match)
         return match
 
     def many(self, pairs: list[Pair], progress: Callable[[int, int], None] | None = None,
-             hints: dict[Pair, RegionHint] | None = None) -> dict[Pair, Match]:
+             hints: dict[Pair, tuple[RegionHint, ...]] | None = None) -> dict[Pair, Match]:
         """Verdicts of these pairs: stored ones, and the rest verified (on all cores when many);
         `hints` are the region hints of the pairs a region hash nominated (locate.py)."""
         hints = hints or {}
@@ -172,14 +172,14 @@ class StoredVerifier:
             for n, p in enumerate(todo):
                 if progress is not None and n % 64 == 0:
                     progress(len(out), len(pairs))
-                out[p] = self(*p, hints.get(p))
+                out[p] = self(*p, hints.get(p, ()))
             return out
         out.update(self._pool(todo, lambda done: progress(len(out) + done, len(pairs)) if progress else None,
                               hints))
         return out
 
     def _pool(self, todo: list[Pair], progress: Callable[[int], None],
-              hints: dict[Pair, RegionHint]) -> dict[Pair, Match]:
+              hints: dict[Pair, tuple[RegionHint, ...]]) -> dict[Pair, Match]:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
@@ -196,7 +196,7 @@ class StoredVerifier:
         blocks = []
         for start in range(0, len(todo), POOL_BLOCK):
             part = todo[start : start + POOL_BLOCK]
-            blocks.append([((a, b), source(a)[0], source(b)[0], source(a)[1], source(b)[1], hints.get((a, b)))
+            blocks.append([((a, b), source(a)[0], source(b)[0], source(a)[1], source(b)[1], hints.get((a, b), ()))
                            for a, b in part])
         out: dict[Pair, Match] = {}
         # Spawned, not forked: the web app calls this from a thread, beside FAISS's and torch's.

@@ -73,9 +73,10 @@ MIN_SAME_PIXELS = 0.98
 MIN_SAME_CENTRE = 0.5
 MIN_SAME_SPREAD = 0.08
 # A crop found by its pixels near a stored region of the other (search/duplicates/locate.py), without
-# keypoints: it is the same pixels, so its edges correlate near 1 in nearly every cell. Crops measured
-# at 0.98-1.00; the best place of a look-alike's region at most 0.86 (clothing_small, bench sets).
-MIN_LOCATED_CORRELATION = 0.95
+# keypoints: it is the same pixels, so its edges correlate near 1 in nearly every cell, compared at
+# LOCATE_SIDE px. The best place of a look-alike near a region reached 0.80 there (two pairs of dark
+# trousers, one silhouette on the other, in clothing_small; 0.88 at SMALL_SIDE), the bench sets' 0.53.
+MIN_LOCATED_CORRELATION = 0.93
 MIN_LOCATED_ALIGNED = 0.9
 
 
@@ -228,13 +229,13 @@ def _footprint(transform: npt.NDArray[np.float64], shape: tuple[int, ...]) -> fl
     return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
-def correlation(a_gray: npt.NDArray, b_gray: npt.NDArray,
-                transform: npt.NDArray) -> tuple[float, float, float, float]:
+def correlation(a_gray: npt.NDArray, b_gray: npt.NDArray, transform: npt.NDArray,
+                side: int = SMALL_SIDE) -> tuple[float, float, float, float]:
     """(correlation, aligned, centre, exact) of two photos related by a 3x3 transform from a's frame to b's.
 
     They are compared in the frame of the one that lies inside the other (a crop is compared with
     the part of the original it shows, not the original with the crop's small footprint), at a
-    longer side of SMALL_SIDE, on edges computed after warping, so both sides have the same detail.
+    longer side of `side` px, on edges computed after warping, so both sides have the same detail.
     correlation: the normalised correlation of the edges over the overlap; aligned: the share of
     the overlap's informative cells (CELLS x CELLS) whose own correlation is at least CELL_ALIGNED;
     centre: that share among the central cells; exact: the median correlation of the cells that line
@@ -248,7 +249,7 @@ def correlation(a_gray: npt.NDArray, b_gray: npt.NDArray,
         a_gray, b_gray = b_gray, a_gray
         transform = np.linalg.inv(transform)
     h, w = b_gray.shape
-    k = SMALL_SIDE / max(h, w)
+    k = side / max(h, w)
     size = (max(1, round(w * k)), max(1, round(h * k)))
     target = cv2.resize(b_gray, size, interpolation=cv2.INTER_AREA)
     m = np.diag([k, k, 1.0]) @ transform

@@ -2,9 +2,11 @@
 
     candidates: PDQ hash pairs within HASH_CANDIDATE bits (FAISS binary range search; the mirror
                 hash and the hash without plain borders included) + each photo's nearest
-                embeddings above COSINE_CANDIDATE (FAISS search)
+                embeddings above COSINE_CANDIDATE (FAISS search) + photos whose hash or mirror hash
+                is within REGION_CANDIDATE bits of a stored region of another (a heavy crop)
     copies:     hash distance <= HASH_SURE (both hashes informative), or ORB + RANSAC verification
                 (search/duplicates/verify.py) finds >= MIN_INLIERS matches agreeing on one transform,
+                or a crop its region hash nominated is found there by its pixels (locate.py),
                 or a RAW and the camera's JPEG of one shot (search/duplicates/raw_pairs.py)
     similar:    embedding pairs above SIMILAR_THRESHOLD that are not copies
     groups:     connected components of the remaining pairs, largest first

@@ -26,7 +26,8 @@ from search.duplicates.verify import Features, Match, correlation, judge, verify
 
 LOCATE_MARGIN = 0.5  # the search reaches this share of the region's size beyond each of its sides
 LOCATE_SCALES = 3  # scales tried on each side of the region's own, 2 ** (1/6) apart (up to 1.41 x)
-LOCATE_MIN_SIDE = 16  # px: a smaller scaled crop says too little to be placed
+LOCATE_MIN_SIDE = 8  # px: a smaller scaled crop says too little to be placed (at the coarse half size)
+LOCATE_NEAR = 6  # px: the fine search's reach around the coarse place, at full size
 LOCATE_BLUR = 1.0  # Gaussian sigma (px) both sides are smoothed with before they are slid over each other
 # A pair's nearest regions looked in, nearest first: a symmetric garment's centre quarter is near its
 # region and, a few bits further or nearer, near that region's mirror image; only one is the crop.
@@ -50,6 +51,8 @@ class RegionHint(NamedTuple):
 def locate(crop: Features, whole: Features, region: int, mirrored: bool) -> Match:
     """The crop's best place near REGIONS[region] of the whole photo, judged by its aligned edges:
     a Match with no keypoints (inliers 0), transform "located" (or "mirrored located")."""
+    import cv2
+
     a = np.ascontiguousarray(crop.gray[:, ::-1]) if mirrored else crop.gray
     b = whole.gray
     height, width = b.shape
@@ -62,15 +65,22 @@ def locate(crop: Features, whole: Features, region: int, mirrored: bool) -> Matc
         min(height, (bottom + LOCATE_MARGIN * (bottom - top)) * height + 1))
     window = _smooth(b[y0:y1, x0:x1])
     own = float(np.sqrt(rw * rh / (aw * ah)))  # the crop's scale if it were the region exactly
+    # Coarse: every scale over the whole window, both at half size (a quarter of the work).
+    half = _smooth(cv2.resize(b[y0:y1, x0:x1], (max(1, (x1 - x0) // 2), max(1, (y1 - y0) // 2)),
+                              interpolation=cv2.INTER_AREA))
     best: Place | None = None
     for step in range(-LOCATE_SCALES, LOCATE_SCALES + 1):
-        best = _better_place(best, _place(window, a, own * 2 ** (step / 6)))
+        best = _better_place(best, _place(half, a, own * 2 ** (step / 6) / 2))
     if best is None:
         return Match(0, 0.0)
-    coarse = best[3]
-    place: Place = best
-    for step in (-2, -1, 1, 2):  # then finer, around the best: edges compared need the scale within ~2 %
-        place = _better_place(place, _place(window, a, coarse * 2 ** (step / 24))) or place
+    # Fine: scales 3 % apart around the best, each only a few pixels around its place, at full size.
+    _, hx, hy, coarse, _, _ = best
+    place: Place | None = None
+    for step in (-2, -1, 0, 1, 2):
+        scale = 2 * coarse * 2 ** (step / 24)
+        place = _better_place(place, _place(window, a, scale, (2 * hx, 2 * hy)))
+    if place is None:
+        return Match(0, 0.0)
     _, x, y, _, tw, th = place
     sx, sy = tw / aw, th / ah
     # Pixel centres: the crop's pixel u lies at (u + 0.5) * s - 0.5 in the scaled crop.
@@ -81,15 +91,22 @@ def locate(crop: Features, whole: Features, region: int, mirrored: bool) -> Matc
     return Match(0, whole_corr, aligned, centre, 0.0, prefix + "located", exact)
 
 
-def _place(window: npt.NDArray[np.float32], crop: npt.NDArray, scale: float) -> Place | None:
-    """(score, x, y, scale, width, height) of the crop's best place in the window at this scale: the
-    peak of the normalised cross-correlation, to a fraction of a pixel (a parabola through the peak
-    and its neighbours); None where the scaled crop is too small, larger than the window, or plain."""
+def _place(window: npt.NDArray[np.float32], crop: npt.NDArray, scale: float,
+           near: tuple[float, float] | None = None) -> Place | None:
+    """(score, x, y, scale, width, height) of the crop's best place in the window at this scale (only
+    within LOCATE_NEAR px of `near`, when given): the peak of the normalised cross-correlation, to a
+    fraction of a pixel (a parabola through the peak and its neighbours); None where the scaled crop
+    is too small, larger than the window, or plain."""
     import cv2
 
     tw, th = round(crop.shape[1] * scale), round(crop.shape[0] * scale)
     if min(tw, th) < LOCATE_MIN_SIDE or tw > window.shape[1] or th > window.shape[0]:
         return None
+    left, top = 0, 0
+    if near is not None:
+        left = int(np.clip(round(near[0]) - LOCATE_NEAR, 0, window.shape[1] - tw))
+        top = int(np.clip(round(near[1]) - LOCATE_NEAR, 0, window.shape[0] - th))
+        window = window[top : top + th + 2 * LOCATE_NEAR, left : left + tw + 2 * LOCATE_NEAR]
     template = _smooth(cv2.resize(crop, (tw, th), interpolation=cv2.INTER_AREA))
     if float(template.std()) == 0.0:
         return None  # a plain crop matches anywhere equally: nothing to place
@@ -97,7 +114,7 @@ def _place(window: npt.NDArray[np.float32], crop: npt.NDArray, scale: float) -> 
     _, score, _, (x, y) = cv2.minMaxLoc(scores)
     dx = _peak(scores[y, x - 1 : x + 2]) if 0 < x < scores.shape[1] - 1 else 0.0
     dy = _peak(scores[y - 1 : y + 2, x]) if 0 < y < scores.shape[0] - 1 else 0.0
-    return float(score), x + dx, y + dy, scale, tw, th
+    return float(score), left + x + dx, top + y + dy, scale, tw, th
 
 
 def _peak(values: npt.NDArray) -> float:

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from indexer.features import REGIONS
-from search.duplicates.verify import Features, Match, correlation, judge, verify
+from search.duplicates.verify import Features, Fit, Match, correlation, fitted, judge
 
 LOCATE_MARGIN = 0.5  # the search reaches this share of the region's size beyond each of its sides
 LOCATE_SCALES = 3  # scales tried on each side of the region's own, 2 ** (1/6) apart (up to 1.41 x)
@@ -35,6 +35,10 @@ LOCATE_TRIES = 3
 # Longer side (px) of the frame the located crop's edges are compared in: finer than verification's
 # SMALL_SIDE, where one garment's silhouette over another's can line up; the crop's own detail.
 LOCATE_SIDE = 160
+# A crop's place may also come from a similarity a few keypoints agreed on, if it barely turns the photo
+# and leaves the crop at most this share of the other's area.
+LOCATE_MAX_TURN = 5.0  # degrees
+LOCATE_MAX_AREA = 0.8
 
 
 Place = tuple[float, float, float, float, int, int]  # score, x, y, scale, width, height of a crop's place
@@ -48,16 +52,17 @@ class RegionHint(NamedTuple):
     mirrored: bool  # the crop is the region's mirror image
 
 
-def locate(crop: Features, whole: Features, region: int, mirrored: bool) -> Match:
-    """The crop's best place near REGIONS[region] of the whole photo, judged by its aligned edges:
-    a Match with no keypoints (inliers 0), transform "located" (or "mirrored located")."""
+def locate(crop: Features, whole: Features, box: tuple[float, float, float, float], mirrored: bool) -> Match:
+    """The crop's best place near `box` of the whole photo ((left, top, right, bottom) shares of its
+    sides, as REGIONS), judged by its aligned edges: a Match with no keypoints (inliers 0), transform
+    "located" (or "mirrored located")."""
     import cv2
 
     a = np.ascontiguousarray(crop.gray[:, ::-1]) if mirrored else crop.gray
     b = whole.gray
     height, width = b.shape
     ah, aw = a.shape
-    left, top, right, bottom = REGIONS[region]
+    left, top, right, bottom = box
     rw, rh = (right - left) * width, (bottom - top) * height
     x0, y0 = int(max(0, (left - LOCATE_MARGIN * (right - left)) * width)), int(
         max(0, (top - LOCATE_MARGIN * (bottom - top)) * height))
@@ -135,14 +140,43 @@ def _smooth(gray: npt.NDArray) -> npt.NDArray[np.float32]:
 
 
 def verify_hinted(a: Features, b: Features, hints: tuple[RegionHint, ...] = ()) -> Match:
-    """`verify(a, b)`, and when its keypoints accept nothing and the hashes said that one photo is
-    near regions of the other (`hints`, nearest first), that photo looked for there."""
-    match = verify(a, b)
+    """`verify(a, b)`; when its keypoints accept nothing, a crop looked for by its pixels where the
+    hashes said one photo is near a region of the other (`hints`, nearest first), then where a
+    similarity its few keypoints agreed on puts one inside the other."""
+    match, fits = fitted(a, b)
     if judge(match):
         return match
-    for hint in hints[:LOCATE_TRIES]:
-        crop, whole = (a, b) if hint.crop_is_first else (b, a)
-        found = locate(crop, whole, hint.region, hint.mirrored)
+    places = [(*((a, b) if hint.crop_is_first else (b, a)), REGIONS[hint.region], hint.mirrored)
+              for hint in hints[:LOCATE_TRIES]]
+    places += [place for fit in fits if (place := _crop_place(a, b, fit)) is not None]
+    for crop, whole, box, mirrored in places:
+        found = locate(crop, whole, box, mirrored)
         if judge(found):
             return found
     return match
+
+
+def _crop_place(a: Features, b: Features, fit: Fit) -> tuple[Features, Features, tuple[float, float, float, float],
+                                                             bool] | None:
+    """(crop, whole, box, mirrored) where a similarity puts one photo inside the other, as `locate`
+    takes them; None when it turns the photo (locate slides it upright), or when the smaller one
+    would cover more than LOCATE_MAX_AREA of the larger (keypoints judge those: crops are the
+    search's business)."""
+    m = fit.transform
+    scale = float(np.sqrt(abs(np.linalg.det(m[:2, :2]))))
+    if abs(float(np.degrees(np.arctan2(m[1, 0], m[0, 0])))) > LOCATE_MAX_TURN:
+        return None
+    crop, whole, mirrored = (a, b, fit.mirrored) if scale < 1 else (b, a, fit.mirrored)
+    if scale >= 1:
+        m = np.asarray(np.linalg.inv(m), dtype=np.float64)  # from b's frame to (mirrored) a's
+    h, w = crop.gray.shape
+    height, width = whole.gray.shape
+    (x0, y0), (x1, y1) = (np.array([[0, 0, 1], [w, h, 1]], dtype=np.float64) @ m.T)[:, :2]
+    left, right = sorted((float(x0) / width, float(x1) / width))
+    top, bottom = sorted((float(y0) / height, float(y1) / height))
+    if scale >= 1 and mirrored:  # b lies in the mirrored a: its own mirror lies in a, mirrored back
+        left, right = 1 - right, 1 - left
+    box = (max(0.0, left), max(0.0, top), min(1.0, right), min(1.0, bottom))
+    if box[2] <= box[0] or box[3] <= box[1] or (box[2] - box[0]) * (box[3] - box[1]) > LOCATE_MAX_AREA:
+        return None
+    return crop, whole, box, mirrored

@@ -72,10 +72,11 @@ MIN_HIDDEN_CENTRE = 0.75  # ... or this share of the central cells lines up
 MIN_SAME_PIXELS = 0.98
 MIN_SAME_CENTRE = 0.5
 MIN_SAME_SPREAD = 0.08
-# A crop found by its pixels near a stored region of the other (search/duplicates/locate.py), without
-# keypoints: it is the same pixels, so its edges correlate near 1 in nearly every cell, compared at
-# LOCATE_SIDE px. The best place of a look-alike near a region reached 0.80 there (two pairs of dark
-# trousers, one silhouette on the other, in clothing_small; 0.88 at SMALL_SIDE), the bench sets' 0.53.
+# A crop found by its pixels near a stored region of the other, or where a few keypoints put it
+# (search/duplicates/locate.py), without enough keypoints: it is the same pixels, so its edges
+# correlate near 1 in nearly every cell, compared at LOCATE_SIDE px. The best place of a look-alike
+# reached 0.80 there (two pairs of dark trousers, one silhouette on the other, in clothing_small; 0.88
+# at SMALL_SIDE), the bench sets' 0.60; where keypoints put it, 0.61 (clothing_small).
 MIN_LOCATED_CORRELATION = 0.93
 MIN_LOCATED_ALIGNED = 0.9
 
@@ -308,7 +309,24 @@ def _ncc(x: npt.NDArray, y: npt.NDArray) -> float:
 def verify(a: Features, b: Features) -> Match:
     """The best account of a-to-b and mirrored-a-to-b: a similarity transform, else a homography;
     its inliers, and its aligned correlation."""
+    return fitted(a, b)[0]
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A similarity transform keypoints agreed on, from a's frame (mirrored, if so) to b's."""
+
+    mirrored: bool
+    transform: npt.NDArray[np.float64]  # 3x3
+    inliers: int
+
+
+def fitted(a: Features, b: Features) -> tuple[Match, list[Fit]]:
+    """`verify`'s Match, and the similarity transforms with at least MIN_CROP_INLIERS matches it
+    fitted on the way (search/duplicates/locate.py looks for a crop where they put it). Once a
+    match passes, the rest is not fitted."""
     best = Match(0, 0.0)
+    fits: list[Fit] = []
     mirror = np.ascontiguousarray(a.gray[:, ::-1])
     for mirrored, pa, da, gray in ((False, a.points, a.descriptors, a.gray),
                                    (True, a.mirror_points, a.mirror_descriptors, mirror)):
@@ -321,11 +339,12 @@ def verify(a: Features, b: Features) -> Match:
         if transform is not None and n < MIN_CROP_INLIERS:  # fewer pass no rule: nothing to compare
             best = _better(best, Match(n, 0.0, transform=prefix + "similarity"))
         elif transform is not None:
+            fits.append(Fit(mirrored, transform, n))
             whole, aligned, centre, exact = correlation(gray, b.gray, transform)
             spread = max(_spread(src, mask, gray.shape), _spread(dst, mask, b.gray.shape))
             best = _better(best, Match(n, whole, aligned, centre, spread, prefix + "similarity", exact))
             if judge(best):
-                return best
+                return best, fits
         if n < MIN_CROP_INLIERS:
             continue  # not even a part of the photo agrees on a similarity: no view of it either
         n, transform, mask = _homography(src, dst)
@@ -334,8 +353,8 @@ def verify(a: Features, b: Features) -> Match:
             spread = max(_spread(src, mask, gray.shape), _spread(dst, mask, b.gray.shape))
             best = _better(best, Match(n, whole, aligned, centre, spread, prefix + "homography", exact))
             if judge(best):
-                return best
-    return best
+                return best, fits
+    return best, fits
 
 
 def _better(old: Match, new: Match) -> Match:
@@ -351,8 +370,8 @@ def judge(m: Match) -> str:
         return ""  # what lines up is around the photo (a shared template, frame or poster), not the photo
     if m.transform.endswith("located"):  # no keypoints: only its pixels speak for it
         if m.correlation >= MIN_LOCATED_CORRELATION and m.aligned >= MIN_LOCATED_ALIGNED:
-            return (f"{m.transform}, a crop of the other found by its pixels near one of its stored regions: "
-                    f"aligned edges correlate {m.correlation:.2f}, {m.aligned:.0%} of the cells line up")
+            return (f"{m.transform}, a crop of the other found by its pixels: aligned edges correlate "
+                    f"{m.correlation:.2f}, {m.aligned:.0%} of the cells line up")
         return ""
     if m.inliers >= (MIN_HOMOGRAPHY_INLIERS if homography else MIN_INLIERS) and m.correlation >= MIN_CORRELATION:
         return f"{m.transform}: {m.inliers} keypoint matches, aligned edges correlate {m.correlation:.2f}"

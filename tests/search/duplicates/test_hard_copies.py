@@ -18,6 +18,7 @@ from indexer.library import Library
 from indexer.pipeline import index_folder
 from indexer.schema import CopyVerdict, Image
 from search.duplicates.candidates import find_duplicates, find_tiers
+from search.duplicates.locate import verify_hinted
 from search.duplicates.verify import features_of_jpeg, judge, verify
 from tests.conftest import SAMPLES, shared_corpus
 
@@ -181,7 +182,7 @@ def test_a_worker_keeps_keypoints_between_its_blocks_within_its_bound(hard_libra
               for i in range(0, len(pairs), 5)]
     results = [m for block in blocks for m in stored._verify_block(block)]
     assert len(computed) == len(ids)  # once each, though every photo is in blocks after its first
-    assert results == [verify(verifier.features(a), verifier.features(b)) for a, b in pairs]
+    assert results == [verify_hinted(verifier.features(a), verifier.features(b)) for a, b in pairs]
     monkeypatch.setattr(stored, "WORKER_FEATURE_CACHE", 3)
     monkeypatch.setattr(stored, "_worker_features", type(stored._worker_features)())
     for block in blocks:

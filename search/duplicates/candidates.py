@@ -2,9 +2,11 @@
 
     candidates: PDQ hash pairs within HASH_CANDIDATE bits (FAISS binary range search; the mirror
                 hash and the hash without plain borders included) + each photo's nearest
-                embeddings above COSINE_CANDIDATE (FAISS search)
+                embeddings above COSINE_CANDIDATE (FAISS search) + photos whose hash or mirror hash
+                is within REGION_CANDIDATE bits of a stored region of another (a heavy crop)
     copies:     hash distance <= HASH_SURE (both hashes informative), or ORB + RANSAC verification
                 (search/duplicates/verify.py) finds >= MIN_INLIERS matches agreeing on one transform,
+                or a crop its region hash nominated is found there by its pixels (locate.py),
                 or a RAW and the camera's JPEG of one shot (search/duplicates/raw_pairs.py)
     similar:    embedding pairs above SIMILAR_THRESHOLD that are not copies
     groups:     connected components of the remaining pairs, largest first
@@ -27,6 +29,7 @@ import numpy.typing as npt
 
 from indexer.hashes import HASH_BYTES
 from indexer.library import Library
+from search.duplicates.locate import RegionHint
 from search.duplicates.stored import VERIFY_VERSION, StoredVerifier  # noqa: F401 (re-exported)
 from search.duplicates.verify import MIN_CORRELATION, MIN_INLIERS, judge  # noqa: F401 (re-exported)
 from search.neighbour_lists import stored_pairs
@@ -105,6 +108,7 @@ class Candidates:
     cosine: dict[tuple[int, int], float] = field(default_factory=dict)
     hash_distance: dict[tuple[int, int], int] = field(default_factory=dict)
     region: dict[tuple[int, int], int] = field(default_factory=dict)  # a photo near a region of the other
+    hints: dict[tuple[int, int], tuple[RegionHint, ...]] = field(default_factory=dict)  # ... near which
     low_quality: set[int] = field(default_factory=set)  # ids whose hash says little
     missing_signals: int = 0  # indexed photos without hashes (indexed before they existed)
 
@@ -239,12 +243,39 @@ def hash_pairs(hashes: Hashes, radius: int) -> dict[tuple[int, int], int]:
     return _range_pairs(base_ids, base, query_ids, queries, radius)
 
 
-def region_pairs(hashes: Hashes, radius: int) -> dict[tuple[int, int], int]:
-    """{(a, b): distance} for photos one of which, whole, is within `radius` bits of a region of the
-    other (indexer/features.py REGIONS): a heavy crop and its original. Only candidates for verification."""
+def region_pairs(hashes: Hashes, radius: int) -> dict[tuple[int, int], tuple[int, tuple[RegionHint, ...]]]:
+    """{(a, b): (distance, hints)} for photos one of which, whole or mirrored, is within `radius` bits
+    of a region of the other (indexer/features.py REGIONS): a heavy crop and its original, the crop
+    perhaps mirrored. Each hint says which photo is the crop, near which region, and whether mirrored
+    (search/duplicates/locate.py looks for it there), nearest first; distance is the nearest's. Only
+    candidates for verification.
+
+    A mirrored crop needs no hash of its own: each photo's mirror hash is stored beside its hash."""
+    found_near: dict[tuple[int, int], list[tuple[int, RegionHint]]] = {}
     if len(hashes.ids) < 2 or not len(hashes.region_ids):
         return {}
-    return _range_pairs(hashes.ids, hashes.codes, hashes.region_ids, hashes.regions, radius)
+    n = len(hashes.ids)
+    base = np.concatenate([hashes.codes, hashes.mirrors])
+    flat = 2 * n <= HASH_FLAT_MAX
+    queries = hashes.regions
+    if not flat:
+        base, queries = _steady_first(base), _steady_first(queries)
+    index = _binary_index(np.ascontiguousarray(base), flat)
+    step = _CHUNK * 16
+    for start in range(0, len(hashes.region_ids), step):
+        # FAISS's binary range search keeps distances strictly below the radius given.
+        lims, dist, found = index.range_search(np.ascontiguousarray(queries[start : start + step]), radius + 1)
+        rows = np.repeat(np.arange(start, min(start + step, len(hashes.region_ids))), np.diff(lims).astype(np.int64))
+        for row, hit, d in zip(rows.tolist(), found.tolist(), dist.tolist(), strict=True):
+            owner, crop = int(hashes.region_ids[row]), int(hashes.ids[hit % n])
+            if owner != crop:
+                key = (crop, owner) if crop < owner else (owner, crop)
+                found_near.setdefault(key, []).append((int(d), RegionHint(crop < owner, row % REGION_HASHES, hit >= n)))
+    out = {}
+    for key, near in found_near.items():
+        near.sort()
+        out[key] = (near[0][0], tuple(hint for _, hint in near))
+    return out
 
 
 def _range_pairs(base_ids, base, query_ids, queries, radius: int) -> dict[tuple[int, int], int]:
@@ -306,7 +337,9 @@ def candidates(library: Library, *, cosine: float = COSINE_CANDIDATE, radius: in
         )
     cand.low_quality = set(hashes.ids[hashes.quality < MIN_QUALITY].tolist())
     cand.hash_distance = hash_pairs(hashes, radius)
-    cand.region = region_pairs(hashes, REGION_CANDIDATE)
+    regions = region_pairs(hashes, REGION_CANDIDATE)
+    cand.region = {key: d for key, (d, _) in regions.items()}
+    cand.hints = {key: hints for key, (_, hints) in regions.items()}
     _fill_cosines(library, cand)
     return cand
 
@@ -335,7 +368,8 @@ def copy_pairs(cand: Candidates, verify: Verifier | None,
                progress: Callable[[int, int], None] | None = None) -> list[Pair]:
     """The candidate pairs that are copies: sure by hash, or verified. Without a verifier only the
     hash decides. `progress(done, total)` hears how far it is, every PROGRESS_EVERY pairs. A verifier
-    with a `many(pairs, progress)` method verifies the whole batch at once (on all cores)."""
+    with a `many(pairs, progress, hints)` method verifies the whole batch at once (on all cores), and
+    looks for a crop near the region its hash met (`Candidates.hints`, search/duplicates/locate.py)."""
     out = []
     todo: list[tuple[int, int]] = []
     keys = sorted(set(cand.cosine) | set(cand.hash_distance) | set(cand.region))
@@ -355,7 +389,7 @@ def copy_pairs(cand: Candidates, verify: Verifier | None,
         return out
     many = getattr(verify, "many", None)
     if many is not None:
-        verdicts = many(todo, progress)
+        verdicts = many(todo, progress, {key: cand.hints[key] for key in todo if key in cand.hints})
     else:
         verdicts = {}
         for done, key in enumerate(todo):

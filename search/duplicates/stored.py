@@ -17,11 +17,14 @@ from functools import lru_cache
 from pathlib import Path
 
 from indexer.library import Library
-from search.duplicates.verify import Features, Match, features_of_file, features_of_jpeg, verify
+from search.duplicates.locate import RegionHint, verify_hinted
+from search.duplicates.verify import Features, Match, features_of_file, features_of_jpeg
 
 log = logging.getLogger(__name__)
 
-VERIFY_VERSION = 3  # bump when verification changes: stored verdicts are then recomputed
+# Bump when verification changes: stored verdicts are then recomputed.
+# 4: a crop nominated by a region hash is also looked for there by its pixels (locate.py).
+VERIFY_VERSION = 4
 POOL_MIN_PAIRS = 300  # fewer pairs than this are verified in this process (a pool costs ~1 s to start)
 POOL_BLOCK = 256  # pairs per task sent to a worker
 FEATURE_CACHE = 4096  # photos whose keypoints stay in memory during one run (about 40 kB each)
@@ -41,16 +44,20 @@ def _features_of(blob: bytes | None, fallback: Path | None) -> Features | None:
 _worker_features: OrderedDict[int, Features | None] = OrderedDict()  # a worker's, for one run's pool
 
 
-def _verify_block(block: list[tuple[Pair, bytes | None, bytes | None, str | None, str | None]]) -> list[Match | None]:
+Task = tuple[Pair, bytes | None, bytes | None, str | None, str | None, tuple[RegionHint, ...]]
+
+
+def _verify_block(block: list[Task]) -> list[Match | None]:
     """A worker's task: each pair with its two stored copies (or, for a photo indexed before they
-    existed, its file's path). None where one of the two cannot be read. The workers live for one
-    run's pool only, so the ids they keep keypoints of stay the same photos."""
+    existed, its file's path) and its region hints, if region hashes nominated it. None where one of the
+    two cannot be read. The workers live for one run's pool only, so the ids they keep keypoints of
+    stay the same photos."""
     import faiss
 
     faiss.omp_set_num_threads(1)  # one worker a core: the pool is the parallelism
     cache = _worker_features
     out: list[Match | None] = []
-    for (a, b), blob_a, blob_b, path_a, path_b in block:
+    for (a, b), blob_a, blob_b, path_a, path_b, hints in block:
         for i, blob, path in ((a, blob_a, path_a), (b, blob_b, path_b)):
             if i in cache:
                 cache.move_to_end(i)
@@ -59,7 +66,7 @@ def _verify_block(block: list[tuple[Pair, bytes | None, bytes | None, str | None
                 if len(cache) > WORKER_FEATURE_CACHE:
                     cache.popitem(last=False)
         fa, fb = cache[a], cache[b]
-        out.append(verify(fa, fb) if fa is not None and fb is not None else None)
+        out.append(verify_hinted(fa, fb, hints) if fa is not None and fb is not None else None)
     return out
 
 
@@ -137,19 +144,22 @@ class StoredVerifier:
                                   round(match.centre, 4), round(match.spread, 4), match.transform,
                                   round(match.exact, 4))
 
-    def __call__(self, a: int, b: int) -> Match:
+    def __call__(self, a: int, b: int, hints: tuple[RegionHint, ...] = ()) -> Match:
         known = self.known(a, b)
         if known is not None:
             return known
         fa, fb = self.features(a), self.features(b)
         if fa is None or fb is None:
             return Match(0, 0.0)  # unreadable now: not remembered, it may be readable next time
-        match = verify(fa, fb)
+        match = verify_hinted(fa, fb, hints)
         self._remember(a, b, match)
         return match
 
-    def many(self, pairs: list[Pair], progress: Callable[[int, int], None] | None = None) -> dict[Pair, Match]:
-        """Verdicts of these pairs: stored ones, and the rest verified (on all cores when many)."""
+    def many(self, pairs: list[Pair], progress: Callable[[int, int], None] | None = None,
+             hints: dict[Pair, tuple[RegionHint, ...]] | None = None) -> dict[Pair, Match]:
+        """Verdicts of these pairs: stored ones, and the rest verified (on all cores when many);
+        `hints` are the region hints of the pairs a region hash nominated (locate.py)."""
+        hints = hints or {}
         out: dict[Pair, Match] = {}
         todo = []
         for p in pairs:
@@ -162,12 +172,14 @@ class StoredVerifier:
             for n, p in enumerate(todo):
                 if progress is not None and n % 64 == 0:
                     progress(len(out), len(pairs))
-                out[p] = self(*p)
+                out[p] = self(*p, hints.get(p, ()))
             return out
-        out.update(self._pool(todo, lambda done: progress(len(out) + done, len(pairs)) if progress else None))
+        out.update(self._pool(todo, lambda done: progress(len(out) + done, len(pairs)) if progress else None,
+                              hints))
         return out
 
-    def _pool(self, todo: list[Pair], progress: Callable[[int], None]) -> dict[Pair, Match]:
+    def _pool(self, todo: list[Pair], progress: Callable[[int], None],
+              hints: dict[Pair, tuple[RegionHint, ...]]) -> dict[Pair, Match]:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
@@ -184,7 +196,8 @@ class StoredVerifier:
         blocks = []
         for start in range(0, len(todo), POOL_BLOCK):
             part = todo[start : start + POOL_BLOCK]
-            blocks.append([((a, b), source(a)[0], source(b)[0], source(a)[1], source(b)[1]) for a, b in part])
+            blocks.append([((a, b), source(a)[0], source(b)[0], source(a)[1], source(b)[1], hints.get((a, b), ()))
+                           for a, b in part])
         out: dict[Pair, Match] = {}
         # Spawned, not forked: the web app calls this from a thread, beside FAISS's and torch's.
         context = multiprocessing.get_context("spawn")

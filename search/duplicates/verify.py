@@ -65,6 +65,20 @@ MIN_CENTRE = 0.25  # whatever the rule, this share of the central cells must lin
 # 0.88-0.92 in clothing_small) with the garment, the middle, not lining up (central share 0.36-0.58).
 MIN_EXACT = 0.95  # median correlation of the lined-up cells: the visible part is the same pixels ...
 MIN_HIDDEN_CENTRE = 0.75  # ... or this share of the central cells lines up
+# Or the matches gather in a smaller part of the photo (stickers over much of it, a banner), but what
+# lines up is the same pixels even more surely and the middle mostly shows: memes of different photos
+# on one banner template, and different garments on one couch or wall, reach a median cell correlation
+# of 0.92 at most with 30 or more matches (bench sets, clothing_small); the copies 0.99-1.00.
+MIN_SAME_PIXELS = 0.98
+MIN_SAME_CENTRE = 0.5
+MIN_SAME_SPREAD = 0.08
+# A crop found by its pixels near a stored region of the other, or where a few keypoints put it
+# (search/duplicates/locate.py), without enough keypoints: it is the same pixels, so its edges
+# correlate near 1 in nearly every cell, compared at LOCATE_SIDE px. The best place of a look-alike
+# reached 0.80 there (two pairs of dark trousers, one silhouette on the other, in clothing_small; 0.88
+# at SMALL_SIDE), the bench sets' 0.60; where keypoints put it, 0.61 (clothing_small).
+MIN_LOCATED_CORRELATION = 0.93
+MIN_LOCATED_ALIGNED = 0.9
 
 
 @dataclass(frozen=True)
@@ -77,7 +91,7 @@ class Match:
     aligned: float = 0.0  # share of the informative cells that line up, 0..1
     centre: float = 0.0  # the same share among the central cells (the inner half of each side)
     spread: float = 0.0  # area of the convex hull of the matched points, as a share of the photo's
-    transform: str = ""  # "similarity", "homography" or "" (none found); with "mirrored " before it
+    transform: str = ""  # "similarity", "homography", "located" or "" (none found); "mirrored " before it
     exact: float = 0.0  # median correlation of the cells that line up: 1.0 when they are the same pixels
 
 
@@ -216,13 +230,13 @@ def _footprint(transform: npt.NDArray[np.float64], shape: tuple[int, ...]) -> fl
     return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
-def correlation(a_gray: npt.NDArray, b_gray: npt.NDArray,
-                transform: npt.NDArray) -> tuple[float, float, float, float]:
+def correlation(a_gray: npt.NDArray, b_gray: npt.NDArray, transform: npt.NDArray,
+                side: int = SMALL_SIDE) -> tuple[float, float, float, float]:
     """(correlation, aligned, centre, exact) of two photos related by a 3x3 transform from a's frame to b's.
 
     They are compared in the frame of the one that lies inside the other (a crop is compared with
     the part of the original it shows, not the original with the crop's small footprint), at a
-    longer side of SMALL_SIDE, on edges computed after warping, so both sides have the same detail.
+    longer side of `side` px, on edges computed after warping, so both sides have the same detail.
     correlation: the normalised correlation of the edges over the overlap; aligned: the share of
     the overlap's informative cells (CELLS x CELLS) whose own correlation is at least CELL_ALIGNED;
     centre: that share among the central cells; exact: the median correlation of the cells that line
@@ -236,7 +250,7 @@ def correlation(a_gray: npt.NDArray, b_gray: npt.NDArray,
         a_gray, b_gray = b_gray, a_gray
         transform = np.linalg.inv(transform)
     h, w = b_gray.shape
-    k = SMALL_SIDE / max(h, w)
+    k = side / max(h, w)
     size = (max(1, round(w * k)), max(1, round(h * k)))
     target = cv2.resize(b_gray, size, interpolation=cv2.INTER_AREA)
     m = np.diag([k, k, 1.0]) @ transform
@@ -295,7 +309,24 @@ def _ncc(x: npt.NDArray, y: npt.NDArray) -> float:
 def verify(a: Features, b: Features) -> Match:
     """The best account of a-to-b and mirrored-a-to-b: a similarity transform, else a homography;
     its inliers, and its aligned correlation."""
+    return fitted(a, b)[0]
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A similarity transform keypoints agreed on, from a's frame (mirrored, if so) to b's."""
+
+    mirrored: bool
+    transform: npt.NDArray[np.float64]  # 3x3
+    inliers: int
+
+
+def fitted(a: Features, b: Features) -> tuple[Match, list[Fit]]:
+    """`verify`'s Match, and the similarity transforms with at least MIN_CROP_INLIERS matches it
+    fitted on the way (search/duplicates/locate.py looks for a crop where they put it). Once a
+    match passes, the rest is not fitted."""
     best = Match(0, 0.0)
+    fits: list[Fit] = []
     mirror = np.ascontiguousarray(a.gray[:, ::-1])
     for mirrored, pa, da, gray in ((False, a.points, a.descriptors, a.gray),
                                    (True, a.mirror_points, a.mirror_descriptors, mirror)):
@@ -308,11 +339,12 @@ def verify(a: Features, b: Features) -> Match:
         if transform is not None and n < MIN_CROP_INLIERS:  # fewer pass no rule: nothing to compare
             best = _better(best, Match(n, 0.0, transform=prefix + "similarity"))
         elif transform is not None:
+            fits.append(Fit(mirrored, transform, n))
             whole, aligned, centre, exact = correlation(gray, b.gray, transform)
             spread = max(_spread(src, mask, gray.shape), _spread(dst, mask, b.gray.shape))
             best = _better(best, Match(n, whole, aligned, centre, spread, prefix + "similarity", exact))
             if judge(best):
-                return best
+                return best, fits
         if n < MIN_CROP_INLIERS:
             continue  # not even a part of the photo agrees on a similarity: no view of it either
         n, transform, mask = _homography(src, dst)
@@ -321,8 +353,8 @@ def verify(a: Features, b: Features) -> Match:
             spread = max(_spread(src, mask, gray.shape), _spread(dst, mask, b.gray.shape))
             best = _better(best, Match(n, whole, aligned, centre, spread, prefix + "homography", exact))
             if judge(best):
-                return best
-    return best
+                return best, fits
+    return best, fits
 
 
 def _better(old: Match, new: Match) -> Match:
@@ -336,13 +368,19 @@ def judge(m: Match) -> str:
     homography = m.transform.endswith("homography")
     if m.centre < MIN_CENTRE:
         return ""  # what lines up is around the photo (a shared template, frame or poster), not the photo
+    if m.transform.endswith("located"):  # no keypoints: only its pixels speak for it
+        if m.correlation >= MIN_LOCATED_CORRELATION and m.aligned >= MIN_LOCATED_ALIGNED:
+            return (f"{m.transform}, a crop of the other found by its pixels: aligned edges correlate "
+                    f"{m.correlation:.2f}, {m.aligned:.0%} of the cells line up")
+        return ""
     if m.inliers >= (MIN_HOMOGRAPHY_INLIERS if homography else MIN_INLIERS) and m.correlation >= MIN_CORRELATION:
         return f"{m.transform}: {m.inliers} keypoint matches, aligned edges correlate {m.correlation:.2f}"
     if m.inliers >= MIN_CROP_INLIERS and m.correlation >= MIN_CROP_CORRELATION and m.aligned >= MIN_CROP_ALIGNED:
         return (f"{m.transform}, a part of the other: {m.inliers} keypoint matches, aligned edges correlate "
                 f"{m.correlation:.2f}")
-    if (m.inliers >= MIN_OVERLAY_INLIERS and m.aligned >= MIN_ALIGNED and m.spread >= MIN_OVERLAY_SPREAD
-            and (m.exact >= MIN_EXACT or m.centre >= MIN_HIDDEN_CENTRE)):
+    if m.inliers >= MIN_OVERLAY_INLIERS and m.aligned >= MIN_ALIGNED and (
+            (m.spread >= MIN_OVERLAY_SPREAD and (m.exact >= MIN_EXACT or m.centre >= MIN_HIDDEN_CENTRE))
+            or (m.spread >= MIN_SAME_SPREAD and m.exact >= MIN_SAME_PIXELS and m.centre >= MIN_SAME_CENTRE)):
         return (f"{m.transform}, part hidden: {m.inliers} keypoint matches, {m.aligned:.0%} of the photo's "
                 f"cells line up (whole overlap {m.correlation:.2f})")
     return ""

@@ -149,6 +149,6 @@ def test_verdicts_are_stored_and_not_recomputed(copies_library, tmp_path, monkey
         def no_more(*args):
             raise AssertionError("verified again")
 
-        monkeypatch.setattr(search.duplicates.stored, "verify", no_more)
+        monkeypatch.setattr(search.duplicates.stored, "verify_hinted", no_more)
         again = find_tiers(lib)
         assert again.copies == first.copies

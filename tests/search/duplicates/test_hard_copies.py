@@ -18,6 +18,7 @@ from indexer.library import Library
 from indexer.pipeline import index_folder
 from indexer.schema import CopyVerdict, Image
 from search.duplicates.candidates import find_duplicates, find_tiers
+from search.duplicates.locate import verify_hinted
 from search.duplicates.verify import features_of_jpeg, judge, verify
 from tests.conftest import SAMPLES, shared_corpus
 
@@ -131,10 +132,10 @@ def test_a_re_run_verifies_only_the_pairs_of_new_photos(backbone, tmp_path, monk
         verified: list[tuple[int, int]] = []
         call = StoredVerifier.__call__
 
-        def recording(self, a, b):
+        def recording(self, a, b, hints=()):
             if self.known(a, b) is None:
                 verified.append((a, b))
-            return call(self, a, b)
+            return call(self, a, b, hints)
 
         monkeypatch.setattr(StoredVerifier, "__call__", recording)
         monkeypatch.setattr("search.duplicates.stored.POOL_MIN_PAIRS", 10**9)  # in this process, to be seen
@@ -177,10 +178,11 @@ def test_a_worker_keeps_keypoints_between_its_blocks_within_its_bound(hard_libra
 
     monkeypatch.setattr(stored, "_features_of", counting)
     monkeypatch.setattr(stored, "_worker_features", type(stored._worker_features)())
-    blocks = [[((a, b), blobs[a], blobs[b], None, None) for a, b in pairs[i : i + 5]] for i in range(0, len(pairs), 5)]
+    blocks = [[((a, b), blobs[a], blobs[b], None, None, ()) for a, b in pairs[i : i + 5]]
+              for i in range(0, len(pairs), 5)]
     results = [m for block in blocks for m in stored._verify_block(block)]
     assert len(computed) == len(ids)  # once each, though every photo is in blocks after its first
-    assert results == [verify(verifier.features(a), verifier.features(b)) for a, b in pairs]
+    assert results == [verify_hinted(verifier.features(a), verifier.features(b)) for a, b in pairs]
     monkeypatch.setattr(stored, "WORKER_FEATURE_CACHE", 3)
     monkeypatch.setattr(stored, "_worker_features", type(stored._worker_features)())
     for block in blocks:

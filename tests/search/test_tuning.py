@@ -137,7 +137,7 @@ def test_a_tune_that_cannot_win_is_discarded_and_changes_nothing(indexed, tmp_pa
         fingerprint = library.vectors_fingerprint()
         report = tune_library(settings_for(library.path), library, config=TuneConfig(max_epochs=0, batch_size=8),
                               stages=(2,))
-        assert not report.kept and report.gain == 0.0 and report.n_heldout == 6
+        assert not report.kept and report.gain == 0.0 and report.n_heldout == 18 and report.p_value == 1.0
         assert report.representation == reps_before[0][0] and report.reembedded == 0
         assert [(r.id, r.weights) for r in library.representations()] == reps_before
         assert not list(library.representations_dir.glob("*.pth"))  # the unused weights file is gone

@@ -297,7 +297,8 @@ def _report_from_metrics(rep: Representation) -> TuneReport:
     return TuneReport(kept=True, frozen_accuracy=float(m.get("frozen_accuracy", float("nan"))),
                       tuned_accuracy=float(m.get("tuned_accuracy", float("nan"))), representation=rep.id,
                       stages=int(m.get("stages", 0)), epochs=int(m.get("epochs", 0)),
-                      n_train=int(m.get("n_train", 0)), n_heldout=int(m.get("n_heldout", 0)))
+                      n_train=int(m.get("n_train", 0)), n_heldout=int(m.get("n_heldout", 0)),
+                      p_value=float(m.get("p_value", float("nan"))))
 
 
 __all__ = [

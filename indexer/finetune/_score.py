@@ -13,7 +13,7 @@ import numpy.typing as npt
 
 from indexer.backbone import Backbone
 from indexer.cancel import check
-from indexer.finetune._paired import label_log_likelihood, sign_flip_p_value
+from indexer.finetune._paired import calibrated, sign_flip_p_value
 from indexer.finetune._probe import fit_probe
 from indexer.imageio import ImageError, load_image
 
@@ -27,9 +27,19 @@ class CandidateScore:
     n_train: int
     n_heldout: int
 
-    # Per held-out photo: the log-likelihood of its label under each probe (the paired test's input).
-    frozen_loglik: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
-    tuned_loglik: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    # Per held-out photo: each probe's logits [N, classes] and the photo's label (the paired test's input).
+    frozen_logits: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    tuned_logits: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    codes: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    @property
+    def frozen_loglik(self) -> npt.NDArray[np.float64]:
+        """Each held-out photo's label log-likelihood under the frozen probe, temperature-calibrated."""
+        return calibrated(self.frozen_logits, self.codes)
+
+    @property
+    def tuned_loglik(self) -> npt.NDArray[np.float64]:
+        return calibrated(self.tuned_logits, self.codes)
 
     @property
     def gain(self) -> float:
@@ -49,8 +59,8 @@ def pooled(scores: Sequence[CandidateScore]) -> CandidateScore:
         return sum(getattr(s, attr) * s.n_heldout for s in scores) / n if n else float("nan")
 
     return CandidateScore(mean("frozen_accuracy"), mean("tuned_accuracy"), sum(s.n_train for s in scores), n,
-                          np.concatenate([s.frozen_loglik for s in scores]),
-                          np.concatenate([s.tuned_loglik for s in scores]))
+                          np.concatenate([s.frozen_logits for s in scores]),
+                          np.concatenate([s.tuned_logits for s in scores]), np.concatenate([s.codes for s in scores]))
 
 
 def embed_files(
@@ -96,11 +106,11 @@ def probe_outcomes(
     train: tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]],
     test: tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]],
     n_classes: int,
-) -> tuple[float, npt.NDArray[np.float64]]:
-    """(accuracy, each photo's label log-likelihood) on `test` of a probe fitted on `train`."""
+) -> tuple[float, npt.NDArray[np.float32]]:
+    """(accuracy, logits [N, n_classes]) on `test` of a probe fitted on `train`."""
     logits = fit_probe(train[0], train[1], n_classes).logits(test[0])
     accuracy = float((logits.argmax(axis=1) == test[1]).mean()) if len(test[1]) else float("nan")
-    return accuracy, label_log_likelihood(logits, test[1])
+    return accuracy, logits
 
 
 def score_candidate(
@@ -125,8 +135,9 @@ def score_candidate(
     keep = frozen_ok & tuned_ok
     is_train = np.arange(len(paths)) < len(train)
     tr, te = keep & is_train, keep & ~is_train
-    frozen_accuracy, frozen_loglik = probe_outcomes((frozen_vectors[tr], codes[tr]), (frozen_vectors[te], codes[te]),
+    frozen_accuracy, frozen_logits = probe_outcomes((frozen_vectors[tr], codes[tr]), (frozen_vectors[te], codes[te]),
                                                     n_classes)
-    tuned_accuracy, tuned_loglik = probe_outcomes((tuned_vectors[tr], codes[tr]), (tuned_vectors[te], codes[te]),
+    tuned_accuracy, tuned_logits = probe_outcomes((tuned_vectors[tr], codes[tr]), (tuned_vectors[te], codes[te]),
                                                   n_classes)
-    return CandidateScore(frozen_accuracy, tuned_accuracy, int(tr.sum()), int(te.sum()), frozen_loglik, tuned_loglik)
+    return CandidateScore(frozen_accuracy, tuned_accuracy, int(tr.sum()), int(te.sum()), frozen_logits, tuned_logits,
+                          codes[te])

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from indexer.finetune._paired import EXACT_UP_TO, label_log_likelihood, sign_flip_p_value
+from indexer.finetune._paired import EXACT_UP_TO, calibrated, label_log_likelihood, sign_flip_p_value
 
 
 def test_all_positive_differences_have_the_smallest_exact_p_value():
@@ -45,3 +45,11 @@ def test_label_log_likelihood_is_log_softmax_at_the_label():
     logits = np.array([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]], dtype=np.float32)
     got = label_log_likelihood(logits, np.array([0, 2]))
     assert np.allclose(got, [2 - math.log(math.e**2 + 2), -math.log(3)])
+
+
+def test_calibrated_picks_the_temperature_that_fits_and_ignores_the_logits_scale():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 1, (40, 3)).astype(np.float32)
+    codes = rng.integers(0, 3, 40)
+    assert np.allclose(calibrated(logits, codes), calibrated(10 * logits, codes), atol=0.02)
+    assert calibrated(logits, codes).sum() >= label_log_likelihood(logits, codes).sum()

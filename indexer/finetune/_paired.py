@@ -49,7 +49,7 @@ def sign_flip_p_value(differences: npt.ArrayLike, *, seed: int = 0) -> float:
     return float(np.mean(means >= observed - 1e-12 * max(1.0, abs(observed))))
 
 
-def label_log_likelihood(logits: npt.NDArray[np.float32], codes: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+def label_log_likelihood(logits: npt.NDArray[np.floating], codes: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
     """log softmax(logits)[i, codes[i]] for each row: how sure a probe is of each photo's label."""
     z = logits.astype(np.float64)
     z = z - z.max(axis=1, keepdims=True)

@@ -1,4 +1,5 @@
-"""LP-FT (Kumar et al. 2022): a linear probe on frozen features, then the last stages fine-tuned.
+"""Fine-tuning the last stages with a linear head (the issue's recipe); LP-FT (Kumar et al. 2022)
+when `TuneConfig.warm_start`: the head then starts as the probe fitted on the frozen features.
 
 The backbone's early stages stay frozen and run without autograd; only the unfrozen tail and the
 head are trained, with AdamW (two learning rates) and a cosine schedule. Batch norms are frozen

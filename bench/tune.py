@@ -5,15 +5,19 @@ training and re-embedding time, frozen vs tuned.
                          [--reembed-photos 5000] [--json FILE]
 
 For each draw and labels-per-class setting: draw that many labelled photos per class (the rest are
-the "unlabelled rest") and tune as `lookalike tune` does (search.tuning): hold out a scoring fold
-(SCORING_FOLD of each class), fine-tune on the other labels (fit_candidate: LP-FT, the number of
-stages and epochs chosen on its own early-stopping fold), score tuned vs frozen by a probe on the
-scoring fold, and keep the weights only when they win. Then re-embed `--reembed-photos` files (the
-corpus, cycled when it is smaller: the timing of a collection of that size) and report:
+the "unlabelled rest") and tune as `lookalike tune` does (search.tune_decision): deal the labels
+into SCORING_FOLDS folds, fine-tune a candidate on the other folds for each (fit_candidate: LP-FT,
+the number of stages and epochs chosen on its own early-stopping fold when there are enough
+labels), score each fold's photos frozen vs tuned by a probe, pool them, and keep only when the
+paired test says the tuned vectors are better (`keep`). The final weights are refit on every label
+(`refit`), kept or not, so that the bench can show what keeping them would have done. Then re-embed
+`--reembed-photos` files (the corpus, cycled when it is smaller: the timing of a collection of that
+size) and report:
 - accuracy on the unlabelled rest of a linear probe fitted on all the labelled photos, frozen vs
   tuned, and what `tune` leaves (tuned when kept, frozen otherwise);
 - k-NN leave-one-out top-1 (weighted 20-NN, T = 0.07) and P@10 over all photos, frozen vs tuned;
-- training, scoring and re-embedding time (the three add up to `tune`'s work but for the refresh),
+- cross-fitting (training and scoring the folds), refit and re-embedding time (the three add up to
+  `tune`'s work but for the refresh; a discarded tune stops after the cross-fitting),
   with the CPU's flags (or the GPU) and the load average.
 
 The defaults (every photo, 5,000 re-embedded) take about an hour on a loaded 2-core CPU.
@@ -34,9 +38,9 @@ import numpy as np
 from bench.corpus import CLOTHING_SMALL
 from bench.machine import cpu_flags
 from indexer.backbone import Backbone
-from indexer.finetune import TuneConfig, embed_files, probe_accuracy, save_weights, score_candidate, stratified_split
+from indexer.finetune import TuneConfig, embed_files, probe_accuracy, save_weights
 from indexer.library import Library
-from search.tuning import DEFAULT_STAGES, SCORING_FOLD, fit_candidate
+from search.tune_decision import DEFAULT_STAGES, cross_fit, refit
 
 DEFAULT_CORPUS = CLOTHING_SMALL
 K, TEMPERATURE = 20, 0.07
@@ -79,19 +83,19 @@ def run_setting(paths, codes, n_classes, frozen, frozen_vectors, per_class, seed
                                        for c in range(n_classes)]))
     rest = np.setdiff1d(np.arange(len(paths)), labelled)
     load_before = os.getloadavg()[0]
-    train_rows, score_rows = stratified_split(codes[labelled], SCORING_FOLD, np.random.default_rng(seed))
-    train = [(paths[i], int(codes[i])) for i in labelled[train_rows]]
-    scoring = [(paths[i], int(codes[i])) for i in labelled[score_rows]]
-    started = time.perf_counter()
-    n_stages, result = fit_candidate(train, n_classes, frozen, config=config, stages=stages, seed=seed)
-    train_seconds = time.perf_counter() - started
-
+    items = [(paths[i], int(codes[i])) for i in labelled]
     with tempfile.TemporaryDirectory() as tmp, Library(tmp, create=True) as lib:
-        saved = save_weights(lib, result.state_dict)
-        tuned = Backbone(frozen.name, weights=saved.path, device=str(frozen.device))
         started = time.perf_counter()
-        score = score_candidate(train, scoring, n_classes, frozen, tuned, engine=engine)
-        score_seconds = time.perf_counter() - started
+        decision = cross_fit(items, n_classes, frozen, lib, config=config, stages=stages, engine=engine, seed=seed)
+        cross_fit_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        result = refit(items, n_classes, frozen, decision, config=config, seed=seed) if decision.epochs else None
+        refit_seconds = time.perf_counter() - started
+        if result is None:  # every fold's early stopping chose the untouched backbone
+            tuned = frozen
+        else:
+            saved = save_weights(lib, result.state_dict)
+            tuned = Backbone(frozen.name, weights=saved.path, device=str(frozen.device))
         files = [paths[i % len(paths)] for i in range(max(reembed_photos, len(paths)))]
         started = time.perf_counter()
         ok, tuned_vectors = embed_files(tuned, files, engine=engine)
@@ -101,30 +105,30 @@ def run_setting(paths, codes, n_classes, frozen, frozen_vectors, per_class, seed
                                  n_classes)
     tuned_rest = probe_accuracy((tuned_vectors[labelled], codes[labelled]), (tuned_vectors[rest], codes[rest]),
                                 n_classes)
-    kept = score.gain > 0
+    kept = decision.kept
+    score = decision.score
     return {
         "seed": seed,
         "labels_per_class": per_class,
         "labelled": len(labelled),
-        "trained_on": len(train),
         "scored_on": score.n_heldout,
-        "stages": n_stages,
-        "best_epoch": result.best_epoch,
-        "epochs_run": len(result.history),
+        "stages": decision.stages,
+        "best_epoch": decision.epochs,
         "scoring_frozen": round(score.frozen_accuracy, 4),
         "scoring_tuned": round(score.tuned_accuracy, 4),
+        "p_value": round(decision.p_value, 4),
         "kept": kept,
         "rest_accuracy_frozen": round(frozen_rest, 4),
         "rest_accuracy_tuned": round(tuned_rest, 4),
         "rest_accuracy_after_tune": round(tuned_rest if kept else frozen_rest, 4),
         "knn_tuned": knn_quality(tuned_vectors, codes),
-        "train_seconds": round(train_seconds, 1),
-        "score_seconds": round(score_seconds, 1),
+        "cross_fit_seconds": round(cross_fit_seconds, 1),
+        "refit_seconds": round(refit_seconds, 1),
         "reembedded": len(files),
         "reembed_seconds": round(embed_seconds, 1),
         "reembed_images_per_second": round(len(files) / embed_seconds, 1),
-        "tune_seconds": round(train_seconds + score_seconds + embed_seconds, 1),
-        "precision": result.precision,
+        "tune_seconds": round(cross_fit_seconds + (refit_seconds + embed_seconds if kept else 0), 1),
+        "precision": result.precision if result else "",
         "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
 

@@ -1,10 +1,9 @@
 """`lookalike tune`: fine-tune the backbone on the library's labels, keep the tuned weights only if
-they beat the frozen representation on held-out labels, then re-embed and refresh what derives
-from the vectors (neighbour lists, suggestions, queue clusters).
+they measurably beat the frozen representation on held-out labels, then re-embed and refresh what
+derives from the vectors (neighbour lists, suggestions, queue clusters).
 
-    labelled photos --split--> scoring fold (never trained on, nor early-stopped on)
-                              + the rest --fine_tune (its own early-stopping fold)--> tuned weights
-    score_candidate(rest, scoring fold, frozen, tuned) -> kept only when gain > 0
+    labelled photos --cross_fit (search.tune_decision)--> every label scored once, frozen vs tuned
+                    --keep (paired test)--> refit on every label --> a new representation, re-embedded
 
 An interrupted re-embedding (a recorded representation with staged vectors, not current) is
 resumed by the next `tune_library` instead of training again. torch is imported inside functions.
@@ -20,25 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from indexer.library import Library, LibraryError
 from indexer.settings import Settings
+from search.tune_decision import DEFAULT_STAGES, NoCandidate, cross_fit, fit_candidate, refit
 
 if TYPE_CHECKING:
     from indexer.backbone import Backbone
-    from indexer.finetune import TuneConfig, TuneResult
+    from indexer.finetune import TuneConfig
     from indexer.schema import Representation
 
 log = logging.getLogger(__name__)
 
-MIN_PER_CLASS = 3  # a class needs a photo to train on, one to stop early on and one to score on
-SCORING_FOLD = 0.3  # share of each class's labelled photos held out to score tuned vs frozen
-DEFAULT_STAGES = (1, 2)  # candidate numbers of unfrozen stages, chosen by the early-stopping fold
-# Below this many photos in the early-stopping fold, its accuracy moves in steps too coarse to stop
-# on (the probe alone often scores 1.0 on 3 photos): train `max_epochs` on every training photo with
-# the last of `stages`, and let the scoring fold decide.
-MIN_EARLY_STOP = 20
+MIN_PER_CLASS = 3  # a class needs a photo in each scoring fold, and one more to train with beside it
 TUNE_LOCK_FILE = "tune.lock"  # beside the library's database: one tune or revert at a time (CLI and web)
 LAST_TUNE_STATE = "last_tune"  # meta key: the last finished tune's report (kept or not) and when
 
@@ -65,6 +57,7 @@ class TuneReport:
     n_heldout: int = 0
     seconds: float = 0.0
     skipped: list[str] = field(default_factory=list)  # labelled photos that did not decode
+    p_value: float = float("nan")  # the keep rule's paired test (search.tune_decision.keep)
 
     @property
     def gain(self) -> float:
@@ -76,7 +69,7 @@ class TuneReport:
             "tuned_accuracy": _number(self.tuned_accuracy),
             "representation": self.representation, "reembedded": self.reembedded, "resumed": self.resumed,
             "stages": self.stages, "epochs": self.epochs, "n_train": self.n_train, "n_heldout": self.n_heldout,
-            "seconds": round(self.seconds, 1),
+            "seconds": round(self.seconds, 1), "p_value": _number(round(self.p_value, 4)),
         }
 
 
@@ -186,12 +179,12 @@ def _tune_library(
 ) -> TuneReport:
     """Fine-tune on the library's labels and keep the result only if it wins (see the module doc).
 
-    `config`'s `stages` is replaced by each of `stages` in turn; the one with the best
-    early-stopping accuracy (fewer stages on a tie) is scored. Raises TuneFailed,
+    `config`'s `stages` is replaced by each of `stages` in turn in each fold (search.tune_decision).
+    Raises TuneFailed,
     indexer.cancel.Cancelled (the library as it was, or a re-embedding the next call resumes).
     """
-    from indexer.backbone import Backbone, BackboneError
-    from indexer.finetune import TuneError, save_weights, score_candidate, stratified_split
+    from indexer.backbone import BackboneError
+    from indexer.finetune import TuneError, save_weights
     from indexer.representations import representation_backbone
     from search.labelling.labels import labels_fingerprint
 
@@ -212,90 +205,40 @@ def _tune_library(
     if len(classes) < 2:
         raise TuneFailed(f"too few labels to tune: label at least {MIN_PER_CLASS} photos of each of 2 classes "
                          f"or more ({len(items)} usable labelled photos, {len(classes)} classes)")
-    rng = np.random.default_rng(seed)
-    codes = np.asarray([c for _, c in items], dtype=np.int64)
-    train_rows, score_rows = stratified_split(codes, SCORING_FOLD, rng)
-    train = [items[i] for i in train_rows]
-    scoring = [items[i] for i in score_rows]
     try:
         frozen = representation_backbone(library, current, device=settings.device, precision=settings.precision)
-        n_stages, result = fit_candidate(train, len(classes), frozen, config=config, stages=stages, seed=seed,
-                                         progress=progress, cancel=cancel)
+        decision = cross_fit(items, len(classes), frozen, library, config=config, stages=stages,
+                             engine=_engine(settings), seed=seed, progress=progress, cancel=cancel)
+        score = decision.score
+        report = TuneReport(
+            kept=decision.kept, frozen_accuracy=score.frozen_accuracy, tuned_accuracy=score.tuned_accuracy,
+            representation=current.id, stages=decision.stages, epochs=decision.epochs, n_train=len(items),
+            n_heldout=score.n_heldout, skipped=sorted({str(p) for p, _ in decision.skipped}),
+            p_value=decision.p_value,
+        )
+        log.info("tuned vs frozen on %d held-out labels: %.3f vs %.3f, p = %.3f (%s)", score.n_heldout,
+                 score.tuned_accuracy, score.frozen_accuracy, decision.p_value, "kept" if report.kept else "discarded")
+        if not report.kept:
+            report.seconds = time.perf_counter() - started
+            return report
+        result = refit(items, len(classes), frozen, decision, config=config, seed=seed, progress=progress,
+                       cancel=cancel)
         saved = save_weights(library, result.state_dict)
-        try:
-            tuned = Backbone(frozen.name, weights=saved.path, device=settings.device, precision=settings.precision)
-            if progress:
-                progress("score", 0, 1)
-            score = score_candidate(train, scoring, len(classes), frozen, tuned, engine=_engine(settings),
-                                    cancel=cancel)
-        except BaseException:
-            _forget_unused(library, saved.path, saved.sha256)
-            raise
-        if progress:
-            progress("score", 1, 1)
-    except (TuneError, BackboneError) as e:
+    except (TuneError, BackboneError, NoCandidate) as e:
         raise TuneFailed(str(e)) from None
-    report = TuneReport(
-        kept=score.gain > 0, frozen_accuracy=score.frozen_accuracy, tuned_accuracy=score.tuned_accuracy,
-        representation=current.id, stages=n_stages, epochs=result.best_epoch, n_train=score.n_train,
-        n_heldout=score.n_heldout, skipped=[str(p) for p, _ in result.skipped],
-    )
-    log.info("tuned vs frozen on %d held-out labels: %.3f vs %.3f (%s)", score.n_heldout, score.tuned_accuracy,
-             score.frozen_accuracy, "kept" if report.kept else "discarded")
-    if not report.kept:
-        _forget_unused(library, saved.path, saved.sha256)
-        report.seconds = time.perf_counter() - started
-        return report
     rep = library.add_representation(
         backbone=frozen.name, weights_file=saved.path, weights=saved.identity, weights_sha256=saved.sha256,
         parent_id=current.id,
         labels={"fingerprint": labels_fingerprint(library), "classes": classes, "photos": len(items)},
         metrics={"frozen_accuracy": score.frozen_accuracy, "tuned_accuracy": score.tuned_accuracy,
-                 "gain": score.gain, "n_train": score.n_train, "n_heldout": score.n_heldout,
-                 "stages": n_stages, "epochs": result.best_epoch, "tune_seconds": round(result.seconds, 1)},
+                 "gain": score.gain, "n_train": len(items), "n_heldout": score.n_heldout,
+                 "p_value": decision.p_value, "stages": decision.stages, "epochs": decision.epochs,
+                 "tune_seconds": round(time.perf_counter() - started, 1)},
     )
     report.representation = rep.id
     report.reembedded = _switch(settings, library, rep.id, progress, cancel)
     report.seconds = time.perf_counter() - started
     return report
-
-
-def fit_candidate(
-    train: Sequence[tuple[Path, int]],
-    n_classes: int,
-    frozen: Backbone,
-    *,
-    config: TuneConfig | None = None,
-    stages: Sequence[int] = DEFAULT_STAGES,
-    seed: int = 0,
-    progress: Progress | None = None,
-    cancel: threading.Event | None = None,
-) -> tuple[int, TuneResult]:
-    """(stages, fine_tune's result) of the candidate `tune` scores: each of `stages` early-stopped on
-    its own fold of `train`, the best kept (fewer stages on a tie); below MIN_EARLY_STOP photos in
-    that fold, the last of `stages` trained `max_epochs` on all of `train`. Also bench.tune's."""
-    from dataclasses import replace
-
-    from indexer.finetune import TuneConfig, fine_tune
-
-    base = config or TuneConfig()
-    early_stop = round(len(train) * base.holdout) >= MIN_EARLY_STOP
-    candidates = list(stages) if early_stop else list(stages)[-1:]
-    best = None
-    for n_stages in candidates:
-        def tick(p, n_stages=n_stages):
-            if progress:
-                progress(p.phase if len(candidates) == 1 else f"{p.phase} ({n_stages} stages)", p.done, p.total)
-
-        result = fine_tune(train, n_classes, frozen, config=replace(base, stages=n_stages), seed=seed,
-                           heldout=None if early_stop else (), progress=tick, cancel=cancel)
-        log.info("%d stages: early-stopping accuracy %.3f (probe %.3f), best epoch %d", n_stages,
-                 result.tuned_accuracy, result.probe_accuracy, result.best_epoch)
-        if best is None or result.tuned_accuracy > best[1].tuned_accuracy:
-            best = (n_stages, result)
-    if best is None:
-        raise TuneFailed("no number of stages to try")
-    return best
 
 
 def revert_library(
@@ -343,12 +286,6 @@ def _switch(settings: Settings, library: Library, rep_id: int, progress: Progres
     return done.embedded
 
 
-def _forget_unused(library: Library, path: Path, sha256: str) -> None:
-    """Delete a weights file no representation refers to: the library as it was before the tune."""
-    if not any(r.weights_sha256 == sha256 for r in library.representations()):
-        path.unlink(missing_ok=True)
-
-
 def _engine(settings: Settings) -> str:
     return "auto" if settings.engine == "ray" else settings.engine
 
@@ -360,7 +297,8 @@ def _report_from_metrics(rep: Representation) -> TuneReport:
     return TuneReport(kept=True, frozen_accuracy=float(m.get("frozen_accuracy", float("nan"))),
                       tuned_accuracy=float(m.get("tuned_accuracy", float("nan"))), representation=rep.id,
                       stages=int(m.get("stages", 0)), epochs=int(m.get("epochs", 0)),
-                      n_train=int(m.get("n_train", 0)), n_heldout=int(m.get("n_heldout", 0)))
+                      n_train=int(m.get("n_train", 0)), n_heldout=int(m.get("n_heldout", 0)),
+                      p_value=float(m.get("p_value", float("nan"))))
 
 
 __all__ = [

@@ -1,10 +1,11 @@
-"""Scoring a tuned representation against the frozen one: a probe refit on each one's vectors."""
+"""Scoring a tuned representation against the frozen one: a probe refit on each one's vectors, and
+each held-out photo's outcome under both (pooled over folds, then tested: indexer.finetune._paired)."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import numpy.typing as npt
 
 from indexer.backbone import Backbone
 from indexer.cancel import check
+from indexer.finetune._paired import calibrated, sign_flip_p_value
 from indexer.finetune._probe import fit_probe
 from indexer.imageio import ImageError, load_image
 
@@ -25,9 +27,40 @@ class CandidateScore:
     n_train: int
     n_heldout: int
 
+    # Per held-out photo: each probe's logits [N, classes] and the photo's label (the paired test's input).
+    frozen_logits: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    tuned_logits: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    codes: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    @property
+    def frozen_loglik(self) -> npt.NDArray[np.float64]:
+        """Each held-out photo's label log-likelihood under the frozen probe, temperature-calibrated."""
+        return calibrated(self.frozen_logits, self.codes)
+
+    @property
+    def tuned_loglik(self) -> npt.NDArray[np.float64]:
+        return calibrated(self.tuned_logits, self.codes)
+
     @property
     def gain(self) -> float:
         return self.tuned_accuracy - self.frozen_accuracy
+
+    @property
+    def p_value(self) -> float:
+        """One-sided paired p-value of "the tuned vectors are no better" on the held-out photos."""
+        return sign_flip_p_value(self.tuned_loglik - self.frozen_loglik)
+
+
+def pooled(scores: Sequence[CandidateScore]) -> CandidateScore:
+    """Folds' scores as one: each held-out photo counted once (accuracies weighted by photos)."""
+    n = sum(s.n_heldout for s in scores)
+
+    def mean(attr: str) -> float:
+        return sum(getattr(s, attr) * s.n_heldout for s in scores) / n if n else float("nan")
+
+    return CandidateScore(mean("frozen_accuracy"), mean("tuned_accuracy"), sum(s.n_train for s in scores), n,
+                          np.concatenate([s.frozen_logits for s in scores]),
+                          np.concatenate([s.tuned_logits for s in scores]), np.concatenate([s.codes for s in scores]))
 
 
 def embed_files(
@@ -69,6 +102,17 @@ def probe_accuracy(
     return fit_probe(train[0], train[1], n_classes).accuracy(*test)
 
 
+def probe_outcomes(
+    train: tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]],
+    test: tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]],
+    n_classes: int,
+) -> tuple[float, npt.NDArray[np.float32]]:
+    """(accuracy, logits [N, n_classes]) on `test` of a probe fitted on `train`."""
+    logits = fit_probe(train[0], train[1], n_classes).logits(test[0])
+    accuracy = float((logits.argmax(axis=1) == test[1]).mean()) if len(test[1]) else float("nan")
+    return accuracy, logits
+
+
 def score_candidate(
     train: Sequence[tuple[Path, int]],
     heldout: Sequence[tuple[Path, int]],
@@ -91,8 +135,9 @@ def score_candidate(
     keep = frozen_ok & tuned_ok
     is_train = np.arange(len(paths)) < len(train)
     tr, te = keep & is_train, keep & ~is_train
-    return CandidateScore(
-        probe_accuracy((frozen_vectors[tr], codes[tr]), (frozen_vectors[te], codes[te]), n_classes),
-        probe_accuracy((tuned_vectors[tr], codes[tr]), (tuned_vectors[te], codes[te]), n_classes),
-        int(tr.sum()), int(te.sum()),
-    )
+    frozen_accuracy, frozen_logits = probe_outcomes((frozen_vectors[tr], codes[tr]), (frozen_vectors[te], codes[te]),
+                                                    n_classes)
+    tuned_accuracy, tuned_logits = probe_outcomes((tuned_vectors[tr], codes[tr]), (tuned_vectors[te], codes[te]),
+                                                  n_classes)
+    return CandidateScore(frozen_accuracy, tuned_accuracy, int(tr.sum()), int(te.sum()), frozen_logits, tuned_logits,
+                          codes[te])

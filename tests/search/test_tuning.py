@@ -1,5 +1,5 @@
 """`tune_library` (search/tuning.py) on a real library of sample photos with the real backbone: a tune
-that wins is kept (its re-embedding interrupted once, then resumed), one that cannot win is discarded,
+that measurably wins is kept (its re-embedding interrupted once, then resumed), one that cannot win is discarded,
 --revert returns to the parent's vectors, and search by upload follows each switch."""
 
 from __future__ import annotations
@@ -9,26 +9,32 @@ import threading
 
 import numpy as np
 import pytest
+from PIL import Image
 from sqlalchemy import delete, select
 
 from indexer.cancel import Cancelled
 from indexer.finetune import TuneConfig
 from indexer.library import Library
+from indexer.pipeline import index_folder
 from indexer.schema import Label
 from indexer.settings import Settings
 from search.labelling.labeller import Labeller
+from search.labelling.labels import import_folders
 from search.searcher import Searcher
+from search.tune_decision import KEEP_ALPHA
 from search.tuning import TuneFailed, pending_representation, revert_library, tune_library
-from tests.conftest import labelled_library
+from tests.conftest import SAMPLES
 
-CLASSES = ("shirt", "t-shirt", "longsleeve")  # close classes: the frozen probe gets some wrong
-PER_CLASS = 6  # 18 photos: 12 to train, 6 to score tuned vs frozen
-# Short and strong enough to move the last stages in 2 epochs. With seed 0 and bf16 autocast the tuned
-# probe scores 1.000 vs 0.833 frozen (measured on an AMX / AVX512_BF16 CPU); seeds 1 and 2 scored 0.667
-# vs 0.667, and fp32 training did not win with seeds 0-4: the win is fragile. It is measured, not
-# assumed, and checked (gain > 0) before the keep path is tested.
-WINS = TuneConfig(max_epochs=2, batch_size=8, lr_backbone=1e-3, precision="bf16")
-SEED = 0
+GARMENTS = ("shirt", "t-shirt", "longsleeve", "pants", "dress", "shorts")
+PER_GARMENT = 3  # of each garment, 3 photos upright and 3 others turned upside down: 36 photos, 2 classes
+# A label the frozen ImageNet features carry only in part (which way up a garment was shot: the
+# frozen probe gets 0.86 of the photos right) and that the last stages can learn. With seed 1 the
+# two folds' candidates score 0.917 vs 0.861 on all 36 photos, paired test p = 0.016: kept (measured
+# on an AMX / AVX512_BF16 CPU, bf16 autocast). Seeds 0 and 2 were not kept (0.861 vs 0.833, p = 0.32;
+# 0.806 vs 0.861): a win this small is fragile. It is measured, not assumed, and checked before the
+# keep path is tested.
+WINS = TuneConfig(max_epochs=4, batch_size=8, lr_backbone=3e-4, precision="bf16")
+SEED = 1
 
 
 def settings_for(path) -> Settings:
@@ -37,8 +43,23 @@ def settings_for(path) -> Settings:
 
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory, backbone):
-    """The photos indexed with the backbone's own weights, each labelled by its folder."""
-    return labelled_library(tmp_path_factory, backbone, CLASSES, PER_CLASS)
+    """Garment photos in two folders, upright and upside-down (turned copies, written as JPEG),
+    indexed with the backbone's own weights and labelled by folder."""
+    root = tmp_path_factory.mktemp("turned")
+    for name in ("upright", "upside-down"):
+        (root / name).mkdir()
+    for garment in GARMENTS:
+        for i, f in enumerate(sorted((SAMPLES / garment).glob("*.jpg"))[: 2 * PER_GARMENT]):
+            if i % 2:
+                with Image.open(f) as img:
+                    img.convert("RGB").rotate(180).save(root / "upside-down" / f.name, quality=92)
+            else:
+                shutil.copy(f, root / "upright" / f.name)
+    path = tmp_path_factory.mktemp("indexed") / "library"
+    with Library(path, create=True) as library:
+        index_folder(root, library, backbone, workers=0, engine="torch")
+        import_folders(library)
+    return path
 
 
 def copy_of(path, tmp_path, name="library"):
@@ -80,7 +101,8 @@ def test_a_tune_that_wins_is_kept_and_an_interrupted_reembedding_resumes(tuned, 
     assert np.array_equal(interrupted["vectors"][1], vectors_before)
     # The second call resumed that re-embedding rather than training again.
     assert report.resumed and report.kept and report.representation == interrupted["pending"].id
-    assert report.gain > 0 and report.tuned_accuracy > report.frozen_accuracy  # measured on 6 held-out photos
+    # Measured on every label (two folds), the paired test below KEEP_ALPHA.
+    assert report.gain > 0 and report.n_heldout == 36 and report.p_value < KEEP_ALPHA
     assert 0 < report.reembedded < len(ids_before)  # the first batch was staged before the interrupt
     current = library.current_representation()
     assert current.id == report.representation and current.parent_id == first.id
@@ -89,7 +111,7 @@ def test_a_tune_that_wins_is_kept_and_an_interrupted_reembedding_resumes(tuned, 
     ids, vectors = library.stored_vectors()
     assert np.array_equal(ids, ids_before)
     cosine = (vectors * vectors_before).sum(axis=1)
-    assert cosine.max() < 0.99  # every photo has a new vector (lr 1e-3 moves the space far: cosines 0.1-0.3)
+    assert cosine.max() < 0.9999  # every photo has a new vector
     # The head, suggestions and lists were refreshed on the new vectors: nothing is stale.
     labeller = Labeller(Searcher(library, settings=settings_for(library.path)))
     assert not labeller.is_stale() and labeller.facts()["current"]
@@ -137,7 +159,7 @@ def test_a_tune_that_cannot_win_is_discarded_and_changes_nothing(indexed, tmp_pa
         fingerprint = library.vectors_fingerprint()
         report = tune_library(settings_for(library.path), library, config=TuneConfig(max_epochs=0, batch_size=8),
                               stages=(2,))
-        assert not report.kept and report.gain == 0.0 and report.n_heldout == 6
+        assert not report.kept and report.gain == 0.0 and report.n_heldout == 36 and report.p_value == 1.0
         assert report.representation == reps_before[0][0] and report.reembedded == 0
         assert [(r.id, r.weights) for r in library.representations()] == reps_before
         assert not list(library.representations_dir.glob("*.pth"))  # the unused weights file is gone
@@ -151,8 +173,9 @@ def test_a_tune_that_cannot_win_is_discarded_and_changes_nothing(indexed, tmp_pa
 def test_too_few_labels_is_one_clear_error(indexed, tmp_path):
     library = copy_of(indexed, tmp_path)
     try:
-        with library.Session.begin() as s:  # two photos of each class: none can be trained, stopped and scored
-            keep = [row[0] for row in s.execute(select(Label.image_id).order_by(Label.image_id))][::3]
+        with library.Session.begin() as s:  # two photos of each class: none can be trained and scored twice
+            rows = s.execute(select(Label.image_id, Label.label).order_by(Label.image_id)).all()
+            keep = [i for name in {label for _, label in rows} for i in [i for i, la in rows if la == name][:2]]
             s.execute(delete(Label).where(Label.image_id.not_in(keep)))
         with pytest.raises(TuneFailed, match="too few labels to tune"):
             tune_library(settings_for(library.path), library)

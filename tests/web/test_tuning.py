@@ -62,11 +62,11 @@ def test_a_background_tune_reports_progress_and_its_result(library, backbone):
     assert done["state"] == "done" and done["error"] is None
     report = done["report"]
     assert report["kept"] is False and report["frozen_accuracy"] == report["tuned_accuracy"]
-    assert report["n_heldout"] == 6 and report["reembedded"] == 0
+    assert report["n_heldout"] == 18 and report["reembedded"] == 0  # every label scored once (2 folds)
     # The result is remembered by the library: the About page shows what it measured.
     assert library.state(LAST_TUNE_STATE)["labelled"] == 18
     about = client.get("/about").get_data(as_text=True)
-    assert "was not kept" in about and "on 6 held-out labels" in about
+    assert "was not kept" in about and "on 18 held-out labels" in about
     # Nothing to revert to: the representation is the first.
     refused = client.post("/api/tune/revert")
     assert refused.status_code == 409 and "first representation" in refused.get_json()["error"]["message"]

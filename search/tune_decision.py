@@ -1,0 +1,206 @@
+"""Whether to keep a tune: cross-fitting on the user's labels, a paired test, and the final fit.
+
+    labels --dealt into SCORING_FOLDS folds, per class-->
+        for each fold: fit_candidate(the other folds) -> score_candidate(on this fold), per photo
+    pooled over the folds: every labelled photo scored once, by weights that never saw it
+    kept  <=>  pooled tuned accuracy >= frozen  and  paired sign-flip p-value < KEEP_ALPHA
+    kept  ->   refit on every label with the folds' stages and epochs (the weights `tune` keeps)
+
+Why cross-fitting: a single 30 % fold is 10 photos at 3 labels a class on 10 classes (one photo is
+10 points) and 20 at 8 a class; a 4-point gain is under one photo there, so no test can see it.
+Two folds score every label (3.3 times the photos) for about the same training as one held-out
+fold plus the final fit. Why the log-likelihood: see indexer.finetune._paired.
+
+torch is imported inside the functions that run it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from indexer.backbone import Backbone
+    from indexer.finetune import CandidateScore, TuneConfig, TuneResult
+    from indexer.library import Library
+
+log = logging.getLogger(__name__)
+
+SCORING_FOLDS = 2  # labels dealt into this many folds, each scored by a candidate trained on the others
+# Keep only when "the tuned vectors are no better" is rejected at this level: a tune that does not
+# help is kept in at most 1 draw of 20 (and then it is a tune measured no worse in accuracy).
+KEEP_ALPHA = 0.05
+DEFAULT_STAGES = (1, 2)  # candidate numbers of unfrozen stages, chosen by the early-stopping fold
+# Below this many photos in the early-stopping fold, its accuracy moves in steps too coarse to stop
+# on (the probe alone often scores 1.0 on 3 photos): train `max_epochs` on every training photo with
+# the last of `stages`, and let the scoring folds decide.
+MIN_EARLY_STOP = 20
+
+Progress = Callable[[str, int, int], None]
+
+
+class NoCandidate(Exception):
+    """No candidate could be trained (a message for TuneFailed)."""
+
+
+@dataclass
+class Decision:
+    """What cross-fitting measured and decided."""
+
+    score: CandidateScore  # pooled over the folds
+    stages: int  # the folds' most frequent choice (fewer on a tie)
+    epochs: int  # the mean of the folds' best epochs (0: the untouched backbone won everywhere)
+    kept: bool
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    @property
+    def p_value(self) -> float:
+        return self.score.p_value
+
+
+def keep(score: CandidateScore, alpha: float = KEEP_ALPHA) -> bool:
+    """The keep rule: not worse in accuracy on the scored photos, and measurably better in their
+    labels' log-likelihood (paired one-sided test at `alpha`)."""
+    return score.n_heldout > 0 and score.tuned_accuracy >= score.frozen_accuracy and score.p_value < alpha
+
+
+def stratified_folds(codes: npt.NDArray[np.int64], k: int, rng: np.random.Generator) -> list[npt.NDArray[np.int64]]:
+    """Rows dealt into `k` folds: each class's photos shuffled and dealt in turn, each class starting
+    where the previous one stopped (so the folds' sizes differ by one photo at most)."""
+    folds: list[list[int]] = [[] for _ in range(k)]
+    turn = 0
+    for c in np.unique(codes):
+        for row in rng.permutation(np.flatnonzero(codes == c)):
+            folds[turn % k].append(int(row))
+            turn += 1
+    return [np.sort(np.asarray(f, dtype=np.int64)) for f in folds]
+
+
+def fit_candidate(
+    train: Sequence[tuple[Path, int]],
+    n_classes: int,
+    frozen: Backbone,
+    *,
+    config: TuneConfig | None = None,
+    stages: Sequence[int] = DEFAULT_STAGES,
+    seed: int = 0,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+) -> tuple[int, TuneResult]:
+    """(stages, fine_tune's result) of one candidate: each of `stages` early-stopped on its own fold
+    of `train`, the best kept (fewer stages on a tie); below MIN_EARLY_STOP photos in that fold, the
+    last of `stages` trained `max_epochs` on all of `train`."""
+    from indexer.finetune import TuneConfig, fine_tune
+
+    base = config or TuneConfig()
+    early_stop = round(len(train) * base.holdout) >= MIN_EARLY_STOP
+    candidates = list(stages) if early_stop else list(stages)[-1:]
+    best = None
+    for n_stages in candidates:
+        def tick(p, n_stages=n_stages):
+            if progress:
+                progress(p.phase if len(candidates) == 1 else f"{p.phase} ({n_stages} stages)", p.done, p.total)
+
+        result = fine_tune(train, n_classes, frozen, config=replace(base, stages=n_stages), seed=seed,
+                           heldout=None if early_stop else (), progress=tick, cancel=cancel)
+        log.info("%d stages: early-stopping accuracy %.3f (probe %.3f), best epoch %d", n_stages,
+                 result.tuned_accuracy, result.probe_accuracy, result.best_epoch)
+        if best is None or result.tuned_accuracy > best[1].tuned_accuracy:
+            best = (n_stages, result)
+    if best is None:
+        raise NoCandidate("no number of stages to try")
+    return best
+
+
+def cross_fit(
+    items: Sequence[tuple[Path, int]],
+    n_classes: int,
+    frozen: Backbone,
+    scratch: Library,
+    *,
+    config: TuneConfig | None = None,
+    stages: Sequence[int] = DEFAULT_STAGES,
+    folds: int = SCORING_FOLDS,
+    engine: str = "auto",
+    seed: int = 0,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+) -> Decision:
+    """Score tuning on every label by cross-fitting and decide (see the module doc). Each fold's
+    candidate weights are written to `scratch`'s representations folder while they are scored, then
+    deleted (unless a representation already uses the same file). Raises TuneError, BackboneError,
+    NoCandidate, indexer.cancel.Cancelled."""
+    from indexer.backbone import Backbone
+    from indexer.finetune import pooled, save_weights, score_candidate
+
+    rng = np.random.default_rng(seed)
+    codes = np.asarray([c for _, c in items], dtype=np.int64)
+    parts = stratified_folds(codes, folds, rng)
+    scores, chosen, skipped = [], [], []
+    for k, part in enumerate(parts):
+        held = set(part.tolist())
+        train = [items[i] for i in range(len(items)) if i not in held]
+        scoring = [items[i] for i in part]
+        n_stages, result = fit_candidate(train, n_classes, frozen, config=config, stages=stages, seed=seed + k,
+                                         progress=progress, cancel=cancel)
+        skipped += result.skipped
+        saved = save_weights(scratch, result.state_dict)
+        try:
+            tuned = Backbone(frozen.name, weights=saved.path, device=str(frozen.device))
+            if progress:
+                progress("score", k, len(parts))
+            score = score_candidate(train, scoring, n_classes, frozen, tuned, engine=engine, cancel=cancel)
+        finally:
+            forget_unused(scratch, saved.path, saved.sha256)
+        log.info("fold %d of %d: %d stages, best epoch %d; frozen %.3f, tuned %.3f on %d photos", k + 1, len(parts),
+                 n_stages, result.best_epoch, score.frozen_accuracy, score.tuned_accuracy, score.n_heldout)
+        scores.append(score)
+        chosen.append((n_stages, result.best_epoch))
+    if progress:
+        progress("score", len(parts), len(parts))
+    score = pooled(scores)
+    improved = [(s, e) for s, e in chosen if e > 0]
+    n_stages = min(Counter(s for s, _ in improved or chosen).most_common(), key=lambda t: (-t[1], t[0]))[0]
+    epochs = round(float(np.mean([e for _, e in improved]))) if improved else 0
+    decision = Decision(score, n_stages, epochs, kept=epochs > 0 and keep(score), skipped=skipped)
+    log.info("pooled over %d folds: frozen %.3f, tuned %.3f on %d photos, p = %.3f: %s", len(parts),
+             score.frozen_accuracy, score.tuned_accuracy, score.n_heldout, decision.p_value,
+             "keep" if decision.kept else "discard")
+    return decision
+
+
+def refit(
+    items: Sequence[tuple[Path, int]],
+    n_classes: int,
+    frozen: Backbone,
+    decision: Decision,
+    *,
+    config: TuneConfig | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+) -> TuneResult:
+    """The weights `tune` keeps: every label, the decision's stages, exactly its epochs."""
+    from indexer.finetune import TuneConfig, fine_tune
+
+    base = replace(config or TuneConfig(), stages=decision.stages, max_epochs=decision.epochs)
+
+    def tick(p):
+        if progress:
+            progress("refit", p.done, p.total)
+
+    return fine_tune(items, n_classes, frozen, config=base, seed=seed, heldout=(), progress=tick, cancel=cancel)
+
+
+def forget_unused(library: Library, path: Path, sha256: str) -> None:
+    """Delete a weights file no representation refers to: the library as it was before the tune."""
+    if not any(r.weights_sha256 == sha256 for r in library.representations()):
+        path.unlink(missing_ok=True)

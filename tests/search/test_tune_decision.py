@@ -1,0 +1,61 @@
+"""search/tune_decision.py's folds and keep rule on scores whose answer is known (the training and
+scoring themselves run on real photos in tests/search/test_tuning.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from indexer.finetune import CandidateScore, pooled
+from search.tune_decision import keep, stratified_folds
+
+
+def test_folds_deal_every_class_across_both_folds_and_balance_their_sizes():
+    codes = np.repeat(np.arange(5), 3)  # 3 labels a class, 5 classes
+    folds = stratified_folds(codes, 2, np.random.default_rng(0))
+    assert sorted(np.concatenate(folds).tolist()) == list(range(15))
+    assert sorted(len(f) for f in folds) == [7, 8]
+    for f in folds:
+        assert set(codes[f].tolist()) == set(range(5))  # each fold scores every class
+
+
+def score(frozen_margin, tuned_margin) -> CandidateScore:
+    """Two classes, every photo's label 0: a probe's logits are [margin, 0] (right when margin > 0)."""
+    f, t = np.asarray(frozen_margin, float), np.asarray(tuned_margin, float)
+    n = len(f)
+
+    def logits(m):
+        return np.stack([m, np.zeros(n)], axis=1).astype(np.float32)
+
+    return CandidateScore(float(np.mean(f > 0)), float(np.mean(t > 0)), n, n, logits(f), logits(t),
+                          np.zeros(n, np.int64))
+
+
+MARGINS = np.random.default_rng(0).normal(1.0, 1.5, 30)  # the frozen probe: right on about 3 photos of 4
+
+
+def test_a_clear_paired_win_is_kept_and_a_coin_toss_is_not():
+    clear = score(MARGINS, MARGINS + 1.5)
+    assert clear.gain > 0 and clear.p_value < 0.01 and keep(clear)
+    noise = np.random.default_rng(1).normal(0.0, 1.0, 30)
+    toss = score(MARGINS, MARGINS + noise - noise.mean())
+    assert toss.p_value > 0.2 and not keep(toss)
+
+
+def test_a_probe_that_is_only_surer_is_no_better():
+    # Logits three times larger, the same ranking: the calibrated log-likelihoods are the same.
+    surer = score(MARGINS, 3 * MARGINS)
+    assert surer.gain == 0 and np.allclose(surer.tuned_loglik, surer.frozen_loglik, atol=0.02)
+    assert not keep(surer)
+
+
+def test_a_tune_measured_worse_in_accuracy_is_not_kept_however_sure():
+    worse = score(MARGINS, np.where(MARGINS > 0.2, MARGINS + 3, -0.1))
+    assert worse.gain < 0 and worse.p_value < 0.05 and not keep(worse)
+
+
+def test_pooled_folds_count_each_photo_once():
+    a = score([1.0, -1.0], [1.0, 1.0])
+    b = score([1.0, 1.0, 1.0, -1.0], [2.0, 2.0, 2.0, 2.0])
+    both = pooled([a, b])
+    assert both.n_heldout == 6 and both.frozen_accuracy == 4 / 6 and both.tuned_accuracy == 1.0
+    assert both.tuned_logits.shape == (6, 2) and len(both.tuned_loglik) == 6

@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+HASH_SIDE = 64  # PDQ's own working size: every hash is taken of a 64 x 64 copy
 FEATURE_SIDE = 320  # longer side of the stored grayscale copy (search.duplicates.verify.VERIFY_SIDE)
 FEATURE_QUALITY = 90  # its JPEG quality: keypoints survive it, and it stays near 12 kB
 TURNS = (90, 180, 270)  # degrees counter-clockwise, in the order the turn hashes are stored
@@ -62,7 +63,12 @@ _SIGNS = np.array([(-1) ** (i + 1) for i in range(16)], dtype=np.float32)
 
 def _dct(rgb64: npt.NDArray) -> npt.NDArray[np.float32]:
     """PDQ's 16 x 16 DCT coefficients of each of [n, 64, 64, 3] RGB images."""
-    return _DCT @ (rgb64.astype(np.float32) @ _LUMA) @ _DCT.T
+    return _dct_luma(rgb64.astype(np.float32) @ _LUMA)
+
+
+def _dct_luma(luma64: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """PDQ's 16 x 16 DCT coefficients of each of [n, 64, 64] luma images."""
+    return _DCT @ luma64 @ _DCT.T
 
 
 def _packed(coefficients: npt.NDArray[np.float32]) -> bytes:
@@ -80,13 +86,18 @@ def turn_hashes(small: npt.NDArray) -> bytes:
 
 
 def region_hashes(thumb: npt.NDArray) -> bytes:
-    """PDQ hashes of the REGIONS of an RGB copy of the photo (longer side 128-255 px), packed."""
+    """PDQ hashes of the REGIONS of an RGB copy of the photo (longer side 128-255 px), packed.
+
+    Each region is resized to 64 x 64 as the whole photo is for its own hash, but in luma (one
+    channel, not three): the hashes are pdqhash's up to the rounding of the colour channels (tests)."""
     import cv2
 
-    h, w = thumb.shape[:2]
-    parts = [cv2.resize(thumb[_span(top, bottom, h), _span(left, right, w)], (64, 64), interpolation=cv2.INTER_AREA)
+    luma = np.ascontiguousarray(thumb.astype(np.float32) @ _LUMA)
+    h, w = luma.shape
+    parts = [cv2.resize(luma[_span(top, bottom, h), _span(left, right, w)], (HASH_SIDE, HASH_SIDE),
+                        interpolation=cv2.INTER_AREA)
              for left, top, right, bottom in REGIONS]
-    return _packed(_dct(np.stack(parts)))
+    return _packed(_dct_luma(np.stack(parts)))
 
 
 def _span(start: float, end: float, size: int) -> slice:

@@ -21,18 +21,19 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from indexer.features import ImageFeatures, compute_features
+from indexer.features import HASH_SIDE, ImageFeatures, compute_features
 
 log = logging.getLogger(__name__)
 
 HASH_BITS = 256
 HASH_BYTES = HASH_BITS // 8
-HASH_SIDE = 64  # PDQ's own working size
 TRIM_SIDE = 128  # all signals start from a copy at least this size (longer side)
 TRIM_STD = 6.0  # a border row or column varies less than this (gray levels, 0-255)
 MIN_TRIMMED = 0.25  # keep at least this share of each side, or the photo is not a bordered one
 # Bump when the way signals are computed changes: rows of an older version are recomputed.
 # 2: the `image_features` row (indexer/features.py) is written beside the hashes.
+# (Not bumped when the region hashes came to be resized in luma: at most a few bits of 256 apart from
+# the RGB ones, where a crop meets a region within 80, so stored rows stay good.)
 SIGNALS_VERSION = 2
 
 

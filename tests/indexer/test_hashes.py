@@ -64,9 +64,11 @@ def test_the_mirror_hash_is_the_hash_of_the_mirrored_photo():
     assert len(a.pdq) == 32 and 0 <= a.quality <= 100
 
 
-def test_turn_and_region_hashes_are_pdqhash_bit_for_bit():
+def test_turn_and_region_hashes_are_pdqhashs():
     """indexer/features.py computes PDQ of its 64 x 64 copies with numpy, 13 at once: each hash must
-    be the one pdqhash computes, as the whole photo's is, or a crop would not meet its original."""
+    be the one pdqhash computes, as the whole photo's is, or a crop would not meet its original. The
+    turns are pdqhash's bit for bit; the regions are resized in luma rather than in RGB, so a bit
+    whose coefficient sits at the median may differ by the rounding of the colour channels."""
     import cv2
     import numpy as np
     import pdqhash
@@ -76,6 +78,7 @@ def test_turn_and_region_hashes_are_pdqhash_bit_for_bit():
     def pdq(rgb) -> bytes:
         return np.packbits(pdqhash.compute(np.ascontiguousarray(rgb))[0]).tobytes()
 
+    distances = []
     for cls in ("dress", "hat", "pants", "shoes"):
         for path in photos(cls, 3):
             img = np.asarray(load_image(path)[0].convert("RGB"))
@@ -83,9 +86,14 @@ def test_turn_and_region_hashes_are_pdqhash_bit_for_bit():
             assert turn_hashes(small) == b"".join(pdq(np.rot90(small, k=t // 90)) for t in TURNS)
             thumb = img[::3, ::3]
             h, w = thumb.shape[:2]
-            expected = [pdq(cv2.resize(thumb[_span(t, b, h), _span(left, r, w)], (64, 64),
-                                       interpolation=cv2.INTER_AREA)) for left, t, r, b in REGIONS]
-            assert region_hashes(thumb) == b"".join(expected)
+            ours = region_hashes(thumb)
+            for i, (left, t, r, b) in enumerate(REGIONS):
+                region = thumb[_span(t, b, h), _span(left, r, w)]
+                theirs = pdq(cv2.resize(region, (64, 64), interpolation=cv2.INTER_AREA))
+                distances.append(hamming(ours[32 * i : 32 * (i + 1)], theirs))
+    assert len(distances) == 120
+    assert max(distances) <= 12  # of 256 bits; a crop meets its original's region within 80
+    assert sum(d == 0 for d in distances) >= len(distances) // 2
 
 
 def test_photos_a_pixel_or_two_thin_get_every_signal(tmp_path, backbone):

@@ -133,6 +133,7 @@ class Score:
     found_pairs: int
     per_transform: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    missed: list[str] = field(default_factory=list)  # edited copies not grouped with their original
 
 
 def score(pairs: Iterable[tuple[str, str]], group: dict[str, str], transform: dict[str, str] | None = None,
@@ -152,38 +153,20 @@ def score(pairs: Iterable[tuple[str, str]], group: dict[str, str], transform: di
         by_group[g] += 1
     true = sum(n * (n - 1) // 2 for n in by_group.values())
     per_t: dict[str, float] = {}
+    missed: list[str] = []
     if transform and original:
         hits: dict[str, list[bool]] = defaultdict(list)
         for copy, t in transform.items():
             o = original[copy]
             hits[t].append(copy in comp and o in comp and comp[copy] == comp[o])
+            if not hits[t][-1]:
+                missed.append(copy)
         per_t = {t: sum(h) / len(h) for t, h in hits.items()}
-    return Score(correct / found if found else 1.0, correct / true if true else 1.0, true, found, per_t, seconds)
+    return Score(correct / found if found else 1.0, correct / true if true else 1.0, true, found, per_t, seconds,
+                 sorted(missed))
 
 
 # -- methods ------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def signals_disabled() -> Iterator[None]:
-    """The pipeline as it was before duplicate signals (for the indexing-speed comparison).
-
-    The decode stage (indexer/decode.py) calls `compute_signals`, in this process's decoding threads
-    or in workers forked from it, which inherit the patch; the driver calls `backfill_signals`."""
-    import indexer.decode as decode
-    import indexer.pipeline as pipeline
-
-    saved = decode.compute_signals, pipeline.backfill_signals
-
-    def no_signals(img):
-        raise RuntimeError("disabled")
-
-    decode.compute_signals = no_signals
-    pipeline.backfill_signals = lambda *a, **k: 0
-    try:
-        yield
-    finally:
-        decode.compute_signals, pipeline.backfill_signals = saved
 
 
 def index(folder: Path, library_dir: Path, backbone, workers: int | None):
@@ -424,8 +407,8 @@ def main(argv: list[str] | None = None) -> int:
             results["clothing"] = run_clothing(work, backbone, args.workers)
             save()
         if "speed" not in skip:
-            say("indexing speed with and without the signals hook ...")
-            results["speed"] = indexing_speed(work, backbone, args.workers, reps=2)
+            say("indexing speed with and without the copies features ...")
+            results["speed"] = indexing_speed(work, backbone, args.workers, reps=4)
             save()
         if "scale" not in skip:
             say(f"duplicates on {scale} synthetic photos ...")
@@ -512,8 +495,10 @@ def run_clothing(work: Path, backbone, workers: int | None) -> dict:
 
 
 def indexing_speed(work: Path, backbone, workers: int | None, reps: int) -> dict:
-    """Images per second, and per CPU-second, with and without the signals hook, interleaved, on 600
-    clothing photos; and the hook's own CPU time per photo beside the model's, in one process."""
+    """Images per second, and per CPU-second, of `lookalike index` with the copies tier's index-time
+    features (indexer/features.py) and without them (the signals hook as it was before them),
+    interleaved, on 600 clothing photos; and the CPU milliseconds per photo of each part, in one
+    process."""
     from bench.indexing import cpu_seconds
 
     files = sorted(CLOTHING.rglob("*.jpg"))[:600]
@@ -521,10 +506,12 @@ def indexing_speed(work: Path, backbone, workers: int | None, reps: int) -> dict
     sub.mkdir()
     for i, f in enumerate(files):
         shutil.copyfile(f, sub / f"{i:04d}.jpg")
+    library, _, _ = index(sub, work / "speed-warm-up", backbone, workers)  # converts and caches the model
+    library.close()
     runs: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
     for r in range(reps):
-        for on in (True, False):
-            ctx = contextlib.nullcontext() if on else signals_disabled()
+        for on in (True, False) if r % 2 == 0 else (False, True):
+            ctx = contextlib.nullcontext() if on else features_disabled()
             cpu0 = cpu_seconds()
             with ctx:
                 library, seconds, _ = index(sub, work / f"speed-{r}-{on}", backbone, workers)
@@ -536,30 +523,53 @@ def indexing_speed(work: Path, backbone, workers: int | None, reps: int) -> dict
         "photos": len(files),
         "with": [x[0] for x in runs[True]], "without": [x[0] for x in runs[False]],
         "ratio": statistics.median(wall), "cpu_ratio": statistics.median(cpu),
-        "per_photo": hook_cost(files[:200], backbone),
+        "per_photo": hook_cost(files[:300], backbone),
     }
 
 
-def hook_cost(files: list[Path], backbone) -> dict:
-    """CPU milliseconds per photo in this process (one thread): decode + crop, the model, the hook."""
-    import torch
+@contextlib.contextmanager
+def features_disabled() -> Iterator[None]:
+    """The signals hook without the copies tier's features (indexer/features.py): the index-time
+    cost those add is the difference. Decoding threads of this process see the patch."""
+    import indexer.hashes as hashes
 
+    saved = hashes.compute_features
+    hashes.compute_features = lambda *a: None
+    try:
+        yield
+    finally:
+        hashes.compute_features = saved
+
+
+def hook_cost(files: list[Path], backbone) -> dict:
+    """CPU milliseconds per photo in this process, medians of 3 passes: read + decode + crop, the
+    default engine on batches of 32, the signals hook without and with the features."""
+    from indexer.engines import make_engine
     from indexer.hashes import compute_signals
     from indexer.imageio import load_image
 
-    torch.set_num_threads(1)
-    t0 = time.process_time()
+    engine = make_engine(backbone, "auto")
+    engine.prepare()
+
+    def cpu_ms(work) -> float:
+        passes = []
+        for _ in range(3):
+            t0 = time.process_time()
+            work()
+            passes.append(1000 * (time.process_time() - t0) / len(files))
+        return statistics.median(passes)
+
     images = [load_image(f, min_side=backbone.preprocess.resize)[0] for f in files]
-    crops = torch.stack([backbone.preprocess.crop_uint8(img) for img in images])
-    t1 = time.process_time()
-    for start in range(0, len(crops), 32):
-        backbone.embed_uint8(crops[start : start + 32])
-    t2 = time.process_time()
-    for img in images:
-        compute_signals(img)
-    t3 = time.process_time()
-    n = len(files)
-    return {"decode_ms": 1000 * (t1 - t0) / n, "model_ms": 1000 * (t2 - t1) / n, "signals_ms": 1000 * (t3 - t2) / n}
+    crops = np.stack([backbone.preprocess.crop_array(img) for img in images]).transpose(0, 3, 1, 2)
+    crops = np.ascontiguousarray(crops)
+    decode_ms = cpu_ms(lambda: [backbone.preprocess.crop_array(load_image(f, min_side=backbone.preprocess.resize)[0])
+                                for f in files])
+    model_ms = cpu_ms(lambda: [engine.embed_uint8(crops[s : s + 32]) for s in range(0, len(crops), 32)])
+    signals_ms = cpu_ms(lambda: [compute_signals(img) for img in images])
+    with features_disabled():
+        base_ms = cpu_ms(lambda: [compute_signals(img) for img in images])
+    return {"engine": type(engine).__name__, "decode_ms": decode_ms, "model_ms": model_ms,
+            "base_ms": base_ms, "signals_ms": signals_ms}
 
 
 def markdown(r: dict) -> str:
@@ -568,8 +578,8 @@ def markdown(r: dict) -> str:
         SECTION,
         "",
         f"Written by `python -m bench.duplicates` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
-        f"({r['seconds'] / 60:.0f} min). CPU: {m['cpu']}, {m['cores']} cores, AVX2 without AVX-512, "
-        f"AVX512_BF16 or AMX, shared with other jobs (load average at start {m['load average at start']}).",
+        f"({r['seconds'] / 60:.0f} min). CPU: {m['cpu']}, {m['cores']} cores, flags {m['cpu flags']}; "
+        f"load average at start {m['load average at start']}.",
     ]
     if "copies" in r:
         lines += copies_markdown(r)
@@ -638,20 +648,23 @@ def more_markdown(r: dict, lines: list[str]) -> str:
             "",
             "### Indexing speed",
             "",
-            f"{s['photos']} clothing photos, interleaved runs: with the signals hook "
-            f"{statistics.median(s['with']):.1f} img/s (runs {', '.join(f'{x:.1f}' for x in s['with'])}), "
-            f"without {statistics.median(s['without']):.1f} img/s "
-            f"(runs {', '.join(f'{x:.1f}' for x in s['without'])}): ratio {s['ratio']:.2f} by wall clock"
+            f"`lookalike index` of {s['photos']} clothing photos, runs interleaved: with the copies tier's "
+            f"index-time features {statistics.median(s['with']):.1f} img/s "
+            f"(runs {', '.join(f'{x:.1f}' for x in s['with'])}), without them "
+            f"{statistics.median(s['without']):.1f} img/s (runs {', '.join(f'{x:.1f}' for x in s['without'])}): "
+            f"ratio **{s['ratio']:.2f}** by wall clock"
             + (f", **{s['cpu_ratio']:.2f}** by CPU time" if "cpu_ratio" in s else "")
-            + " (goal >= 0.90; the machine was shared by other jobs at a load average above 20, so these "
-            "runs are noisy: the per-photo CPU cost below is the steadier figure).",
+            + " (goal >= 0.90).",
         ]
         if "per_photo" in s:
             p = s["per_photo"]
+            total = p["decode_ms"] + p["model_ms"] + p.get("base_ms", 0.0)
             lines.append(
-                f"In one process, one thread, per photo: decode + crop {p['decode_ms']:.1f} ms, model "
-                f"{p['model_ms']:.1f} ms, signals hook {p['signals_ms']:.2f} ms "
-                f"({100 * p['signals_ms'] / (p['decode_ms'] + p['model_ms']):.1f} % on top)."
+                f"CPU time per photo in one process ({p.get('engine', 'torch')}): read + decode + crop "
+                f"{p['decode_ms']:.2f} ms, model {p['model_ms']:.2f} ms, signals hook "
+                + (f"{p['base_ms']:.2f} ms without the features, " if "base_ms" in p else "")
+                + f"{p['signals_ms']:.2f} ms with them "
+                f"(+{100 * (p['signals_ms'] - p.get('base_ms', 0.0)) / total:.1f} %)."
             )
     if "scale" in r:
         s = r["scale"]

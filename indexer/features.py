@@ -68,7 +68,7 @@ def _dct(rgb64: npt.NDArray) -> npt.NDArray[np.float32]:
 
 def _dct_luma(luma64: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     """PDQ's 16 x 16 DCT coefficients of each of [n, 64, 64] luma images."""
-    return _DCT @ luma64 @ _DCT.T
+    return np.asarray(_DCT @ luma64 @ _DCT.T, dtype=np.float32)
 
 
 def _packed(coefficients: npt.NDArray[np.float32]) -> bytes:

@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 
 # Bump when verification changes: stored verdicts are then recomputed.
 # 4: a crop nominated by a region hash is also looked for there by its pixels (locate.py).
-VERIFY_VERSION = 4
+# 5: a photo with few corners is detected again at a lower FAST threshold, and a whole-photo match
+#    needs half its middle lined up (verify.py).
+VERIFY_VERSION = 5
 POOL_MIN_PAIRS = 300  # fewer pairs than this are verified in this process (a pool costs ~1 s to start)
 POOL_BLOCK = 256  # pairs per task sent to a worker
 FEATURE_CACHE = 4096  # photos whose keypoints stay in memory during one run (about 40 kB each)

@@ -36,6 +36,12 @@ log = logging.getLogger(__name__)
 
 VERIFY_SIDE = 320  # both photos are scaled so that their longer side is at most this (indexer/features.py)
 ORB_FEATURES = 500
+# FAST's corner threshold (grey levels): OpenCV's default first. A soft, dim or plain photo that gives
+# fewer than half of ORB_FEATURES corners there is detected again at LOW_FAST_THRESHOLD, or it and its
+# copies have too few keypoints to verify (a slightly blurred sweater on a grey carpet: 16 corners at
+# 20, 251 at 5; its blurred, re-encoded and cropped copies were all lost).
+FAST_THRESHOLD = 20
+LOW_FAST_THRESHOLD = 5
 RATIO = 0.8  # Lowe's ratio test
 RANSAC_PIXELS = 5.0  # reprojection error allowed, at VERIFY_SIDE
 MIN_MATCHES = 8  # fewer ratio-test matches: not worth fitting a transform
@@ -50,7 +56,12 @@ MIN_INFORMATIVE = 8  # fewer informative cells: no cell-level verdict
 # What passes (measured by `python -m bench.duplicates`, BENCHMARKS.md "Near-duplicates"; look-alikes
 # of the same garment on the same wall gather up to 15 matches and correlate up to 0.80):
 MIN_INLIERS = 12  # ORB matches that agree on one similarity transform ...
-MIN_CORRELATION = 0.85  # ... and the aligned edges correlate this much
+MIN_CORRELATION = 0.85  # ... and the aligned edges correlate this much ...
+# ... and at least half of the central cells line up: two screenshots of one app (or two photos in one
+# frame) gather a dozen matches on the shared bars and text, whose strong edges carry the whole
+# overlap's correlation, while the photos in the middle differ (0.25 of it lined up; copies accepted
+# by this rule on the hard set: 0.75 or more in 99 %).
+MIN_WHOLE_CENTRE = 0.5
 MIN_HOMOGRAPHY_INLIERS = 20  # a homography has more freedom: it must gather more matches
 MIN_CROP_INLIERS = 6  # a heavy crop keeps few keypoints of the original: fewer matches do ...
 MIN_CROP_CORRELATION = 0.92  # ... when the edges line up nearly perfectly ...
@@ -109,8 +120,11 @@ class Features:
 def _orb(gray: npt.NDArray):
     import cv2
 
-    orb = cv2.ORB_create(nfeatures=ORB_FEATURES)  # type: ignore[attr-defined]
+    orb = cv2.ORB_create(nfeatures=ORB_FEATURES, fastThreshold=FAST_THRESHOLD)  # type: ignore[attr-defined]
     keypoints, descriptors = orb.detectAndCompute(gray, None)
+    if len(keypoints) < ORB_FEATURES // 2:
+        orb.setFastThreshold(LOW_FAST_THRESHOLD)
+        keypoints, descriptors = orb.detectAndCompute(gray, None)
     points = np.array([k.pt for k in keypoints], dtype=np.float32).reshape(-1, 2)
     return points, descriptors
 
@@ -373,7 +387,8 @@ def judge(m: Match) -> str:
             return (f"{m.transform}, a crop of the other found by its pixels: aligned edges correlate "
                     f"{m.correlation:.2f}, {m.aligned:.0%} of the cells line up")
         return ""
-    if m.inliers >= (MIN_HOMOGRAPHY_INLIERS if homography else MIN_INLIERS) and m.correlation >= MIN_CORRELATION:
+    if (m.inliers >= (MIN_HOMOGRAPHY_INLIERS if homography else MIN_INLIERS) and m.correlation >= MIN_CORRELATION
+            and m.centre >= MIN_WHOLE_CENTRE):
         return f"{m.transform}: {m.inliers} keypoint matches, aligned edges correlate {m.correlation:.2f}"
     if m.inliers >= MIN_CROP_INLIERS and m.correlation >= MIN_CROP_CORRELATION and m.aligned >= MIN_CROP_ALIGNED:
         return (f"{m.transform}, a part of the other: {m.inliers} keypoint matches, aligned edges correlate "

@@ -37,11 +37,15 @@ log = logging.getLogger(__name__)
 VERIFY_SIDE = 320  # both photos are scaled so that their longer side is at most this (indexer/features.py)
 ORB_FEATURES = 500
 # FAST's corner threshold (grey levels): OpenCV's default first. A soft, dim or plain photo that gives
-# fewer than half of ORB_FEATURES corners there is detected again at LOW_FAST_THRESHOLD, or it and its
-# copies have too few keypoints to verify (a slightly blurred sweater on a grey carpet: 16 corners at
-# 20, 251 at 5; its blurred, re-encoded and cropped copies were all lost).
+# fewer than FEW_CORNERS corners there is detected again at LOW_FAST_THRESHOLD, or it and its copies
+# have too few keypoints to verify (a slightly blurred sweater on a grey carpet: 16 corners at 20, 251
+# at 5; its blurred, re-encoded and cropped copies were all lost). That is 27 % of clothing_small's
+# photos, and costs `duplicates` there 46 % more CPU (a soft photo's pairs are now verified, not
+# dismissed for want of matches); asking it of 9 % (under 100 corners) cost 20 % but lost 1.7 points
+# of hard-set recall, and keeping only the best 250 corners of the second pass lost more (BENCHMARKS.md).
 FAST_THRESHOLD = 20
 LOW_FAST_THRESHOLD = 5
+FEW_CORNERS = ORB_FEATURES // 2
 RATIO = 0.8  # Lowe's ratio test
 RANSAC_PIXELS = 5.0  # reprojection error allowed, at VERIFY_SIDE
 MIN_MATCHES = 8  # fewer ratio-test matches: not worth fitting a transform
@@ -122,7 +126,7 @@ def _orb(gray: npt.NDArray):
 
     orb = cv2.ORB_create(nfeatures=ORB_FEATURES, fastThreshold=FAST_THRESHOLD)  # type: ignore[attr-defined]
     keypoints, descriptors = orb.detectAndCompute(gray, None)
-    if len(keypoints) < ORB_FEATURES // 2:
+    if len(keypoints) < FEW_CORNERS:
         orb.setFastThreshold(LOW_FAST_THRESHOLD)
         keypoints, descriptors = orb.detectAndCompute(gray, None)
     points = np.array([k.pt for k in keypoints], dtype=np.float32).reshape(-1, 2)

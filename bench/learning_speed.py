@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--library-dir", type=Path, default=Path("/tmp/lookalike-bench/learning-speed"))
     args = parser.parse_args(argv)
-    vectors, truth, classes = load_corpus(DEFAULT_LIBRARY, DEFAULT_PHOTOS)
+    vectors, truth, classes, _ = load_corpus(DEFAULT_LIBRARY, DEFAULT_PHOTOS)
     out = {} if args.skip_training else {"training": training(vectors, truth, classes, args.labelled)}
     print(json.dumps(out), flush=True)
     path = args.library_dir / f"library-{args.photos}"

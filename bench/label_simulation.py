@@ -21,7 +21,9 @@ right, and report how many hand labels it took to reach 90, 95 and 98 % of the c
                         rebuilt from the new vectors. A discarded tune leaves the vectors as they were.
                         --max-tunes caps the tunes (0: no cap). The report adds each tune's labels,
                         p-value, whether it was kept, and its time: cross-fitting, refit, re-embedding,
-                        and rebuilding the lists.)
+                        and rebuilding the lists. Slow on a CPU: on clothing_small a cross-fit took
+                        ~10 min at 228 to 456 labels on 2 shared EPYC cores, and grows with the
+                        labels; `--tune-every 4 --max-tunes 2` ran in 25 min, BENCHMARKS.md.)
 k-NN is today's labeller: each photo's 20 nearest photos, the labelled ones voting exp(sim / 0.07).
 It also reports accuracy on the unlabelled rest with 10 labels per class (search.labelling.compare.few_labels).
 """

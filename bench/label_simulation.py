@@ -374,7 +374,8 @@ def main(argv: list[str] | None = None) -> dict:
         known = {f"{q}+{m}": (q, m) for q, m in strategies}
         unknown = [s for s in args.strategies if s not in known]
         if unknown:
-            parser.error(f"unknown strategies {unknown}: choose among {sorted(known)} (the last needs --tune-every)")
+            parser.error(f"unknown strategies {unknown}: choose among {sorted(known)} "
+                         "(coverage+spreading+tune needs --tune-every)")
         strategies = [known[s] for s in args.strategies]
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     load_before = [round(x, 2) for x in os.getloadavg()]

@@ -7,20 +7,14 @@ garments, which stay apart."""
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
-from PIL import Image as PILImage
 from sqlalchemy import select
 
-from bench.hard_copies import HARD_TRANSFORMS
-from indexer.library import Library
-from indexer.pipeline import index_folder
 from indexer.schema import Image
 from search.duplicates import candidates as d
 from search.duplicates.candidates import find_duplicates
-from tests.conftest import shared_corpus
+from tests.search.duplicates.edited_sets import edited_library, group_paths, stem_of
 
 # Photos whose centre quarter and mirrored corner quarter keypoint verification missed: plain garments
 # on plain backgrounds, where a quarter of the 320-px copy gives ORB a handful of corners.
@@ -39,42 +33,17 @@ LOOKALIKES = 3  # other photos of each garment class, shot the same way
 
 @pytest.fixture(scope="module")
 def crops_library(tmp_path_factory, backbone):
-    corpus = shared_corpus("clothing_small")
-    base = tmp_path_factory.mktemp("crops")
-    photos = base / "photos"
-    photos.mkdir()
-    expected = []
-    for rel, edits in [*((r, ["crop25_centre", "crop25_mirror"]) for r in CROPPED),
-                       *((r, [e]) for r, e in OVERLAID.items()), *((r, ["crop35_offcentre"]) for r in OFF_CENTRE)]:
-        stem = rel.split("/")[1] + "-" + rel.rsplit("/", 1)[1][:8]
-        img = PILImage.open(corpus / rel).convert("RGB")
-        shutil.copyfile(corpus / rel, photos / f"{stem}.jpg")
-        for edit in edits:
-            HARD_TRANSFORMS[edit](img).save(photos / f"{stem}-{edit}.jpg", quality=92)
-        expected.append({f"{stem}.jpg", *(f"{stem}-{e}.jpg" for e in edits)})
-    chosen = {corpus / r for r in [*CROPPED, *OVERLAID, *OFF_CENTRE]}
-    for cls in sorted({r.split("/")[1] for r in [*CROPPED, *OVERLAID, *OFF_CENTRE]}):
-        others = [f for f in sorted((corpus / "train" / cls).glob("*.jpg")) if f not in chosen][:LOOKALIKES]
-        for f in others:
-            shutil.copyfile(f, photos / f"other-{cls}-{f.name}")
-    library = Library(base / "library", create=True)
-    index_folder(photos, library, backbone, batch_size=8, workers=0)
-    shutil.rmtree(photos)  # verification reads nothing but the stored signals
+    edits = {**{rel: ["crop25_centre", "crop25_mirror"] for rel in CROPPED},
+             **{rel: [edit] for rel, edit in OVERLAID.items()}, **{rel: ["crop35_offcentre"] for rel in OFF_CENTRE}}
+    library, expected = edited_library(tmp_path_factory.mktemp("crops"), backbone, edits, LOOKALIKES)
     yield library, expected
     library.close()
-
-
-def paths(library, groups) -> list[set[str]]:
-    with library.Session() as s:
-        by_id = dict(s.execute(select(Image.id, Image.path)).all())
-    return [{by_id[i] for i in g.image_ids} for g in groups]
 
 
 def test_heavy_crops_and_overlaid_copies_group_with_their_original_and_look_alikes_stay_apart(crops_library):
     library, expected = crops_library
     groups = find_duplicates(library)
-    found = sorted(paths(library, groups), key=sorted)
-    assert found == sorted(expected, key=sorted)
+    assert group_paths(library, groups) == sorted(expected, key=sorted)
     whys = [p.why for g in groups for p in g.pairs]
     assert all(whys)  # each pair says why it is a copy
     assert any("found by its pixels" in w for w in whys)
@@ -86,7 +55,7 @@ def test_a_mirrored_quarter_is_nominated_near_its_region_by_the_stored_mirror_ha
         ids = {p: i for i, p in s.execute(select(Image.id, Image.path))}
     regions = d.region_pairs(d.stored_hashes(library), d.REGION_CANDIDATE)
     for rel in CROPPED:
-        stem = rel.split("/")[1] + "-" + rel.rsplit("/", 1)[1][:8]
+        stem = stem_of(rel)
         original, mirrored = ids[f"{stem}.jpg"], ids[f"{stem}-crop25_mirror.jpg"]
         key = (min(original, mirrored), max(original, mirrored))
         assert key in regions, stem

@@ -17,19 +17,10 @@ photo folder is deleted before verification, which reads nothing but the stored 
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
-from PIL import Image as PILImage
-from sqlalchemy import select
 
-from bench.copies import TRANSFORMS
-from bench.hard_copies import HARD_TRANSFORMS
-from indexer.library import Library
-from indexer.pipeline import index_folder
-from indexer.schema import Image
 from search.duplicates.candidates import find_duplicates
-from tests.conftest import shared_corpus
+from tests.search.duplicates.edited_sets import edited_library, group_paths
 
 SOFT = {
     "train/longsleeve/6d89acf9-e8b0-4231-9915-2854adb7a223.jpg": ["blur", "jpeg_q15", "crop80_centre", "palette32"],
@@ -42,28 +33,8 @@ LOOKALIKES = 3  # other photos of each garment class, shot the same way
 
 @pytest.fixture(scope="module")
 def library_and_expected(tmp_path_factory, backbone):
-    corpus = shared_corpus("clothing_small")
-    base = tmp_path_factory.mktemp("soft")
-    photos = base / "photos"
-    photos.mkdir()
-    expected = []
     edits = {**SOFT, **{rel: ["screenshot"] for rel in SCREENSHOTS}}
-    for rel, names in edits.items():
-        stem = rel.split("/")[1] + "-" + rel.rsplit("/", 1)[1][:8]
-        img = PILImage.open(corpus / rel).convert("RGB")
-        shutil.copyfile(corpus / rel, photos / f"{stem}.jpg")
-        for name in names:
-            edit = TRANSFORMS.get(name) or HARD_TRANSFORMS[name]
-            edit(img).save(photos / f"{stem}-{name}.jpg", quality=92)
-        expected.append({f"{stem}.jpg", *(f"{stem}-{name}.jpg" for name in names)})
-    chosen = {corpus / rel for rel in edits}
-    for cls in sorted({rel.split("/")[1] for rel in edits}):
-        others = [f for f in sorted((corpus / "train" / cls).glob("*.jpg")) if f not in chosen][:LOOKALIKES]
-        for f in others:
-            shutil.copyfile(f, photos / f"other-{cls}-{f.name}")
-    library = Library(base / "library", create=True)
-    index_folder(photos, library, backbone, batch_size=8, workers=0)
-    shutil.rmtree(photos)  # verification reads nothing but the stored signals
+    library, expected = edited_library(tmp_path_factory.mktemp("soft"), backbone, edits, LOOKALIKES)
     yield library, expected
     library.close()
 
@@ -71,8 +42,5 @@ def library_and_expected(tmp_path_factory, backbone):
 def test_copies_of_soft_photos_are_found_and_two_photos_in_one_app_frame_stay_apart(library_and_expected):
     library, expected = library_and_expected
     groups = find_duplicates(library)
-    with library.Session() as s:
-        by_id = dict(s.execute(select(Image.id, Image.path)).all())
-    found = sorted(({by_id[i] for i in g.image_ids} for g in groups), key=sorted)
-    assert found == sorted(expected, key=sorted)
+    assert group_paths(library, groups) == sorted(expected, key=sorted)
     assert all(p.why for g in groups for p in g.pairs)  # each pair says why it is a copy

@@ -22,8 +22,11 @@ def stem_of(rel: str) -> str:
     return rel.split("/")[1] + "-" + rel.rsplit("/", 1)[1][:8]
 
 
+LOOKALIKES = 3  # other photos of each garment class, shot the same way
+
+
 def edited_library(base: Path, backbone, edits: dict[str, list[str]],
-                   lookalikes: int) -> tuple[Library, list[set[str]]]:
+                   lookalikes: int = LOOKALIKES) -> tuple[Library, list[set[str]]]:
     """`edits` maps clothing_small photos (paths in the corpus) to the names of edits of them
     (bench/copies.py or bench/hard_copies.py). Each photo is saved beside its edited copies, with
     `lookalikes` other photos of each of their classes, shot the same way; all are indexed, then the

@@ -28,14 +28,13 @@ OVERLAID = {"test/t-shirt/58aaf4e2-5a92-4c59-9321-6b37e65dcc46.jpg": "stickers",
 # A photo whose off-centre crop keypoints placed (a similarity with 14 matches, edges correlating 0.83)
 # without passing a rule.
 OFF_CENTRE = ["train/dress/ce27bde3-b523-449c-87b0-35c4317d32d1.jpg"]
-LOOKALIKES = 3  # other photos of each garment class, shot the same way
 
 
 @pytest.fixture(scope="module")
 def crops_library(tmp_path_factory, backbone):
     edits = {**{rel: ["crop25_centre", "crop25_mirror"] for rel in CROPPED},
              **{rel: [edit] for rel, edit in OVERLAID.items()}, **{rel: ["crop35_offcentre"] for rel in OFF_CENTRE}}
-    library, expected = edited_library(tmp_path_factory.mktemp("crops"), backbone, edits, LOOKALIKES)
+    library, expected = edited_library(tmp_path_factory.mktemp("crops"), backbone, edits)
     yield library, expected
     library.close()
 

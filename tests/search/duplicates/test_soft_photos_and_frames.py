@@ -28,13 +28,12 @@ SOFT = {
 }
 SCREENSHOTS = ["train/shirt/8033375c-8efe-40f6-a233-aa1577ab1b2c.jpg",
                "train/t-shirt/ad1cefda-61ff-45a9-be85-c08e4bfba327.jpg"]
-LOOKALIKES = 3  # other photos of each garment class, shot the same way
 
 
 @pytest.fixture(scope="module")
 def library_and_expected(tmp_path_factory, backbone):
     edits = {**SOFT, **{rel: ["screenshot"] for rel in SCREENSHOTS}}
-    library, expected = edited_library(tmp_path_factory.mktemp("soft"), backbone, edits, LOOKALIKES)
+    library, expected = edited_library(tmp_path_factory.mktemp("soft"), backbone, edits)
     yield library, expected
     library.close()
 

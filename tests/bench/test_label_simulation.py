@@ -30,11 +30,17 @@ def test_load_corpus_paths_are_the_rows_of_its_vectors_and_views_derive_from_the
     assert sorted(p.name for p in paths) == sorted(f.name for c in CLASSES for f in (photos / "train" / c).iterdir())
 
     # Re-embedding the files in that order gives back each row's stored vector (the tuned strategy
-    # re-embeds every path and goes on with row i = paths[i]).
+    # re-embeds every path and goes on with row i = paths[i]). The library was embedded by OpenVINO,
+    # this by torch: on a CPU with native bf16 both run bf16 kernels of their own, whose vectors of one
+    # photo agree to a cosine of 0.997 to 0.9995 (AVX512_BF16 EPYC); in fp32 above 0.999. Each row's
+    # own photo is still nearer than any other photo is to any row.
     ok, again = embed_files(backbone, paths, engine="torch")
     assert ok.all()
     cosines = np.sum(again * vectors, axis=1)
-    assert cosines.min() > 0.999
+    assert cosines.min() > 0.99
+    others = again @ vectors.T
+    np.fill_diagonal(others, -1.0)
+    assert others.max() < cosines.min()
     assert (again @ vectors.T).argmax(axis=1).tolist() == list(range(len(paths)))
 
     view = View.of(vectors, k=5)

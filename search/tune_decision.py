@@ -1,6 +1,6 @@
 """Whether to keep a tune: cross-fitting on the user's labels, a paired test, and the final fit.
 
-    labels --dealt into SCORING_FOLDS folds, per class-->
+    labels --dealt into scoring_folds(n) folds (4 up to 120 labels, else 2), per class-->
         for each fold: fit_candidate(the other folds) -> score_candidate(on this fold), per photo
     pooled over the folds: every labelled photo scored once, by weights that never saw it
     kept  <=>  pooled tuned accuracy >= frozen  and  paired sign-flip p-value < KEEP_ALPHA
@@ -8,8 +8,9 @@
 
 Why cross-fitting: a single 30 % fold is 10 photos at 3 labels a class on 10 classes (one photo is
 10 points) and 20 at 8 a class; a 4-point gain is under one photo there, so no test can see it.
-Two folds score every label (3.3 times the photos) for about the same training as one held-out
-fold plus the final fit. Why the log-likelihood: see indexer.finetune._paired.
+The folds score every label (3.3 times the photos of a 30 % fold); 2 folds cost about the training
+of one held-out fold plus the final fit, 4 folds 3 times that (used while the labels are few).
+Why the log-likelihood: see indexer.finetune._paired.
 
 torch is imported inside the functions that run it.
 """
@@ -34,7 +35,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SCORING_FOLDS = 2  # labels dealt into this many folds, each scored by a candidate trained on the others
+# Labels are dealt into folds, each scored by a candidate trained on the others. A fold's candidate
+# is weaker than the final fit on every label, the more so the fewer the labels: at 8 a class on
+# clothing_small, candidates on half the labels (2 folds) showed no gain where the final weights
+# gained 3 to 5 points on the unlabelled rest; on three quarters (4 folds) one draw of two was kept
+# (BENCHMARKS.md, "The learning rates"). With many labels half of them is close to all, and 4 folds
+# would cost 3 times the training of 2.
+SCORING_FOLDS = 2
+SCORING_FOLDS_FEW = 4  # up to FEW_LABELS labels
+FEW_LABELS = 120
 # Keep only when "the tuned vectors are no better" is rejected at this level: a tune that does not
 # help is kept in at most 1 draw of 20 (and then it is a tune measured no worse in accuracy).
 KEEP_ALPHA = 0.05
@@ -70,6 +79,11 @@ def keep(score: CandidateScore, alpha: float = KEEP_ALPHA) -> bool:
     """The keep rule: not worse in accuracy on the scored photos, and measurably better in their
     labels' log-likelihood (paired one-sided test at `alpha`)."""
     return score.n_heldout > 0 and score.tuned_accuracy >= score.frozen_accuracy and score.p_value < alpha
+
+
+def scoring_folds(n_labels: int) -> int:
+    """How many folds cross-fitting deals `n_labels` labels into (see SCORING_FOLDS)."""
+    return SCORING_FOLDS_FEW if n_labels <= FEW_LABELS else SCORING_FOLDS
 
 
 def stratified_folds(codes: npt.NDArray[np.int64], k: int, rng: np.random.Generator) -> list[npt.NDArray[np.int64]]:
@@ -128,7 +142,7 @@ def cross_fit(
     *,
     config: TuneConfig | None = None,
     stages: Sequence[int] = DEFAULT_STAGES,
-    folds: int = SCORING_FOLDS,
+    folds: int | None = None,
     engine: str = "auto",
     seed: int = 0,
     progress: Progress | None = None,
@@ -143,7 +157,7 @@ def cross_fit(
 
     rng = np.random.default_rng(seed)
     codes = np.asarray([c for _, c in items], dtype=np.int64)
-    parts = stratified_folds(codes, folds, rng)
+    parts = stratified_folds(codes, folds or scoring_folds(len(items)), rng)
     scores, chosen, skipped = [], [], []
     for k, part in enumerate(parts):
         held = set(part.tolist())

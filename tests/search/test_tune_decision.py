@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from indexer.finetune import CandidateScore, pooled
-from search.tune_decision import keep, stratified_folds
+from search.tune_decision import keep, scoring_folds, stratified_folds
 
 
 def test_folds_deal_every_class_across_both_folds_and_balance_their_sizes():
@@ -16,6 +16,17 @@ def test_folds_deal_every_class_across_both_folds_and_balance_their_sizes():
     assert sorted(len(f) for f in folds) == [7, 8]
     for f in folds:
         assert set(codes[f].tolist()) == set(range(5))  # each fold scores every class
+
+
+def test_few_labels_are_dealt_into_4_folds_and_every_candidate_still_trains_on_every_class():
+    codes = np.repeat(np.arange(10), 3)  # the fewest `tune` accepts: 3 labels a class
+    assert scoring_folds(len(codes)) == 4 and scoring_folds(1000) == 2
+    folds = stratified_folds(codes, scoring_folds(len(codes)), np.random.default_rng(0))
+    assert sorted(np.concatenate(folds).tolist()) == list(range(30))
+    assert sorted(len(f) for f in folds) == [7, 7, 8, 8]
+    for f in folds:
+        train = np.setdiff1d(np.arange(30), f)
+        assert np.bincount(codes[train], minlength=10).min() >= 2  # a candidate sees 2 of each class's 3
 
 
 def score(frozen_margin, tuned_margin) -> CandidateScore:

@@ -27,14 +27,14 @@ from tests.conftest import SAMPLES
 
 GARMENTS = ("shirt", "t-shirt", "longsleeve", "pants", "dress", "shorts")
 PER_GARMENT = 3  # of each garment, 3 photos upright and 3 others turned upside down: 36 photos, 2 classes
-# A label the frozen ImageNet features carry only in part (which way up a garment was shot: the
-# frozen probe gets 0.86 of the photos right) and that the last stages can learn. With seed 1 the
-# two folds' candidates score 0.917 vs 0.861 on all 36 photos, paired test p = 0.016: kept (measured
-# on an AMX / AVX512_BF16 CPU, bf16 autocast). Seeds 0 and 2 were not kept (0.861 vs 0.833, p = 0.32;
-# 0.806 vs 0.861): a win this small is fragile. It is measured, not assumed, and checked before the
-# keep path is tested.
+# A label the frozen ImageNet features carry only in part (which way up a garment was shot) and that
+# the last stages can learn. 36 labels are dealt into 4 folds (search.tune_decision.scoring_folds).
+# With seed 2 the folds' candidates score 0.917 vs 0.833 on all 36 photos, paired test p = 0.010:
+# kept; seed 3 0.861 vs 0.750, p = 0.004; seeds 0 and 1 were not kept (measured on an AVX512_BF16
+# EPYC, bf16 autocast; these rates, not the defaults, which need more than 4 epochs here). A win
+# this small is fragile: it is measured, not assumed, and checked before the keep path is tested.
 WINS = TuneConfig(max_epochs=4, batch_size=8, lr_backbone=3e-4, lr_head=1e-2, precision="bf16")
-SEED = 1
+SEED = 2
 
 
 def settings_for(path) -> Settings:
@@ -101,7 +101,7 @@ def test_a_tune_that_wins_is_kept_and_an_interrupted_reembedding_resumes(tuned, 
     assert np.array_equal(interrupted["vectors"][1], vectors_before)
     # The second call resumed that re-embedding rather than training again.
     assert report.resumed and report.kept and report.representation == interrupted["pending"].id
-    # Measured on every label (two folds), the paired test below KEEP_ALPHA.
+    # Measured on every label (each scored once, by a fold's candidate), the paired test below KEEP_ALPHA.
     assert report.gain > 0 and report.n_heldout == 36 and report.p_value < KEEP_ALPHA
     assert 0 < report.reembedded < len(ids_before)  # the first batch was staged before the interrupt
     current = library.current_representation()

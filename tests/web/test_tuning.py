@@ -62,7 +62,7 @@ def test_a_background_tune_reports_progress_and_its_result(library, backbone):
     assert done["state"] == "done" and done["error"] is None
     report = done["report"]
     assert report["kept"] is False and report["frozen_accuracy"] == report["tuned_accuracy"]
-    assert report["n_heldout"] == 18 and report["reembedded"] == 0  # every label scored once (2 folds)
+    assert report["n_heldout"] == 18 and report["reembedded"] == 0  # every label scored once (by the folds' candidates)
     # The result is remembered by the library: the About page shows what it measured.
     assert library.state(LAST_TUNE_STATE)["labelled"] == 18
     about = client.get("/about").get_data(as_text=True)

@@ -29,12 +29,13 @@ GARMENTS = ("shirt", "t-shirt", "longsleeve", "pants", "dress", "shorts")
 PER_GARMENT = 3  # of each garment, 3 photos upright and 3 others turned upside down: 36 photos, 2 classes
 # A label the frozen ImageNet features carry only in part (which way up a garment was shot) and that
 # the last stages can learn. 36 labels are dealt into 4 folds (search.tune_decision.scoring_folds).
-# With seed 2 the folds' candidates score 0.917 vs 0.833 on all 36 photos, paired test p = 0.010:
-# kept; seed 3 0.861 vs 0.750, p = 0.004; seeds 0 and 1 were not kept (measured on an AVX512_BF16
-# EPYC, bf16 autocast; these rates, not the defaults, which need more than 4 epochs here). A win
-# this small is fragile: it is measured, not assumed, and checked before the keep path is tested.
+# With seed 3 the folds' candidates score 0.861 vs 0.750 on all 36 photos, paired test p = 0.004:
+# kept (0.889 vs 0.750, p = 0.001, in fp32); seed 2 was kept at p = 0.010 (p = 0.038 in fp32), seeds
+# 0 and 1 were not (measured on an AVX512_BF16 EPYC; these rates, not the defaults, which need more
+# than 4 epochs here). A win this small is fragile: it is measured, not assumed, and checked before
+# the keep path is tested.
 WINS = TuneConfig(max_epochs=4, batch_size=8, lr_backbone=3e-4, lr_head=1e-2, precision="bf16")
-SEED = 2
+SEED = 3
 
 
 def settings_for(path) -> Settings:

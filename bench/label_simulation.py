@@ -287,7 +287,7 @@ def simulate(
             order = candidates[np.lexsort((candidates, margin[candidates], no_vote))]
         else:
             near = np.where(labelled[nb_ids[candidates]], nb_scores[candidates], -1).max(axis=1)
-            order = queue_order(candidates, pred[candidates], margin[candidates], ids[labelled], clusters, near)
+            order = queue_order(candidates, margin[candidates], ids[labelled], clusters, near)
         labelled[order[:round_size]] = True
         rounds += 1
 

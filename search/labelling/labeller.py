@@ -446,20 +446,17 @@ class Labeller:
             return self._order[1]
         with self.library.engine.connect() as conn:  # plain rows: a million ORM rows took seconds
             rows = conn.exec_driver_sql(
-                "SELECT s.image_id, s.label, s.margin FROM suggestions s LEFT JOIN labels l "
+                "SELECT s.image_id, s.margin FROM suggestions s LEFT JOIN labels l "
                 "ON l.image_id = s.image_id WHERE l.image_id IS NULL ORDER BY s.image_id").fetchall()
             labelled = np.fromiter((r[0] for r in conn.exec_driver_sql("SELECT image_id FROM labels")),
                                    dtype=np.int64)
             near: dict[int, float] = dict(conn.exec_driver_sql(
                 "SELECT n.image_id, max(n.score) FROM labels l JOIN neighbours n ON n.neighbour_id = l.image_id "
                 "WHERE n.rank < ? GROUP BY n.image_id", (self.k,)).fetchall())
-        names = sorted({r[1] for r in rows if r[1] is not None})
-        code = {n: i for i, n in enumerate(names)}
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         order = queue_order(
             ids,
-            np.fromiter((-1 if r[1] is None else code[r[1]] for r in rows), dtype=np.int64, count=len(rows)),
-            np.fromiter((r[2] for r in rows), dtype=np.float64, count=len(rows)),
+            np.fromiter((r[1] for r in rows), dtype=np.float64, count=len(rows)),
             labelled,
             self.clusters(),
             np.fromiter((near.get(r[0], -1.0) for r in rows), dtype=np.float64, count=len(rows)),

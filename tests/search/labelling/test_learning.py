@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from indexer.schema import FAILED, Image, Label, SuggestedLabel
 from lookalike.cli import main
+from search.labelling import queue_order as queue_order_module
 from search.labelling.debouncer import Debouncer
 from search.labelling.head_store import HEAD_FILE, load_head
 from search.labelling.labeller import Labeller
@@ -108,19 +109,33 @@ def test_cold_start_queue_covers_the_collection(sample_library):
     assert [s.image_id for s in labeller.queue(limit=10)] == first
 
 
-def test_queue_after_cold_start_is_lowest_margin_with_classes_taking_turns():
+def test_queue_after_cold_start_is_lowest_margin_first_and_near_duplicates_last(monkeypatch):
+    monkeypatch.setattr(queue_order_module, "POOL_SHARE", 1.0)  # one pool of every candidate
     ids = np.arange(1, 9)
     clusters = Clusters(ids, np.zeros(8, np.int64), np.linspace(0.9, 0.2, 8).astype(np.float32))
-    labels = np.array([0, 0, 0, 1, 1, 1, -1, 0])
-    margins = np.array([0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.0, 0.05])
+    margins = np.array([0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.0, 0.05])  # 7 has no suggestion (margin 0)
     near = np.array([0.2, 0.3, 0.99, 0.1, 0.2, 0.3, 0.1, 0.2])  # photo 3 copies a labelled one
-    order = queue_order(ids, labels, margins, np.array([100]), clusters, near).tolist()
-    # Cluster 0 is covered by nobody labelled... (100 is not among the clustered ids): typical first.
-    assert order[0] == 1
-    rest = order[1:]
-    assert rest[-1] == 3  # the near-duplicate last
-    assert rest[:3] == [7, 8, 4]  # no vote (margin 0), then class 0's lowest, then class 1's lowest
-    assert sorted(order) == ids.tolist()
+    order = queue_order(ids, margins, np.array([100]), clusters, near).tolist()
+    # Cluster 0 is covered by nobody labelled (100 is not among the clustered ids): its typical photo
+    # first; then, all in one cluster, the lowest margin first; the near-duplicate last.
+    assert order == [1, 7, 8, 2, 4, 5, 6, 3]
+
+
+def test_the_least_certain_come_in_pools_each_taking_the_clusters_in_turn(monkeypatch):
+    # Photos 13 and 14 are labelled, one in each k-means cluster: no cold start. Margins rise with the id.
+    ids = np.arange(1, 15)
+    clusters = Clusters(ids, np.array([0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 1, 1, 0, 1]), np.full(14, 0.5, np.float32))
+    candidates, margins = ids[:12], np.linspace(0.01, 0.9, 12)
+    monkeypatch.setattr(queue_order_module, "POOL_SHARE", 0.5)  # pools of 6 photos
+    order = queue_order(candidates, margins, np.array([13, 14]), clusters).tolist()
+    # The first pool, the 6 lowest margins, alternates between cluster 0 (1-4) and cluster 1 (5, 6);
+    # the second pool's photos all come after it, cluster 1 first (its 7 is the lowest margin there).
+    assert order == [1, 5, 2, 6, 3, 4, 7, 9, 8, 10, 11, 12]
+    monkeypatch.setattr(queue_order_module, "POOL_SHARE", 1.0)  # one pool: the clusters in turn throughout
+    order = queue_order(candidates, margins, np.array([13, 14]), clusters).tolist()
+    assert order == [1, 5, 2, 6, 3, 7, 4, 8, 9, 11, 10, 12]
+    monkeypatch.setattr(queue_order_module, "POOL_SHARE", 0.01)  # pools of one: the lowest margin alone
+    assert queue_order(candidates, margins, np.array([13, 14]), clusters).tolist() == candidates.tolist()
 
 
 def test_near_duplicates_of_labelled_photos_go_last(vector_library):

@@ -296,7 +296,7 @@ class OpenVinoEngine:
             core.set_property({"CACHE_DIR": str(self.compiled_cache)})
         except OSError as e:  # a read-only cache: compile every time, as before
             log.info("no compiled-model cache in %s: %s", self.compiled_cache, e)
-        threads = self.threads or _cores()
+        threads = self.threads or cores()
         config = {
             "INFERENCE_PRECISION_HINT": _OV_PRECISION[self._precision],
             "INFERENCE_NUM_THREADS": threads,
@@ -320,19 +320,26 @@ class OpenVinoEngine:
         self.compiled  # noqa: B018
         if len(x) == 0:
             return np.zeros((0, self.backbone.dim), np.float32)
-        parts = [p for p in np.array_split(x, min(self._streams, len(x))) if len(p)]
-        requests = self._requests[: len(parts)]
-        out = []
         with self._infer_lock:
-            for request, part in zip(requests, parts, strict=True):
-                request.start_async([part])
-            for request in requests:
-                request.wait()
-                out.append(np.array(request.get_output_tensor(0).data, dtype=np.float32))
-        return np.concatenate(out)
+            return infer_split(self._requests, x)
 
 
-def _cores() -> int:
+def infer_split(requests: list, x: npt.NDArray) -> npt.NDArray[np.float32]:
+    """One batch through OpenVINO infer requests of one compiled model, a slice per request (stream),
+    all at once; the output [B, ...] in the batch's order. The caller holds the requests' lock."""
+    import numpy as np
+
+    parts = [p for p in np.array_split(x, min(len(requests), len(x))) if len(p)]
+    for request, part in zip(requests, parts, strict=True):
+        request.start_async([part])
+    out = []
+    for request in requests[: len(parts)]:
+        request.wait()
+        out.append(np.array(request.get_output_tensor(0).data, dtype=np.float32))
+    return np.concatenate(out)
+
+
+def cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows

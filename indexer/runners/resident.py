@@ -14,7 +14,6 @@ this one only adds `progress` (photos done, photos in the run) for a caller to s
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -24,7 +23,7 @@ from pathlib import Path
 from indexer.backbone import Backbone
 from indexer.decode import DecodedBatch, PhotoTask, decode_batch
 from indexer.embed import EmbeddedBatch, embed_batch
-from indexer.engines import Engine
+from indexer.engines import Engine, cores
 from indexer.report import IndexReport
 
 log = logging.getLogger(__name__)
@@ -39,7 +38,7 @@ class ResidentRunner:
     """
 
     def __init__(self, *, threads: int | None = None, progress: Callable[[int, int], None] | None = None) -> None:
-        self.threads = threads or _cores()
+        self.threads = threads or cores()
         self.progress = progress
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="lookalike-decode")
         self._engine: Engine | None = None
@@ -110,10 +109,3 @@ class ResidentRunner:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 2

@@ -43,6 +43,7 @@ def test_a_short_fine_tune_gives_weights_that_load_and_embed_differently(tuned, 
     result, saved, events = tuned
     assert [p.name for p, _ in result.skipped] == ["broken.jpg"]  # skipped, not fatal
     assert (result.n_train, result.n_heldout, result.best_epoch) == (12, 0, 1)
+    assert result.trunk == ("openvino" if result.precision == "fp32" else "torch")  # on this CPU
     assert len(result.history) == 1 and {e.phase for e in events} == {"decode", "probe", "train"}
     assert saved.path.parent.name == "representations" and saved.path.name == f"{saved.sha256}.pth"
     # Same keys and shapes as the backbone's own weights: what Backbone(weights=FILE) loads strictly.
@@ -100,3 +101,34 @@ def test_cancelling_stops_before_anything_is_trained(backbone):
     with pytest.raises(Cancelled):
         fine_tune(labelled(2), 4, backbone, config=TuneConfig(max_epochs=1), progress=stop_after_decoding,
                   cancel=cancel)
+
+
+def test_the_frozen_stages_run_on_openvino_in_fp32_with_torchs_numbers(backbone):
+    """Where training runs fp32 on the CPU, OpenVINO runs the frozen stages (5.8 times torch on an
+    AVX2 CPU) and gives what torch gives; asked for torch, torch runs them."""
+    import torch
+
+    from indexer.finetune._train import _fresh_model, _split
+    from indexer.finetune._trunk import openvino_trunk
+    from indexer.imageio import load_image
+
+    pp = backbone.preprocess
+    frozen, _ = _split(_fresh_model(backbone).eval(), 2)
+    crops = [pp.crop_uint8(load_image(p, min_side=pp.resize)[0]) for p, _ in labelled(2)]
+    x = pp.normalize(torch.stack(crops)).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = x
+        for m in frozen:
+            expected = m(expected)
+    trunk = openvino_trunk(frozen, (backbone.weights_identity, 2), pp.crop)
+    assert trunk is not None
+    got = trunk(x)
+    assert got.shape == expected.shape == (8, 112, 14, 14)
+    scale = float(expected.abs().max())
+    assert scale > 1 and float((got - expected).abs().max()) < 1e-3 * scale
+
+    result = fine_tune(labelled(2), 4, backbone, heldout=(), config=TuneConfig(max_epochs=1, precision="fp32"))
+    assert (result.precision, result.trunk) == ("fp32", "openvino")
+    result = fine_tune(labelled(2), 4, backbone, heldout=(),
+                       config=TuneConfig(max_epochs=1, precision="fp32", trunk="torch"))
+    assert (result.precision, result.trunk) == ("fp32", "torch")

@@ -330,10 +330,11 @@ def infer_split(requests: list, x: npt.NDArray) -> npt.NDArray[np.float32]:
     import numpy as np
 
     parts = [p for p in np.array_split(x, min(len(requests), len(x))) if len(p)]
+    requests = requests[: len(parts)]
     for request, part in zip(requests, parts, strict=True):
         request.start_async([part])
     out = []
-    for request in requests[: len(parts)]:
+    for request in requests:
         request.wait()
         out.append(np.array(request.get_output_tensor(0).data, dtype=np.float32))
     return np.concatenate(out)

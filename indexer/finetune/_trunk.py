@@ -39,12 +39,15 @@ _lock = threading.Lock()
 
 def openvino_trunk(frozen: Sequence[Any], key: tuple, crop: int) -> Trunk | None:
     """A function running the `frozen` torch modules (in order, on normalised crops [B, 3, crop, crop])
-    on OpenVINO in fp32, returning what they would; None when OpenVINO is not installed. `key` names
-    the modules' weights and where they were cut: one conversion per key and process."""
+    on OpenVINO in fp32, returning what they would; None when OpenVINO is not installed. `key` is
+    (the modules' weights, where they were cut): one conversion per key and process, and only the
+    latest weights' kept."""
     if not openvino_available():
         return None
     with _lock:
         if (*key, crop) not in _compiled:
+            for stale in [k for k in _compiled if k[0] != key[0]]:  # another backbone's: a server keeps one set
+                del _compiled[stale]
             _compiled[(*key, crop)] = _compile(frozen, crop)
         _, requests, lock = _compiled[(*key, crop)]
 

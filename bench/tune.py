@@ -6,7 +6,7 @@ training and re-embedding time, frozen vs tuned.
 
 For each draw and labels-per-class setting: draw that many labelled photos per class (the rest are
 the "unlabelled rest") and tune as `lookalike tune` does (search.tune_decision): deal the labels
-into scoring_folds(n) folds, fine-tune a candidate on the other folds for each (fit_candidate: LP-FT,
+into scoring_folds(labels) folds, fine-tune a candidate on the other folds for each (fit_candidate: LP-FT,
 the number of stages and epochs chosen on its own early-stopping fold when there are enough
 labels), score each fold's photos frozen vs tuned by a probe, pool them, and keep only when the
 paired test says the tuned vectors are better (`keep`). The final weights are refit on every label

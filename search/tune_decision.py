@@ -1,6 +1,6 @@
 """Whether to keep a tune: cross-fitting on the user's labels, a paired test, and the final fit.
 
-    labels --dealt into scoring_folds(n) folds (4 up to 120 labels, else 2), per class-->
+    labels --dealt into scoring_folds(labels) folds (4 while the labels are few, else 2), per class-->
         for each fold: fit_candidate(the other folds) -> score_candidate(on this fold), per photo
     pooled over the folds: every labelled photo scored once, by weights that never saw it
     kept  <=>  pooled tuned accuracy >= frozen  and  paired sign-flip p-value < KEEP_ALPHA
@@ -39,11 +39,14 @@ log = logging.getLogger(__name__)
 # is weaker than the final fit on every label, the more so the fewer the labels: at 8 a class on
 # clothing_small, candidates on half the labels (2 folds) showed no gain where the final weights
 # gained 3 to 5 points on the unlabelled rest; on three quarters (4 folds) one draw of two was kept
-# (BENCHMARKS.md, "The learning rates"). With many labels half of them is close to all, and 4 folds
-# would cost 3 times the training of 2.
+# (BENCHMARKS.md, "The learning rates"). What makes a half-trained candidate weak is few labels in each
+# class, so the rule looks at the median class too: 17 classes at 8 labels each are 136 labels, but a
+# candidate on half of them sees 4 a class, as on clothing_small's 10 classes at 8. With many labels a
+# class half of them is close to all, and 4 folds would cost 3 times the training of 2.
 SCORING_FOLDS = 2
-SCORING_FOLDS_FEW = 4  # up to FEW_LABELS labels
-FEW_LABELS = 120
+SCORING_FOLDS_FEW = 4  # up to FEW_LABELS labels, or while the median class has fewer than FEW_PER_CLASS
+FEW_LABELS = 120  # 4 folds cost 3 times the training of 2, which is small below this many labels
+FEW_PER_CLASS = 10
 # Keep only when "the tuned vectors are no better" is rejected at this level: a tune that does not
 # help is kept in at most 1 draw of 20 (and then it is a tune measured no worse in accuracy).
 KEEP_ALPHA = 0.05
@@ -81,9 +84,11 @@ def keep(score: CandidateScore, alpha: float = KEEP_ALPHA) -> bool:
     return score.n_heldout > 0 and score.tuned_accuracy >= score.frozen_accuracy and score.p_value < alpha
 
 
-def scoring_folds(n_labels: int) -> int:
-    """How many folds cross-fitting deals `n_labels` labels into (see SCORING_FOLDS)."""
-    return SCORING_FOLDS_FEW if n_labels <= FEW_LABELS else SCORING_FOLDS
+def scoring_folds(codes: npt.NDArray[np.int64]) -> int:
+    """How many folds cross-fitting deals labels of these class codes into (see SCORING_FOLDS)."""
+    per_class = np.bincount(codes)
+    few_a_class = float(np.median(per_class[per_class > 0])) < FEW_PER_CLASS if len(codes) else True
+    return SCORING_FOLDS_FEW if len(codes) <= FEW_LABELS or few_a_class else SCORING_FOLDS
 
 
 def stratified_folds(codes: npt.NDArray[np.int64], k: int, rng: np.random.Generator) -> list[npt.NDArray[np.int64]]:
@@ -157,7 +162,7 @@ def cross_fit(
 
     rng = np.random.default_rng(seed)
     codes = np.asarray([c for _, c in items], dtype=np.int64)
-    parts = stratified_folds(codes, folds or scoring_folds(len(items)), rng)
+    parts = stratified_folds(codes, folds or scoring_folds(codes), rng)
     scores, chosen, skipped = [], [], []
     for k, part in enumerate(parts):
         held = set(part.tolist())

@@ -20,13 +20,23 @@ def test_folds_deal_every_class_across_both_folds_and_balance_their_sizes():
 
 def test_few_labels_are_dealt_into_4_folds_and_every_candidate_still_trains_on_every_class():
     codes = np.repeat(np.arange(10), 3)  # the fewest `tune` accepts: 3 labels a class
-    assert scoring_folds(len(codes)) == 4 and scoring_folds(1000) == 2
-    folds = stratified_folds(codes, scoring_folds(len(codes)), np.random.default_rng(0))
+    assert scoring_folds(codes) == 4
+    folds = stratified_folds(codes, scoring_folds(codes), np.random.default_rng(0))
     assert sorted(np.concatenate(folds).tolist()) == list(range(30))
     assert sorted(len(f) for f in folds) == [7, 7, 8, 8]
     for f in folds:
         train = np.setdiff1d(np.arange(30), f)
         assert np.bincount(codes[train], minlength=10).min() >= 2  # a candidate sees 2 of each class's 3
+
+
+def test_many_labels_take_2_folds_unless_the_classes_each_have_few():
+    assert scoring_folds(np.repeat(np.arange(10), 100)) == 2  # 1,000 labels, 100 a class
+    assert scoring_folds(np.repeat(np.arange(10), 13)) == 2  # 130 labels, 13 a class
+    # 17 classes of 8 labels are 136: a candidate on half of them would see 4 a class
+    assert scoring_folds(np.repeat(np.arange(17), 8)) == 4
+    # one big class does not hide that the others have few
+    assert scoring_folds(np.concatenate([np.zeros(500, np.int64), np.repeat(np.arange(1, 10), 5)])) == 4
+    assert scoring_folds(np.repeat(np.arange(2), 18)) == 4  # 36 labels: 4 folds are cheap
 
 
 def score(frozen_margin, tuned_margin) -> CandidateScore:

@@ -87,6 +87,9 @@ MIN_HIDDEN_CENTRE = 0.75  # ... or this share of the central cells lines up
 MIN_SAME_PIXELS = 0.98
 MIN_SAME_CENTRE = 0.5
 MIN_SAME_SPREAD = 0.08
+# What `judge` says of a pair the overlay rule accepted: such pairs are checked again against graphics
+# other photos share (search/duplicates/shared.py).
+PART_HIDDEN = "part hidden"
 # A crop found by its pixels near a stored region of the other, or where a few keypoints put it
 # (search/duplicates/locate.py), without enough keypoints: it is the same pixels, so its edges
 # correlate near 1 in nearly every cell, compared at LOCATE_SIDE px. The best place of a look-alike
@@ -375,6 +378,25 @@ def fitted(a: Features, b: Features) -> tuple[Match, list[Fit]]:
     return best, fits
 
 
+def inlier_rows(a: Features, b: Features, mirrored: bool = False
+                ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.uint8]]:
+    """(rows of a's keypoints, rows of b's, a's descriptors) of the matches the similarity fitted
+    from a (mirrored, if so) to b agrees on, as `fitted` finds them (search/duplicates/shared.py asks
+    which of them lie on graphics other photos share)."""
+    points, descriptors = (a.mirror_points, a.mirror_descriptors) if mirrored else (a.points, a.descriptors)
+    none = np.empty(0, np.int64)
+    if descriptors is None:
+        return none, none, np.zeros((0, 32), np.uint8)
+    rows_a, rows_b = _matches(descriptors, b.descriptors)
+    if len(rows_a) < MIN_MATCHES:
+        return none, none, descriptors
+    _, transform, mask = _similarity(points[rows_a], b.points[rows_b])
+    if transform is None:
+        return none, none, descriptors
+    keep = np.asarray(mask).ravel().astype(bool)
+    return rows_a[keep], rows_b[keep], descriptors
+
+
 def _better(old: Match, new: Match) -> Match:
     if bool(judge(new)) != bool(judge(old)):
         return new if judge(new) else old
@@ -400,6 +422,6 @@ def judge(m: Match) -> str:
     if m.inliers >= MIN_OVERLAY_INLIERS and m.aligned >= MIN_ALIGNED and (
             (m.spread >= MIN_OVERLAY_SPREAD and (m.exact >= MIN_EXACT or m.centre >= MIN_HIDDEN_CENTRE))
             or (m.spread >= MIN_SAME_SPREAD and m.exact >= MIN_SAME_PIXELS and m.centre >= MIN_SAME_CENTRE)):
-        return (f"{m.transform}, part hidden: {m.inliers} keypoint matches, {m.aligned:.0%} of the photo's "
+        return (f"{m.transform}, {PART_HIDDEN}: {m.inliers} keypoint matches, {m.aligned:.0%} of the photo's "
                 f"cells line up (whole overlap {m.correlation:.2f})")
     return ""

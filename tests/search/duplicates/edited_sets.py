@@ -26,12 +26,12 @@ LOOKALIKES = 3  # other photos of each garment class, shot the same way
 
 
 def edited_library(base: Path, backbone, edits: dict[str, list[str]],
-                   lookalikes: int = LOOKALIKES) -> tuple[Library, list[set[str]]]:
+                   lookalikes: int = LOOKALIKES, quality: int = 92) -> tuple[Library, list[set[str]]]:
     """`edits` maps clothing_small photos (paths in the corpus) to the names of edits of them
     (bench/copies.py or bench/hard_copies.py). Each photo is saved beside its edited copies, with
     `lookalikes` other photos of each of their classes, shot the same way; all are indexed, then the
     photo folder is deleted: verification reads nothing but the stored signals. Returns the library
-    and the copies groups expected (sets of file names)."""
+    and the copies groups expected (sets of file names). The edits are saved as JPEGs of `quality`."""
     corpus = shared_corpus("clothing_small")
     photos = base / "photos"
     photos.mkdir()
@@ -42,7 +42,7 @@ def edited_library(base: Path, backbone, edits: dict[str, list[str]],
         shutil.copyfile(corpus / rel, photos / f"{stem}.jpg")
         for name in names:
             edit = TRANSFORMS.get(name) or HARD_TRANSFORMS[name]
-            edit(img).save(photos / f"{stem}-{name}.jpg", quality=92)
+            edit(img).save(photos / f"{stem}-{name}.jpg", quality=quality)
         expected.append({f"{stem}.jpg", *(f"{stem}-{name}.jpg" for name in names)})
     chosen = {corpus / rel for rel in edits}
     for cls in sorted({rel.split("/")[1] for rel in edits}):

@@ -10,11 +10,11 @@ Jégou, Douze and Schmid, "On the burstiness of visual elements", CVPR 2009).
 
 So, after verification, each overlay-rule pair that alone joins two groups (a bridge of the copy
 graph: a pair inside a group changes no group) is checked against a reference of up to
-REFERENCE_PHOTOS other photos, none of them in the pair's own group: the two photos' other candidates
-first (memes of one template are near each other by hash), then photos that other overlay pairs
-involve (where such graphics are found). A keypoint is shared when it has a match within SHARED_BITS bits in
-at least SHARED_BY reference photos. The pair stays a copy only if MIN_OVERLAY_INLIERS of the
-matches its similarity fit agrees on are not shared on both sides.
+REFERENCE_PHOTOS other photos, none of them in the pair's own group: the two photos' other
+candidates first (memes of one template are near each other by hash), then photos that other
+overlay pairs involve (where such graphics are found). A keypoint is shared when it has a match
+within SHARED_BITS bits in at least SHARED_BY reference photos. The pair stays a copy only if
+MIN_OVERLAY_INLIERS of the matches its similarity fit agrees on are not shared on both sides.
 
 Measured (`python -m bench.duplicates`, the hard set, BENCHMARKS.md): the two memes of different
 photos had 86 % of their matches on shared keypoints; the true overlay copies that were bridges,

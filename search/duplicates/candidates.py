@@ -408,9 +408,8 @@ def copy_pairs(cand: Candidates, verify: Verifier | None,
                             match.inliers, round(match.correlation, 4), why))
             if PART_HIDDEN in why:
                 overlay.add(key)
-    features = getattr(verify, "features", None)
-    if overlay and features is not None:
-        out = drop_shared_graphics(out, overlay, features, keys)
+    if overlay and isinstance(verify, StoredVerifier):
+        out = drop_shared_graphics(out, overlay, verify, keys)
     out.sort(key=lambda p: (p.a, p.b))
     return out
 

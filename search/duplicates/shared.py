@@ -34,6 +34,7 @@ from search.duplicates.verify import MIN_OVERLAY_INLIERS, Features, inlier_rows
 
 if TYPE_CHECKING:
     from search.duplicates.candidates import Pair
+    from search.duplicates.stored import StoredVerifier
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +43,14 @@ log = logging.getLogger(__name__)
 # 24 % of a true copy's matches on the hard set, against 2 % at 32).
 SHARED_BITS = 32
 SHARED_BY = 2  # reference photos a keypoint must match in to be shared (one could be a copy missed)
-REFERENCE_PHOTOS = 200  # ~2 s of ORB on 2 cores, paid only when an overlay pair is a bridge
+REFERENCE_PHOTOS = 200  # their keypoints cost ~1 s, paid only when an overlay pair is a bridge
 NEIGHBOURS = 32  # nearest reference descriptors looked at for each keypoint
 
 
-def drop_shared_graphics(pairs: list[Pair], overlay: set[tuple[int, int]],
-                         features: Callable[[int], Features | None],
+def drop_shared_graphics(pairs: list[Pair], overlay: set[tuple[int, int]], verifier: StoredVerifier,
                          candidates: Iterable[tuple[int, int]] = ()) -> list[Pair]:
     """`pairs` without the overlay-rule pairs (`overlay`: their (a, b)) whose matches are graphics
-    other photos share; `features(id)` gives a photo's keypoints, `candidates` are all the candidate
+    other photos share; `verifier` reads the photos' keypoints, `candidates` are all the candidate
     pairs (a suspect's other candidates are the first photos looked at: memes of one template are
     near each other by hash)."""
     import networkx as nx
@@ -66,11 +66,11 @@ def drop_shared_graphics(pairs: list[Pair], overlay: set[tuple[int, int]],
     ends = {i for key in suspects for i in key}
     partners = sorted({j for key in candidates for i, j in (key, key[::-1]) if i in ends})
     involved = sorted({i for key in overlay for i in key} - set(partners))
-    reference = _Reference(partners, involved, features, group)
+    reference = _Reference(partners, involved, verifier.upright, group)
     why = {(p.a, p.b): p.why or "" for p in pairs}
     dropped = set()
     for a, b in suspects:
-        fa, fb = features(a), features(b)
+        fa, fb = verifier.features(a), verifier.features(b)
         if fa is None or fb is None:
             continue
         mirrored = why[(a, b)].startswith("mirrored")
@@ -96,8 +96,8 @@ def _distinct(points: npt.NDArray[np.float32]) -> int:
 class _Reference:
     """The keypoints of a sample of photos, searchable by descriptor (FAISS's exact binary k-NN)."""
 
-    def __init__(self, first: Sequence[int], then: Sequence[int], features: Callable[[int], Features | None],
-                 group: dict[int, int]) -> None:
+    def __init__(self, first: Sequence[int], then: Sequence[int],
+                 upright: Callable[[list[int]], dict[int, Features]], group: dict[int, int]) -> None:
         # `first`, then `then` (a sample spread over it) up to REFERENCE_PHOTOS: a fixed choice, so
         # that the same library gives the same verdicts.
         chosen = list(first)[:REFERENCE_PHOTOS]
@@ -105,9 +105,8 @@ class _Reference:
         if room > 0 and then:
             chosen += list(then)[:: max(1, len(then) // room)][:room]
         blocks, owners = [], []
-        for i in chosen:
-            f = features(i)
-            if f is not None and f.descriptors is not None and len(f.descriptors):
+        for i, f in upright(chosen).items():
+            if f.descriptors is not None and len(f.descriptors):
                 blocks.append(f.descriptors)
                 owners.append(np.full(len(f.descriptors), i, dtype=np.int64))
         self.descriptors = np.ascontiguousarray(np.concatenate(blocks)) if blocks else np.zeros((0, 32), np.uint8)

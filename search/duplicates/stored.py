@@ -109,6 +109,18 @@ class StoredVerifier:
 
         self.features = features
 
+    def upright(self, ids: Iterable[int]) -> dict[int, Features]:
+        """Keypoints of these photos, not of their mirror images, their stored copies read in one
+        query: the reference search/duplicates/shared.py looks shared graphics up in."""
+        ids = list(ids)
+        blobs = self._blobs(ids)
+        out = {}
+        for i in ids:
+            f = features_of_jpeg(blobs[i], mirror=False) if i in blobs else self.features(i)
+            if f is not None:
+                out[i] = f
+        return out
+
     def _blobs(self, ids: Iterable[int]) -> dict[int, bytes]:
         from sqlalchemy import select
 

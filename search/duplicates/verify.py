@@ -136,9 +136,9 @@ def _orb(gray: npt.NDArray):
     return points, descriptors
 
 
-def features_of_gray(gray: npt.NDArray) -> Features:
+def features_of_gray(gray: npt.NDArray, mirror: bool = True) -> Features:
     """Features of a grayscale photo; scaled down to VERIFY_SIDE when larger (never up: a small
-    photo keeps its own detail)."""
+    photo keeps its own detail). Without `mirror`, those of its mirror image are left empty."""
     import cv2
 
     cv2.setNumThreads(1)
@@ -148,17 +148,19 @@ def features_of_gray(gray: npt.NDArray) -> Features:
         gray = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
     gray = np.ascontiguousarray(gray, dtype=np.uint8)
     points, descriptors = _orb(gray)
+    if not mirror:
+        return Features(points, descriptors, np.zeros((0, 2), np.float32), None, gray)
     mirror_points, mirror_descriptors = _orb(np.ascontiguousarray(gray[:, ::-1]))
     return Features(points, descriptors, mirror_points, mirror_descriptors, gray)
 
 
-def features_of_jpeg(data: bytes) -> Features | None:
+def features_of_jpeg(data: bytes, mirror: bool = True) -> Features | None:
     """Features of the stored grayscale copy (indexer/features.py); None when it cannot be decoded."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as img:
-            return features_of_gray(np.asarray(img.convert("L")))
+            return features_of_gray(np.asarray(img.convert("L")), mirror)
     except (OSError, UnidentifiedImageError, ValueError) as e:
         log.warning("a stored grayscale copy does not decode: %s", e)
         return None

@@ -22,7 +22,11 @@ from lookalike import cli_web
 from lookalike.cli import main
 from tests.conftest import SAMPLES
 
-LOOKALIKE = [sys.executable, "-c", "from lookalike.cli import main; main()"]
+# The server gets Ctrl+C as from a terminal even when this test run was started in the background: a
+# non-interactive shell starts background jobs with SIGINT ignored, which the server (rightly) keeps.
+LOOKALIKE = [sys.executable, "-c",
+             "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             "from lookalike.cli import main; main()"]
 
 
 def start(args: list[str]) -> tuple[subprocess.Popen, str]:

@@ -8,8 +8,8 @@
                 (search/duplicates/verify.py) finds >= MIN_INLIERS matches agreeing on one transform,
                 or a crop its region hash nominated is found there by its pixels (locate.py),
                 or a RAW and the camera's JPEG of one shot (search/duplicates/raw_pairs.py);
-                a part-hidden copy that alone joins two groups must match on more than graphics
-                other photos share (search/duplicates/shared.py)
+                a verified copy that alone joins two groups must pass on more than graphics other
+                photos share (search/duplicates/shared.py)
     similar:    embedding pairs above SIMILAR_THRESHOLD that are not copies
     groups:     connected components of the remaining pairs, largest first
 
@@ -34,7 +34,7 @@ from indexer.library import Library
 from search.duplicates.locate import RegionHint
 from search.duplicates.shared import drop_shared_graphics
 from search.duplicates.stored import VERIFY_VERSION, StoredVerifier  # noqa: F401 (re-exported)
-from search.duplicates.verify import MIN_CORRELATION, MIN_INLIERS, PART_HIDDEN, judge  # noqa: F401 (re-exported)
+from search.duplicates.verify import MIN_CORRELATION, MIN_INLIERS, judge, rule  # noqa: F401 (re-exported)
 from search.neighbour_lists import stored_pairs
 
 if TYPE_CHECKING:
@@ -399,17 +399,17 @@ def copy_pairs(cand: Candidates, verify: Verifier | None,
             if progress is not None and done % PROGRESS_EVERY == 0:
                 progress(done, len(todo))
             verdicts[key] = verify(*key)
-    overlay = set()
+    by_keypoints = {}  # the pairs keypoint matches made copies: (the transform, the matches the rule needs)
     for key in todo:
         match = verdicts[key]
-        why = judge(match)
+        why, needed = rule(match)
         if why:
             out.append(Pair(key[0], key[1], cand.cosine.get(key, math.nan), cand.hash_distance.get(key),
                             match.inliers, round(match.correlation, 4), why))
-            if PART_HIDDEN in why:
-                overlay.add(key)
-    if overlay and isinstance(verify, StoredVerifier):
-        out = drop_shared_graphics(out, overlay, verify, keys)
+            if needed:
+                by_keypoints[key] = (match.transform, needed)
+    if by_keypoints and isinstance(verify, StoredVerifier):
+        out = drop_shared_graphics(out, by_keypoints, verify, keys)
     out.sort(key=lambda p: (p.a, p.b))
     return out
 

@@ -1,24 +1,24 @@
 """Matches on graphics that many photos share are not evidence that two photos are one.
 
 Two memes of *different* photos made from one template share its caption banner and sticker, pixel
-for pixel, and where both fell in the same place the overlay rule (verify.judge, "part hidden") can
-accept them: dozens of keypoint matches, the banner's cells lined up as the same pixels, the
-photos themselves hidden under "overlays". Their figures lie inside those of true overlay copies,
-so no threshold on one pair tells them apart. What does is the rest of the library: the template's
-keypoints match in many other photos, a photo's own keypoints do not (inter-image burstiness,
-Jégou, Douze and Schmid, "On the burstiness of visual elements", CVPR 2009).
+for pixel, and where both fell in the same place verification can accept them: dozens of keypoint
+matches, the banner's cells lined up as the same pixels, the photos themselves taken for overlays
+(verify.judge's "part hidden" rule), or a homography through the banner whose edges correlate
+enough. Their figures lie inside those of true copies, so no threshold on one pair tells them
+apart. What does is the rest of the library: the template's keypoints match in many other photos,
+a photo's own keypoints do not (inter-image burstiness, Jégou, Douze and Schmid, "On the burstiness
+of visual elements", CVPR 2009).
 
-So, after verification, each overlay-rule pair that alone joins two groups (a bridge of the copy
-graph: a pair inside a group changes no group) is checked against a reference of up to
-REFERENCE_PHOTOS other photos, none of them in the pair's own group: the two photos' other
-candidates first (memes of one template are near each other by hash), then photos that other
-overlay pairs involve (where such graphics are found). A keypoint is shared when it has a match
-within SHARED_BITS bits in at least SHARED_BY reference photos. The pair stays a copy only if
-MIN_OVERLAY_INLIERS of the matches its similarity fit agrees on are not shared on both sides.
+So, after verification, each pair that keypoint matches made a copy and that alone joins two groups
+(a bridge of the copy graph: a pair inside a group changes no group) is checked against a reference
+of up to REFERENCE_PHOTOS other photos, none of them in the pair's own group: the two photos' other
+candidates first (memes of one template are near each other by hash), then photos of other verified
+pairs. A match is shared when both its keypoints have a match within SHARED_BITS bits in at least
+SHARED_BY reference photos. The pair stays a copy only if the matches that are not shared are still
+as many as its rule asks for (verify.required_matches).
 
-Measured (`python -m bench.duplicates`, the hard set, BENCHMARKS.md): the two memes of different
-photos had 86 % of their matches on shared keypoints; the true overlay copies that were bridges,
-at most 2 %.
+Measured (`python -m bench.duplicates`, the hard sets, BENCHMARKS.md): the memes of different
+photos had 86 to 92 % of their matches shared; the true copies that were bridges, at most a few.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from search.duplicates.verify import MIN_OVERLAY_INLIERS, Features, inlier_rows
+from search.duplicates.verify import Features, inlier_rows
 
 if TYPE_CHECKING:
     from search.duplicates.candidates import Pair
@@ -47,41 +47,46 @@ REFERENCE_PHOTOS = 200  # their keypoints cost ~1 s, paid only when an overlay p
 NEIGHBOURS = 32  # nearest reference descriptors looked at for each keypoint
 
 
-def drop_shared_graphics(pairs: list[Pair], overlay: set[tuple[int, int]], verifier: StoredVerifier,
-                         candidates: Iterable[tuple[int, int]] = ()) -> list[Pair]:
-    """`pairs` without the overlay-rule pairs (`overlay`: their (a, b)) whose matches are graphics
-    other photos share; `verifier` reads the photos' keypoints, `candidates` are all the candidate
-    pairs (a suspect's other candidates are the first photos looked at: memes of one template are
-    near each other by hash)."""
+def drop_shared_graphics(pairs: list[Pair], by_keypoints: dict[tuple[int, int], tuple[str, int]],
+                         verifier: StoredVerifier, candidates: Iterable[tuple[int, int]] = ()) -> list[Pair]:
+    """`pairs` without the keypoint-verified ones (`by_keypoints`: (a, b) -> the Match's transform and
+    the matches its rule needs) that no longer have those matches once graphics other photos share
+    are set aside; `verifier` reads the photos' keypoints, `candidates` are all the candidate pairs
+    (a suspect's other candidates are the first photos looked at: memes of one template are near
+    each other by hash)."""
     import networkx as nx
 
-    if not overlay:
+    if not by_keypoints:
         return pairs
     graph = nx.Graph()
     graph.add_edges_from((p.a, p.b) for p in pairs)
-    suspects = [(a, b) for a, b in (tuple(sorted(e)) for e in nx.bridges(graph)) if (a, b) in overlay]
+    suspects = [(a, b) for a, b in (tuple(sorted(e)) for e in nx.bridges(graph)) if (a, b) in by_keypoints]
     if not suspects:
         return pairs
     group = {i: n for n, members in enumerate(nx.connected_components(graph)) for i in members}
     ends = {i for key in suspects for i in key}
     partners = sorted({j for key in candidates for i, j in (key, key[::-1]) if i in ends})
-    involved = sorted({i for key in overlay for i in key} - set(partners))
+    involved = sorted({i for key in by_keypoints for i in key} - set(partners))
     reference = _Reference(partners, involved, verifier.upright, group)
-    why = {(p.a, p.b): p.why or "" for p in pairs}
+    upright = verifier.upright(sorted(ends))  # in one query, without the mirror images' keypoints ...
     dropped = set()
     for a, b in suspects:
-        fa, fb = verifier.features(a), verifier.features(b)
+        transform, needed = by_keypoints[(a, b)]
+        # ... which only a pair matched through a's mirror image needs
+        fa = verifier.features(a) if transform.startswith("mirrored") else upright.get(a)
+        fb = upright.get(b)
         if fa is None or fb is None:
             continue
-        mirrored = why[(a, b)].startswith("mirrored")
-        rows_a, rows_b, descriptors_a = inlier_rows(fa, fb, mirrored)
+        rows_a, rows_b, descriptors_a = inlier_rows(fa, fb, transform)
         if not len(rows_a) or fb.descriptors is None:
             continue
         shared = reference.shared(descriptors_a[rows_a], exclude=group[a])
         if shared.any():  # and on b's side too (b's keypoints are looked up only where a's are shared)
             shared[shared] = reference.shared(fb.descriptors[rows_b[shared]], exclude=group[a])
+        if not shared.any():
+            continue
         own = _distinct(fb.points[rows_b[~shared]])  # matches, counted as verify counts them
-        if own < MIN_OVERLAY_INLIERS:
+        if own < needed:
             log.info("photos %d and %d: %d of their %d matches are on graphics other photos share: not a copy",
                      a, b, _distinct(fb.points[rows_b]) - own, _distinct(fb.points[rows_b]))
             dropped.add((a, b))

@@ -87,9 +87,6 @@ MIN_HIDDEN_CENTRE = 0.75  # ... or this share of the central cells lines up
 MIN_SAME_PIXELS = 0.98
 MIN_SAME_CENTRE = 0.5
 MIN_SAME_SPREAD = 0.08
-# What `judge` says of a pair the overlay rule accepted: such pairs are checked again against graphics
-# other photos share (search/duplicates/shared.py).
-PART_HIDDEN = "part hidden"
 # A crop found by its pixels near a stored region of the other, or where a few keypoints put it
 # (search/duplicates/locate.py), without enough keypoints: it is the same pixels, so its edges
 # correlate near 1 in nearly every cell, compared at LOCATE_SIDE px. The best place of a look-alike
@@ -380,11 +377,13 @@ def fitted(a: Features, b: Features) -> tuple[Match, list[Fit]]:
     return best, fits
 
 
-def inlier_rows(a: Features, b: Features, mirrored: bool = False
+def inlier_rows(a: Features, b: Features, transform: str = "similarity"
                 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.uint8]]:
-    """(rows of a's keypoints, rows of b's, a's descriptors) of the matches the similarity fitted
-    from a (mirrored, if so) to b agrees on, as `fitted` finds them (search/duplicates/shared.py asks
-    which of them lie on graphics other photos share)."""
+    """(rows of a's keypoints, rows of b's, a's descriptors) of the matches that a `transform` (a
+    Match's: "similarity" or "homography", "mirrored " before it when a was mirrored) fitted from a
+    to b agrees on, as `fitted` finds them (search/duplicates/shared.py asks which of them lie on
+    graphics other photos share)."""
+    mirrored = transform.startswith("mirrored")
     points, descriptors = (a.mirror_points, a.mirror_descriptors) if mirrored else (a.points, a.descriptors)
     none = np.empty(0, np.int64)
     if descriptors is None:
@@ -392,8 +391,9 @@ def inlier_rows(a: Features, b: Features, mirrored: bool = False
     rows_a, rows_b = _matches(descriptors, b.descriptors)
     if len(rows_a) < MIN_MATCHES:
         return none, none, descriptors
-    _, transform, mask = _similarity(points[rows_a], b.points[rows_b])
-    if transform is None:
+    fit = _homography if transform.endswith("homography") else _similarity
+    _, found, mask = fit(points[rows_a], b.points[rows_b])
+    if found is None:
         return none, none, descriptors
     keep = np.asarray(mask).ravel().astype(bool)
     return rows_a[keep], rows_b[keep], descriptors
@@ -407,23 +407,34 @@ def _better(old: Match, new: Match) -> Match:
 
 def judge(m: Match) -> str:
     """Why the pair is a copy ("" when it is not): the rule its match passed, in words."""
+    return rule(m)[0]
+
+
+def required_matches(m: Match) -> int:
+    """The keypoint matches the rule that accepted `m` asks for (0: none accepted it, or it is a crop
+    found by its pixels): search/duplicates/shared.py asks for them again without shared graphics."""
+    return rule(m)[1]
+
+
+def rule(m: Match) -> tuple[str, int]:
+    """(the rule `m` passed, in words; the keypoint matches that rule asks for), or ("", 0)."""
     homography = m.transform.endswith("homography")
     if m.centre < MIN_CENTRE:
-        return ""  # what lines up is around the photo (a shared template, frame or poster), not the photo
+        return "", 0  # what lines up is around the photo (a shared template, frame or poster), not the photo
     if m.transform.endswith("located"):  # no keypoints: only its pixels speak for it
         if m.correlation >= MIN_LOCATED_CORRELATION and m.aligned >= MIN_LOCATED_ALIGNED:
             return (f"{m.transform}, a crop of the other found by its pixels: aligned edges correlate "
-                    f"{m.correlation:.2f}, {m.aligned:.0%} of the cells line up")
-        return ""
-    if (m.inliers >= (MIN_HOMOGRAPHY_INLIERS if homography else MIN_INLIERS) and m.correlation >= MIN_CORRELATION
-            and m.centre >= MIN_WHOLE_CENTRE):
-        return f"{m.transform}: {m.inliers} keypoint matches, aligned edges correlate {m.correlation:.2f}"
+                    f"{m.correlation:.2f}, {m.aligned:.0%} of the cells line up"), 0
+        return "", 0
+    whole = MIN_HOMOGRAPHY_INLIERS if homography else MIN_INLIERS
+    if m.inliers >= whole and m.correlation >= MIN_CORRELATION and m.centre >= MIN_WHOLE_CENTRE:
+        return f"{m.transform}: {m.inliers} keypoint matches, aligned edges correlate {m.correlation:.2f}", whole
     if m.inliers >= MIN_CROP_INLIERS and m.correlation >= MIN_CROP_CORRELATION and m.aligned >= MIN_CROP_ALIGNED:
         return (f"{m.transform}, a part of the other: {m.inliers} keypoint matches, aligned edges correlate "
-                f"{m.correlation:.2f}")
+                f"{m.correlation:.2f}"), MIN_CROP_INLIERS
     if m.inliers >= MIN_OVERLAY_INLIERS and m.aligned >= MIN_ALIGNED and (
             (m.spread >= MIN_OVERLAY_SPREAD and (m.exact >= MIN_EXACT or m.centre >= MIN_HIDDEN_CENTRE))
             or (m.spread >= MIN_SAME_SPREAD and m.exact >= MIN_SAME_PIXELS and m.centre >= MIN_SAME_CENTRE)):
-        return (f"{m.transform}, {PART_HIDDEN}: {m.inliers} keypoint matches, {m.aligned:.0%} of the photo's "
-                f"cells line up (whole overlap {m.correlation:.2f})")
-    return ""
+        return (f"{m.transform}, part hidden: {m.inliers} keypoint matches, {m.aligned:.0%} of the photo's "
+                f"cells line up (whole overlap {m.correlation:.2f})"), MIN_OVERLAY_INLIERS
+    return "", 0

@@ -12,7 +12,7 @@ from bench.hard_copies import HARD_TRANSFORMS
 from indexer.features import gray_jpeg
 from search.duplicates.candidates import find_duplicates
 from search.duplicates.shared import SHARED_BY
-from search.duplicates.verify import PART_HIDDEN, features_of_jpeg, inlier_rows, judge, verify
+from search.duplicates.verify import MIN_OVERLAY_INLIERS, features_of_jpeg, inlier_rows, rule, verify
 from tests.conftest import shared_corpus
 from tests.search.duplicates.edited_sets import edited_library, group_paths, stem_of
 
@@ -37,9 +37,10 @@ def test_two_memes_of_different_photos_pass_the_overlay_rule_on_their_own():
     a, b = (features_of_jpeg(gray_jpeg(m)) for m in memes(FALSE_PAIR))  # what `index` stores
     assert a is not None and b is not None
     match = verify(a, b)
-    assert PART_HIDDEN in judge(match), match
-    rows_a, rows_b, _ = inlier_rows(a, b, match.transform.startswith("mirrored"))
-    assert len(rows_a) == len(rows_b) >= 30
+    why, needed = rule(match)
+    assert "part hidden" in why and needed == MIN_OVERLAY_INLIERS, match
+    rows_a, rows_b, _ = inlier_rows(a, b, match.transform)
+    assert len(rows_a) == len(rows_b) >= needed
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ SHARED_BY reference photos. The pair stays a copy only if the matches that are n
 as many as its rule asks for (verify.required_matches).
 
 Measured (`python -m bench.duplicates`, the hard sets, BENCHMARKS.md): the memes of different
-photos had 86 to 92 % of their matches shared; the true copies that were bridges, at most a few.
+photos had 79 to 90 % of their matches shared; the true copies that were bridges, at most a few.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 # 24 % of a true copy's matches on the hard set, against 2 % at 32).
 SHARED_BITS = 32
 SHARED_BY = 2  # reference photos a keypoint must match in to be shared (one could be a copy missed)
-REFERENCE_PHOTOS = 200  # their keypoints cost ~1 s, paid only when an overlay pair is a bridge
+REFERENCE_PHOTOS = 200  # their keypoints cost ~1 s, paid only when a verified pair is a bridge
 NEIGHBOURS = 32  # nearest reference descriptors looked at for each keypoint
 
 

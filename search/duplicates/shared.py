@@ -15,7 +15,7 @@ of up to REFERENCE_PHOTOS other photos, none of them in the pair's own group: th
 candidates first (memes of one template are near each other by hash), then photos of other verified
 pairs. A match is shared when both its keypoints have a match within SHARED_BITS bits in at least
 SHARED_BY reference photos. The pair stays a copy only if the matches that are not shared are still
-as many as its rule asks for (verify.required_matches).
+as many as its rule asks for (verify.rule).
 
 Measured (`python -m bench.duplicates`, the hard sets, BENCHMARKS.md): the memes of different
 photos had 79 to 90 % of their matches shared; the true copies that were bridges, at most a few.

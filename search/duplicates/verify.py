@@ -410,14 +410,10 @@ def judge(m: Match) -> str:
     return rule(m)[0]
 
 
-def required_matches(m: Match) -> int:
-    """The keypoint matches the rule that accepted `m` asks for (0: none accepted it, or it is a crop
-    found by its pixels): search/duplicates/shared.py asks for them again without shared graphics."""
-    return rule(m)[1]
-
-
 def rule(m: Match) -> tuple[str, int]:
-    """(the rule `m` passed, in words; the keypoint matches that rule asks for), or ("", 0)."""
+    """(the rule `m` passed, in words; the keypoint matches that rule asks for), or ("", 0). A crop
+    found by its pixels asks for none; search/duplicates/shared.py asks for the others again without
+    the matches on graphics other photos share."""
     homography = m.transform.endswith("homography")
     if m.centre < MIN_CENTRE:
         return "", 0  # what lines up is around the photo (a shared template, frame or poster), not the photo

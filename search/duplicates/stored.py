@@ -3,15 +3,17 @@ from the photo files: `duplicates` then decodes nothing but a 320-px grayscale J
 
 Verdicts are stored by the two files' content hashes (`copy_verdicts`), so a pair is verified once:
 a re-run after adding photos verifies only the pairs that involve the new ones. Many pairs at once
-are verified on all cores (a process pool, each worker given the pairs of a block of photos and
-their stored copies).
+are verified on all cores, by threads that share one cache of keypoints: OpenCV and FAISS, where
+the time goes, release the GIL, and a photo's keypoints, which cost about five pairs'
+verification, are then computed once a run (worker processes each computed them again: 2.2 times
+a photo on clothing_small, and pickled every pair's two copies to them).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections import OrderedDict
+import threading
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from pathlib import Path
@@ -27,12 +29,10 @@ log = logging.getLogger(__name__)
 # 5: a photo with few corners is detected again at a lower FAST threshold, and a whole-photo match
 #    needs half its middle lined up (verify.py).
 VERIFY_VERSION = 5
-POOL_MIN_PAIRS = 300  # fewer pairs than this are verified in this process (a pool costs ~1 s to start)
-POOL_BLOCK = 256  # pairs per task sent to a worker
-FEATURE_CACHE = 4096  # photos whose keypoints stay in memory during one run (about 40 kB each)
-# Photos whose keypoints (and 320-px copy: up to ~140 kB each) a verifying worker keeps from one task to
-# the next: a photo is in many pairs, spread over many blocks, and its keypoints cost more than a pair.
-WORKER_FEATURE_CACHE = 2048
+POOL_BLOCK = 256  # pairs handed to a verifying thread at a time (more than one block: threads)
+# Photos whose keypoints and 320-px copy (about 110 kB) stay in memory during one run, in pairs'
+# order (sorted by their first photo, so a photo's pairs come close together).
+FEATURE_CACHE = 4096
 
 Pair = tuple[int, int]
 
@@ -41,35 +41,6 @@ def _features_of(blob: bytes | None, fallback: Path | None) -> Features | None:
     if blob is not None:
         return features_of_jpeg(blob)
     return features_of_file(fallback) if fallback is not None else None
-
-
-_worker_features: OrderedDict[int, Features | None] = OrderedDict()  # a worker's, for one run's pool
-
-
-Task = tuple[Pair, bytes | None, bytes | None, str | None, str | None, tuple[RegionHint, ...]]
-
-
-def _verify_block(block: list[Task]) -> list[Match | None]:
-    """A worker's task: each pair with its two stored copies (or, for a photo indexed before they
-    existed, its file's path) and its region hints, if region hashes nominated it. None where one of the
-    two cannot be read. The workers live for one run's pool only, so the ids they keep keypoints of
-    stay the same photos."""
-    import faiss
-
-    faiss.omp_set_num_threads(1)  # one worker a core: the pool is the parallelism
-    cache = _worker_features
-    out: list[Match | None] = []
-    for (a, b), blob_a, blob_b, path_a, path_b, hints in block:
-        for i, blob, path in ((a, blob_a, path_a), (b, blob_b, path_b)):
-            if i in cache:
-                cache.move_to_end(i)
-            else:
-                cache[i] = _features_of(blob, Path(path) if path else None)
-                if len(cache) > WORKER_FEATURE_CACHE:
-                    cache.popitem(last=False)
-        fa, fb = cache[a], cache[b]
-        out.append(verify_hinted(fa, fb, hints) if fa is not None and fb is not None else None)
-    return out
 
 
 class StoredVerifier:
@@ -101,6 +72,7 @@ class StoredVerifier:
             self.with_features = set(s.scalars(select(ImageFeaturesRow.image_id)
                                                .where(ImageFeaturesRow.version == SIGNALS_VERSION)))
         self.new: dict[tuple[str, str], Match] = {}
+        self.preloaded: dict[int, bytes] = {}  # stored copies read at once for a run on threads
         self.verified = 0  # pairs verified in this run (not answered from stored verdicts)
 
         @lru_cache(maxsize=FEATURE_CACHE)
@@ -136,6 +108,8 @@ class StoredVerifier:
         return out
 
     def _source(self, i: int) -> tuple[bytes | None, Path | None]:
+        if i in self.preloaded:
+            return self.preloaded[i], None
         if i in self.with_features:
             return self._blobs([i]).get(i), None
         if self.root is not None and i in self.rows:
@@ -182,48 +156,57 @@ class StoredVerifier:
                 out[p] = known
             else:
                 todo.append(p)
-        if len(todo) < POOL_MIN_PAIRS or self.workers < 2:
+        if len(todo) <= POOL_BLOCK or self.workers < 2:
             for n, p in enumerate(todo):
                 if progress is not None and n % 64 == 0:
                     progress(len(out), len(pairs))
                 out[p] = self(*p, hints.get(p, ()))
             return out
-        out.update(self._pool(todo, lambda done: progress(len(out) + done, len(pairs)) if progress else None,
-                              hints))
+        out.update(self._threads(todo, lambda done: progress(len(out) + done, len(pairs)) if progress else None,
+                                 hints))
         return out
 
-    def _pool(self, todo: list[Pair], progress: Callable[[int], None],
-              hints: dict[Pair, tuple[RegionHint, ...]]) -> dict[Pair, Match]:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+    def _threads(self, todo: list[Pair], progress: Callable[[int], None],
+                 hints: dict[Pair, tuple[RegionHint, ...]]) -> dict[Pair, Match]:
+        """Verify blocks of pairs on `workers` threads; the photos' stored copies are read first, in
+        one query per 500 photos, and their keypoints are shared through `self.features`."""
+        from concurrent.futures import ThreadPoolExecutor
 
-        todo = sorted(todo)  # a block then shares its first photos
-        blobs = self._blobs(i for p in todo for i in p)
+        todo = sorted(todo)  # a block then shares its first photos, and the cache holds them
+        self.preloaded = self._blobs(i for p in todo for i in p)
+        blocks = [todo[start : start + POOL_BLOCK] for start in range(0, len(todo), POOL_BLOCK)]
 
-        def source(i: int) -> tuple[bytes | None, str | None]:
-            if i in blobs:
-                return blobs[i], None
-            if self.root is not None and i in self.rows:
-                return None, str(self.root / self.rows[i][0])
-            return None, None
+        computing: dict[int, threading.Lock] = {}
 
-        blocks = []
-        for start in range(0, len(todo), POOL_BLOCK):
-            part = todo[start : start + POOL_BLOCK]
-            blocks.append([((a, b), source(a)[0], source(b)[0], source(a)[1], source(b)[1], hints.get((a, b), ()))
-                           for a, b in part])
+        def features(i: int) -> Features | None:
+            with computing.setdefault(i, threading.Lock()):  # a photo two threads want is computed once
+                return self.features(i)
+
+        def verify_block(block: list[Pair]) -> list[Match | None]:
+            import faiss
+
+            faiss.omp_set_num_threads(1)  # this thread's own setting (OpenMP's is per thread): one core each
+            out: list[Match | None] = []
+            for a, b in block:
+                fa, fb = features(a), features(b)
+                out.append(verify_hinted(fa, fb, hints.get((a, b), ())) if fa is not None and fb is not None
+                           else None)
+            return out
+
         out: dict[Pair, Match] = {}
-        # Spawned, not forked: the web app calls this from a thread, beside FAISS's and torch's.
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(self.workers, len(blocks)), mp_context=context) as pool:
-            for block, results in zip(blocks, pool.map(_verify_block, blocks), strict=True):
-                for (pair, *_), match in zip(block, results, strict=True):
-                    if match is None:
+        pool = ThreadPoolExecutor(min(self.workers, len(blocks)), thread_name_prefix="verify")
+        try:
+            for block, results in zip(blocks, pool.map(verify_block, blocks), strict=True):
+                for pair, match in zip(block, results, strict=True):
+                    if match is None:  # unreadable now: not remembered, it may be readable next time
                         out[pair] = Match(0, 0.0)
                         continue
                     self._remember(*pair, match)
                     out[pair] = match
                 progress(len(out))
+        finally:  # Ctrl+C: the blocks being verified finish, the others never start
+            pool.shutdown(wait=True, cancel_futures=True)
+            self.preloaded = {}
         return out
 
     def save(self) -> None:

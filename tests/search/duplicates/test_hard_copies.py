@@ -18,7 +18,6 @@ from indexer.library import Library
 from indexer.pipeline import index_folder
 from indexer.schema import CopyVerdict, Image
 from search.duplicates.candidates import find_duplicates, find_tiers
-from search.duplicates.locate import verify_hinted
 from search.duplicates.verify import features_of_jpeg, judge, verify
 from tests.conftest import SAMPLES, shared_corpus
 
@@ -138,37 +137,23 @@ def test_a_re_run_verifies_only_the_pairs_of_new_photos(backbone, tmp_path, monk
             return call(self, a, b, hints)
 
         monkeypatch.setattr(StoredVerifier, "__call__", recording)
-        monkeypatch.setattr("search.duplicates.stored.POOL_MIN_PAIRS", 10**9)  # in this process, to be seen
+        monkeypatch.setattr("search.duplicates.stored.POOL_BLOCK", 10**9)  # in this thread, to be seen
         again = find_tiers(lib)
     assert len(first.copies) >= 1 and len(again.copies) > len(first.copies)
     assert verified and all(a in new_ids or b in new_ids for a, b in verified)
 
 
-def test_the_process_pool_gives_the_verdicts_of_one_process(hard_library, monkeypatch):
-    from search.duplicates.stored import StoredVerifier
-
-    library, _ = hard_library
-    with library.Session() as s:
-        ids = sorted(s.scalars(select(Image.id)))
-    pairs = [(a, b) for a in ids for b in ids if a < b]
-    here = StoredVerifier(library, workers=1).many(pairs)
-    monkeypatch.setattr("search.duplicates.stored.POOL_MIN_PAIRS", 1)
-    monkeypatch.setattr("search.duplicates.stored.POOL_BLOCK", 7)  # several blocks
-    pooled = StoredVerifier(library, workers=2).many(pairs)
-    assert pooled == here and any(judge(m) for m in here.values())
-
-
-def test_a_worker_keeps_keypoints_between_its_blocks_within_its_bound(hard_library, monkeypatch):
-    """A worker computes a photo's keypoints once for all its blocks, keeping at most
-    WORKER_FEATURE_CACHE photos, and its verdicts are those of one process."""
+def test_threads_give_the_verdicts_of_one_thread_computing_each_photo_once(hard_library, monkeypatch):
+    """Many pairs are verified by threads sharing one cache of keypoints: the verdicts are those of
+    one thread, and each photo's keypoints are computed once in the run, though its pairs are in
+    several blocks (a worker process per core computed them once per worker)."""
     from search.duplicates import stored
 
     library, _ = hard_library
-    verifier = stored.StoredVerifier(library, workers=1)
     with library.Session() as s:
         ids = sorted(s.scalars(select(Image.id)))
-    blobs = verifier._blobs(ids)
     pairs = [(a, b) for a in ids for b in ids if a < b]
+    here = stored.StoredVerifier(library, workers=1).many(pairs)
     computed: list[int] = []
     real = stored._features_of
 
@@ -177,17 +162,26 @@ def test_a_worker_keeps_keypoints_between_its_blocks_within_its_bound(hard_libra
         return real(blob, path)
 
     monkeypatch.setattr(stored, "_features_of", counting)
-    monkeypatch.setattr(stored, "_worker_features", type(stored._worker_features)())
-    blocks = [[((a, b), blobs[a], blobs[b], None, None, ()) for a, b in pairs[i : i + 5]]
-              for i in range(0, len(pairs), 5)]
-    results = [m for block in blocks for m in stored._verify_block(block)]
-    assert len(computed) == len(ids)  # once each, though every photo is in blocks after its first
-    assert results == [verify_hinted(verifier.features(a), verifier.features(b)) for a, b in pairs]
-    monkeypatch.setattr(stored, "WORKER_FEATURE_CACHE", 3)
-    monkeypatch.setattr(stored, "_worker_features", type(stored._worker_features)())
-    for block in blocks:
-        stored._verify_block(block)
-        assert len(stored._worker_features) <= 3
+    monkeypatch.setattr(stored, "POOL_BLOCK", 7)  # several blocks, on threads
+    threaded = stored.StoredVerifier(library, workers=2)
+    assert threaded.many(pairs) == here and any(judge(m) for m in here.values())
+    assert len(computed) == len(ids) and len(pairs) > 3 * stored.POOL_BLOCK
+
+
+def test_the_shared_keypoints_stay_within_their_bound(hard_library, monkeypatch):
+    from search.duplicates import stored
+
+    library, _ = hard_library
+    with library.Session() as s:
+        ids = sorted(s.scalars(select(Image.id)))
+    pairs = [(a, b) for a in ids for b in ids if a < b]
+    here = stored.StoredVerifier(library, workers=1).many(pairs)
+    monkeypatch.setattr(stored, "POOL_BLOCK", 5)
+    monkeypatch.setattr(stored, "FEATURE_CACHE", 3)
+    bounded = stored.StoredVerifier(library, workers=2)
+    assert bounded.many(pairs) == here
+    info = bounded.features.cache_info()
+    assert info.maxsize == 3 and info.currsize == 3 and info.misses > len(ids)
 
 
 def test_stored_verdicts_from_another_release_are_verified_again(hard_library, tmp_path):

@@ -485,7 +485,7 @@ def find_tiers(library: Library, *, similar_threshold: float = SIMILAR_THRESHOLD
     similar = moment_pairs(library, similar, verifier.many if verifier is not None else None)
     if verifier is not None:
         verifier.save()
-        verifier.features.cache_clear()  # up to FEATURE_CACHE photos' keypoints: let go now, not at a later GC
+        verifier.release()
     return Tiers(copies, similar, cand.missing_signals)
 
 

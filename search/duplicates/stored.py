@@ -74,24 +74,33 @@ class StoredVerifier:
         self.new: dict[tuple[str, str], Match] = {}
         self.preloaded: dict[int, bytes] = {}  # stored copies read at once for a run on threads
         self.verified = 0  # pairs verified in this run (not answered from stored verdicts)
+        self.computed: set[int] = set()  # photos whose keypoints `features` computed in this run
 
         @lru_cache(maxsize=FEATURE_CACHE)
         def features(i: int) -> Features | None:
+            self.computed.add(i)
             return _features_of(*self._source(i))
 
         self.features = features
 
     def upright(self, ids: Iterable[int]) -> dict[int, Features]:
-        """Keypoints of these photos, not of their mirror images, their stored copies read in one
-        query: the reference search/duplicates/shared.py looks shared graphics up in."""
+        """Keypoints of these photos, not of their mirror images: the reference
+        search/duplicates/shared.py looks shared graphics up in. Those verified in this run are
+        taken from `features`; the others' stored copies are read in one query."""
         ids = list(ids)
-        blobs = self._blobs(ids)
+        blobs = self._blobs(i for i in ids if i not in self.computed)
         out = {}
         for i in ids:
             f = features_of_jpeg(blobs[i], mirror=False) if i in blobs else self.features(i)
             if f is not None:
                 out[i] = f
         return out
+
+    def release(self) -> None:
+        """Let the run's keypoints (up to FEATURE_CACHE photos) go now, not at a later garbage
+        collection (the cache refers to this verifier)."""
+        self.features.cache_clear()
+        self.computed.clear()
 
     def _blobs(self, ids: Iterable[int]) -> dict[int, bytes]:
         from sqlalchemy import select

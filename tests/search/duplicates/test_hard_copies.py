@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 
+import numpy as np
 import pytest
 from PIL import Image as PILImage
 from sqlalchemy import func, select
@@ -155,17 +156,24 @@ def test_threads_give_the_verdicts_of_one_thread_computing_each_photo_once(hard_
     pairs = [(a, b) for a in ids for b in ids if a < b]
     here = stored.StoredVerifier(library, workers=1).many(pairs)
     computed: list[int] = []
-    real = stored._features_of
+    fresh = stored.StoredVerifier(library, workers=1).upright(ids)
+    real = stored.features_of_jpeg
 
-    def counting(blob, path):
+    def counting(blob, mirror=True):  # every photo's keypoints come from its stored copy here
         computed.append(1)
-        return real(blob, path)
+        return real(blob, mirror)
 
-    monkeypatch.setattr(stored, "_features_of", counting)
+    monkeypatch.setattr(stored, "features_of_jpeg", counting)
     monkeypatch.setattr(stored, "POOL_BLOCK", 7)  # several blocks, on threads
     threaded = stored.StoredVerifier(library, workers=2)
     assert threaded.many(pairs) == here and any(judge(m) for m in here.values())
     assert len(computed) == len(ids) and len(pairs) > 3 * stored.POOL_BLOCK
+    # The shared-graphics check's upright keypoints of these photos come from that cache too: the
+    # same keypoints as from their stored copies, none computed again.
+    reused = threaded.upright(ids)
+    assert len(computed) == len(ids) and sorted(reused) == sorted(fresh) == ids
+    assert all(np.array_equal(reused[i].points, fresh[i].points)
+               and np.array_equal(reused[i].descriptors, fresh[i].descriptors) for i in ids)
 
 
 def test_the_shared_keypoints_stay_within_their_bound(hard_library, monkeypatch):

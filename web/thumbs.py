@@ -97,7 +97,7 @@ class Thumbnails:
             original = original_path(root, row.path)
         except FileNotFoundError as e:
             raise ImageError("missing file", str(e)) from None
-        except PermissionError as e:
+        except OSError as e:  # unreadable, or its path runs through a file or a link loop (ENOTDIR, ELOOP)
             raise ImageError("unreadable file", str(e)) from None
         img, _ = load_image(original, min_side=side)  # upright RGB
         img.thumbnail((side, side))

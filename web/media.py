@@ -89,18 +89,18 @@ def original(image_id: int):
     row = get_image(image_id)
     try:
         path = original_path(collection_root(), row.path)
+        mimetype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        if not mimetype.startswith("image/") or mimetype == "image/svg+xml":  # SVG can carry script
+            mimetype = "application/octet-stream"
+        response = send_file(  # opens the file: one the server's user may not read raises here
+            path, mimetype=mimetype, conditional=True, etag=f"o{image_id}-{version_of(row)}", max_age=0,
+            download_name=ascii_file_name(path.name),  # Werkzeug refuses a name with a newline in it
+        )
     except OutsideRoot:
         log.warning("image %d has a path outside the collection root: %r", row.id, row.path)
         abort(404, description=f"image {image_id} cannot be served")
     except OSError:
-        abort(404, description=f"the file of image {image_id} is gone: {row.path}")
-    mimetype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    if not mimetype.startswith("image/") or mimetype == "image/svg+xml":  # SVG can carry script
-        mimetype = "application/octet-stream"
-    response = send_file(
-        path, mimetype=mimetype, conditional=True, etag=f"o{image_id}-{version_of(row)}", max_age=0,
-        download_name=ascii_file_name(path.name),  # Werkzeug refuses a name with a newline in it
-    )
+        abort(404, description=f"the file of image {image_id} is gone or unreadable: {row.path}")
     set_download_name(response, path.name)
     response.cache_control.private = True
     response.cache_control.no_cache = True

@@ -17,7 +17,7 @@ from indexer.backbone import Backbone
 from indexer.decode import PhotoTask, hash_file
 from indexer.library import Library, LibraryError
 from indexer.report import IndexReport
-from indexer.rows import INDEXED, PENDING, ROWS_SQL, Row, is_unchanged
+from indexer.rows import FAILED, INDEXED, PENDING, ROWS_SQL, Row, is_unchanged
 from indexer.scan import FileEntry
 from indexer.schema import Image, utcnow
 
@@ -85,9 +85,11 @@ def plan_run(
 
     with library.Session.begin() as s:
         # A new path whose bytes equal a vanished indexed file is that file, moved: keep its vector.
+        # A failed row with a hash is an indexed photo a re-embedding could not read (moved away
+        # meanwhile): moved too, and embedded again. A photo that failed to index keeps no hash.
         by_hash: dict[str, list] = {}
         for row in missing:
-            if row.hash and row.status == INDEXED:
+            if row.hash and row.status in (INDEXED, FAILED):
                 by_hash.setdefault(row.hash, []).append(row)
         moved_ids: set[int] = set()
         still_new = []
@@ -99,10 +101,11 @@ def plan_run(
             if old is None:
                 still_new.append(f)
                 continue
-            s.execute(
-                update(Image).where(Image.id == old.id)
-                .values(path=f.path, folder=folder_of(f.path), size=f.size, mtime=f.mtime)
-            )
+            values = dict(path=f.path, folder=folder_of(f.path), size=f.size, mtime=f.mtime)
+            if old.status == FAILED:
+                values.update(status=PENDING, error=None)
+                todo.append(PhotoTask(old.id, f.path))
+            s.execute(update(Image).where(Image.id == old.id).values(**values))
             moved_ids.add(old.id)
             report.moved += 1
         removed_ids = [] if keep else [row.id for row in missing if row.id not in moved_ids]

@@ -216,3 +216,29 @@ def test_index_after_a_switch_embeds_new_photos_with_the_current_weights(library
     img, _ = load_image(new_photo, min_side=tuned.preprocess.resize)
     assert float(stored[0] @ tuned.embed_images([img])[0]) > 0.9999
     assert float(stored[0] @ backbone.embed_images([img])[0]) < 0.9999
+
+
+def test_a_photo_moved_before_a_reembedding_keeps_its_label_and_is_embedded_again(library, indexed, photos,
+                                                                                   tmp_path, backbone):
+    from search.labelling.labels import set_label
+
+    root = tmp_path / "photos"
+    shutil.copytree(photos, root)
+    with library.Session.begin() as s:  # the library's photos now live in the copy
+        library.set_meta(s, root=str(root))
+    with library.engine.connect() as conn:
+        image_id, path = conn.execute(text("SELECT id, path FROM images ORDER BY path LIMIT 1")).one()
+    with library.Session.begin() as s:
+        set_label(s, image_id, "keep me")
+    (root / "moved").mkdir()
+    (root / path).rename(root / "moved" / "renamed.jpg")  # moved while nothing runs, then tuned
+
+    report = reembed(library, add_tuned(library, indexed), **OPTIONS)
+    assert report.failed == 1  # its old path no longer reads
+    report = index_folder(root, library, backbone, workers=0, engine="torch")
+    assert (report.moved, report.removed, report.indexed) == (1, 0, 1)
+    with library.engine.connect() as conn:
+        row = conn.execute(text("SELECT i.id, i.path, i.status, l.label FROM images i JOIN labels l"
+                                " ON l.image_id = i.id WHERE i.id = :id"), {"id": image_id}).one()
+    assert tuple(row) == (image_id, "moved/renamed.jpg", "indexed", "keep me")
+    assert library.load_vectors().ntotal == 20

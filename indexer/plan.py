@@ -63,8 +63,9 @@ def plan_run(
 
     The rows of the paths in `keep` (files still being written, left out of `files`) stay as they are;
     with any, no row is removed this run either: a file still being written may be a vanished photo
-    that is being moved by copy-and-delete, whose row (and labels) must go with it. A later run
-    removes what is still gone."""
+    that is being moved by copy-and-delete, whose row (and labels) must go with it. Nor when a new
+    file is gone by the time its hash is read (moved on again since the scan): a vanished photo may
+    be it. A later run removes what is still gone."""
     with library.engine.connect() as conn:
         rows = {r[1]: Row(*r) for r in conn.exec_driver_sql(ROWS_SQL)}
     seen = {f.path for f in files}
@@ -93,8 +94,13 @@ def plan_run(
                 by_hash.setdefault(row.hash, []).append(row)
         moved_ids: set[int] = set()
         still_new = []
+        stale = False  # a new file gone since the scan (moved on again): what is missing may be it
         for f in new:
-            h = _hash_file(root / f.path) if by_hash else None
+            try:
+                h = _hash_file(root / f.path) if by_hash else None
+            except FileNotFoundError:
+                stale = True
+                continue
             old = by_hash[h].pop() if h in by_hash else None
             if h in by_hash and not by_hash[h]:
                 del by_hash[h]
@@ -108,7 +114,7 @@ def plan_run(
             s.execute(update(Image).where(Image.id == old.id).values(**values))
             moved_ids.add(old.id)
             report.moved += 1
-        removed_ids = [] if keep else [row.id for row in missing if row.id not in moved_ids]
+        removed_ids = [] if keep or stale else [row.id for row in missing if row.id not in moved_ids]
         for start in range(0, len(removed_ids), 500):
             s.execute(delete(Image).where(Image.id.in_(removed_ids[start : start + 500])))
         for f, image_id in changed:
@@ -136,8 +142,11 @@ def plan_run(
 
 
 def _hash_file(path: Path) -> str | None:
+    """The file's hash; None when it cannot be read. Raises FileNotFoundError when it is gone."""
     try:
         return hash_file(path)
+    except FileNotFoundError:
+        raise
     except OSError:
         return None
 

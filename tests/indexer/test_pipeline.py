@@ -209,6 +209,30 @@ def test_moved_file_keeps_its_id_label_and_vector(tree, library, backbone):
     assert library.load_vectors().ntotal == len(GOOD)
 
 
+def test_a_file_moved_again_after_the_scan_keeps_its_label(tree, library, backbone):
+    """Moved twice in a row (a folder dragged in, then renamed): the scan lists the first new path,
+    which is gone by the time the plan reads it. The run must not delete the row it was."""
+    from indexer.scan import scan
+
+    index_folder(tree, library, backbone, workers=1)
+    row = rows(library)["e.jpg"]
+    with library.Session.begin() as s:
+        s.add(Label(image_id=row.id, label="sunset"))
+    (tree / "inbox").mkdir()
+    os.rename(tree / "e.jpg", tree / "inbox" / "e.jpg")
+    scanned = scan(tree)
+    (tree / "sorted").mkdir()
+    os.rename(tree / "inbox" / "e.jpg", tree / "sorted" / "e.jpg")
+    report = index_folder(tree, library, backbone, workers=1, scanned=scanned)
+    assert report.removed == 0 and rows(library)["e.jpg"].id == row.id
+    report = index_folder(tree, library, backbone, workers=1)
+    assert (report.moved, report.indexed, report.removed) == (1, 0, 0)
+    assert rows(library)["sorted/e.jpg"].id == row.id and "e.jpg" not in rows(library)
+    with library.Session() as s:
+        assert s.get(Label, row.id).label == "sunset"
+    assert library.load_vectors().ntotal == len(GOOD)
+
+
 def test_another_backbone_is_refused_unless_reembed(tree, library, backbone, tmp_path):
     index_folder(tree, library, backbone, workers=1)
     # Other weights for the same architecture: the default file with one tensor changed.

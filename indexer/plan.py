@@ -17,7 +17,7 @@ from indexer.backbone import Backbone
 from indexer.decode import PhotoTask, hash_file
 from indexer.library import Library, LibraryError
 from indexer.report import IndexReport
-from indexer.rows import FAILED, INDEXED, PENDING, ROWS_SQL, Row, is_unchanged
+from indexer.rows import INDEXED, PENDING, ROWS_SQL, Row, is_unchanged
 from indexer.scan import FileEntry
 from indexer.schema import Image, utcnow
 
@@ -86,11 +86,12 @@ def plan_run(
 
     with library.Session.begin() as s:
         # A new path whose bytes equal a vanished indexed file is that file, moved: keep its vector.
-        # A failed row with a hash is an indexed photo a re-embedding could not read (moved away
-        # meanwhile): moved too, and embedded again. A photo that failed to index keeps no hash.
+        # A row with a hash that is not indexed (pending after an interrupted `--reembed`, failed in
+        # a re-embedding that could not read it) is a photo indexed before: moved too, and embedded
+        # again. A photo that failed to index keeps no hash.
         by_hash: dict[str, list] = {}
         for row in missing:
-            if row.hash and row.status in (INDEXED, FAILED):
+            if row.hash:
                 by_hash.setdefault(row.hash, []).append(row)
         moved_ids: set[int] = set()
         still_new = []
@@ -108,7 +109,7 @@ def plan_run(
                 still_new.append(f)
                 continue
             values = dict(path=f.path, folder=folder_of(f.path), size=f.size, mtime=f.mtime)
-            if old.status == FAILED:
+            if old.status != INDEXED:
                 values.update(status=PENDING, error=None)
                 todo.append(PhotoTask(old.id, f.path))
             s.execute(update(Image).where(Image.id == old.id).values(**values))

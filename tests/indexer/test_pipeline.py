@@ -353,6 +353,23 @@ def test_reembed_embeds_every_photo_again_with_the_same_backbone(tree, library, 
     assert library.load_vectors().ntotal == len(GOOD)
 
 
+def test_a_photo_moved_while_a_reembed_was_interrupted_keeps_its_label(tree, library, backbone):
+    index_folder(tree, library, backbone, workers=0)
+    row = rows(library)["e.jpg"]
+    with library.Session.begin() as s:
+        s.add(Label(image_id=row.id, label="sunset"))
+    library.reset_vectors()  # where `index --reembed` starts: killed before its first batch was written
+    (tree / "moved").mkdir()
+    os.rename(tree / "e.jpg", tree / "moved" / "e.jpg")
+    report = index_folder(tree, library, backbone, workers=0)  # the next run resumes
+    assert (report.moved, report.removed, report.indexed) == (1, 0, len(GOOD))
+    moved = rows(library)["moved/e.jpg"]
+    assert moved.id == row.id and moved.status == INDEXED and "e.jpg" not in rows(library)
+    with library.Session() as s:
+        assert s.get(Label, row.id).label == "sunset"
+    assert library.load_vectors().ntotal == len(GOOD)
+
+
 def test_classify_uses_a_torchvision_backbones_own_classifier(tmp_path):
     """Random weights, saved and loaded as a weights file: classify must equal the untouched model's
     softmax over its 1000 logits (not over the 1280 features)."""

@@ -1,4 +1,9 @@
-"""Thumbnails made on demand from the originals and cached as JPEG files under the library."""
+"""Thumbnails made on demand from the originals and cached as JPEG files under the library.
+
+A photo whose pixels would take more than an upload may (web/uploads.py: a 100-MP PNG is ~2 GB to
+decode and convert) is decoded in the uploads' decode slot, one at a time: a page of such photos
+cannot take a peak per server thread.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,13 @@ import os
 import tempfile
 from pathlib import Path
 
-from indexer.imageio import ImageError, load_image
+from PIL import Image as PILImage
+
+from indexer.imageio import TOO_LARGE, ImageError, load_image
 from indexer.scan import OutsideRoot, open_inside
 from indexer.schema import Image
 from search.searcher import ImageRow
+from web.uploads import MAX_DECODED_BYTES, decode_slot
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +107,13 @@ class Thumbnails:
             raise ImageError("missing file", str(e)) from None
         except OSError as e:  # unreadable, or its path runs through a file or a link loop (ENOTDIR, ELOOP)
             raise ImageError("unreadable file", str(e)) from None
-        img, _ = load_image(original, min_side=side)  # upright RGB
-        img.thumbnail((side, side))
-        buf = io.BytesIO()
-        img.save(buf, "JPEG", quality=QUALITY[size], optimize=True, progressive=size == "large")
-        return buf.getvalue()
+        try:
+            return render(load_image(original, min_side=side, max_bytes=MAX_DECODED_BYTES)[0], size)
+        except ImageError as e:
+            if e.reason != TOO_LARGE:
+                raise
+        with decode_slot():  # large pixels: one decode at a time (503 when the slot stays taken)
+            return render(load_image(original, min_side=side)[0], size)
 
     def _write(self, target: Path, data: bytes) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -116,3 +126,12 @@ class Thumbnails:
         except BaseException:
             os.unlink(tmp)
             raise
+
+
+def render(img: PILImage.Image, size: str) -> bytes:
+    """An upright RGB image as the JPEG thumbnail of `size`."""
+    side = SIZES[size]
+    img.thumbnail((side, side))
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=QUALITY[size], optimize=True, progressive=size == "large")
+    return buf.getvalue()

@@ -90,30 +90,33 @@ def label_counts(session: Session) -> dict[str, int]:
 
 
 def _apply(library: Library, by_path: dict[str, str], *, overwrite: bool) -> int:
-    """Set imported labels on the images at these paths; hand-set labels stay unless `overwrite`."""
+    """Set imported labels on the images at these paths; hand-set labels stay unless `overwrite`.
+
+    Each label is one upsert whose condition SQLite checks as it writes: a label set by hand in
+    the web app while an import runs is never overwritten by it (read first, then written, it was).
+    An unchanged label keeps its row, and its set_at, so suggestions need no refresh."""
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
     done = 0
     missing = 0
+    now = utcnow()
+    upsert = sqlite_insert(Label)
+    replaces = upsert.excluded.label != Label.label
+    if not overwrite:
+        replaces = replaces & Label.source.not_in((USER, ACCEPTED))
+    upsert = upsert.on_conflict_do_update(
+        index_elements=[Label.image_id], set_=dict(label=upsert.excluded.label, source=IMPORTED, set_at=now),
+        where=replaces,
+    )
     with library.Session.begin() as s:
         ids = dict(s.execute(select(Image.path, Image.id)).all())
-        current = {
-            image_id: (label, source)
-            for image_id, label, source in s.execute(
-                select(Label.image_id, Label.label, Label.source)
-            )
-        }
-        now = utcnow()
+        conn = s.connection()  # Core: its result counts the rows written
         for path, label in by_path.items():
             image_id = ids.get(path)
             if image_id is None:
                 missing += 1
                 continue
-            have = current.get(image_id)
-            if have is not None and have[1] in (USER, ACCEPTED) and not overwrite:
-                continue
-            if have is not None and have[0] == label:
-                continue  # unchanged: keep its set_at so suggestions need no refresh
-            s.merge(Label(image_id=image_id, label=label, source=IMPORTED, set_at=now))
-            done += 1
+            done += conn.execute(upsert, dict(image_id=image_id, label=label, source=IMPORTED, set_at=now)).rowcount
     if missing:
         log.warning("%d labelled paths are not in the library", missing)
     return done

@@ -87,6 +87,34 @@ def test_import_keeps_hand_set_labels_unless_overwrite(library):
         assert s.get(Label, 1).label == "cats"
 
 
+def test_a_label_set_by_hand_while_an_import_runs_stays(library):
+    """The web app labels photo 2 by hand just as the import starts writing (another connection,
+    committed before the import's first write): the import must not overwrite it."""
+    import sqlite3
+
+    from sqlalchemy import event
+
+    def hand_label(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith(("INSERT", "UPDATE")) and not hand_label.done:
+            hand_label.done = True
+            other = sqlite3.connect(library.path / "library.db", timeout=30)
+            with other:
+                other.execute("INSERT INTO labels (image_id, label, source, set_at) VALUES (2, 'lion', ?, "
+                              "'2026-01-01 00:00:00')", (USER,))
+            other.close()
+
+    hand_label.done = False
+    event.listen(library.engine, "before_cursor_execute", hand_label)
+    try:
+        assert import_folders(library) == 2
+    finally:
+        event.remove(library.engine, "before_cursor_execute", hand_label)
+    assert hand_label.done
+    with library.Session() as s:
+        labels = {r.image_id: (r.label, r.source) for r in s.query(Label)}
+    assert labels == {1: ("cats", IMPORTED), 2: ("lion", USER), 3: ("dogs", IMPORTED)}
+
+
 def test_import_csv_with_a_header_in_any_column_order(library, tmp_path):
     path = tmp_path / "labels.csv"
     path.write_text(

@@ -129,7 +129,10 @@ class Library:
                 raise LibraryError(
                     f"no library at {self.path}: run `lookalike index PHOTOS_DIR --library {self.path}` first"
                 )
-            self.path.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as e:  # a file in its place or on its way, a folder this user cannot write
+                raise LibraryError(f"cannot make the library folder {self.path}: {e.strerror}") from None
         self.read_only = is_read_only(self.path) if read_only is None else read_only
         self.engine = create_engine(read_only_url(db) if self.read_only else f"sqlite:///{db}")
         self.Session = sessionmaker(self.engine, expire_on_commit=False)

@@ -99,3 +99,19 @@ def test_search_for_an_id_beyond_64_bits_is_a_message(sample_library, query):
     result = CliRunner().invoke(main, ["search", query, "--library", str(sample_library.path)])
     assert one_line_error(result).startswith("Error: ")
     assert "is not an image id, a path in the library" in result.output
+
+
+# --library naming a file is click's usage error; a folder under a file, or the variable naming a file, are not.
+@pytest.mark.parametrize("where, library", [("variable", "a-file"), ("variable", "a-file/lib"),
+                                            ("option", "a-file/lib")])
+def test_a_library_folder_that_cannot_be_made_is_one_line(photos, tmp_path, monkeypatch, where, library):
+    (tmp_path / "a-file").write_text("not a folder")
+    path = tmp_path / library
+    if where == "variable":
+        monkeypatch.setenv("LOOKALIKE_LIBRARY", str(path))
+        args = []
+    else:
+        args = ["--library", str(path)]
+    result = CliRunner().invoke(main, ["index", str(photos), "--quiet", *args])
+    assert one_line_error(result).startswith(f"Error: cannot make the library folder {path}: ")
+    assert (tmp_path / "a-file").read_text() == "not a folder"

@@ -240,17 +240,21 @@ class OpenVinoEngine:
 
         openvino = import_openvino()
 
-        log.info("converting %s for OpenVINO into %s (once)", self.backbone.name, path)
-        crop = self.backbone.preprocess.crop
-        example = torch.zeros((1, 3, crop, crop), dtype=torch.uint8)
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.jit's deprecation and tracer chatter: not the user's
-            model = openvino.convert_model(_make_module(self.backbone), example_input=example,
-                                           input=[(-1, 3, crop, crop)])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Written beside its final place and renamed: a concurrent or killed run never reads half a file.
-        tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=path.parent))
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Written beside its final place and renamed: a concurrent or killed run never reads half a file.
+            tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=path.parent))
+        except OSError as e:  # $LOOKALIKE_CACHE a file, or a folder this user cannot write
+            raise EngineError(f"cannot write converted models into {path.parent}: {e.strerror} "
+                              f"({CACHE_ENV} names their folder)") from None
+        try:
+            log.info("converting %s for OpenVINO into %s (once)", self.backbone.name, path)
+            crop = self.backbone.preprocess.crop
+            example = torch.zeros((1, 3, crop, crop), dtype=torch.uint8)
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch.jit's deprecation and tracer chatter: not the user's
+                model = openvino.convert_model(_make_module(self.backbone), example_input=example,
+                                               input=[(-1, 3, crop, crop)])
             # compress_to_fp16=False: the weights stay fp32; the precision is chosen at compile time.
             openvino.save_model(model, tmp / path.name, compress_to_fp16=False)
             os.replace(tmp / path.with_suffix(".bin").name, path.with_suffix(".bin"))

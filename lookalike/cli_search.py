@@ -60,6 +60,7 @@ def query_image(path: Path):
 )
 def search(query, library, k, as_json):
     """Images most like QUERY: an image id, a path in the library, or any image file."""
+    from indexer.engines import EngineError
     from indexer.imageio import ImageError
     from indexer.library import LibraryError
     from search.searcher import NotFound, Searcher
@@ -83,7 +84,7 @@ def search(query, library, k, as_json):
                     }
                     for row, score in searcher.fetch(s, hits)
                 ]
-    except (NotFound, ImageError, LibraryError, OSError) as e:
+    except (NotFound, ImageError, LibraryError, EngineError, OSError) as e:
         raise click.ClickException(str(e)) from None
     if as_json:
         echo_json(rows)

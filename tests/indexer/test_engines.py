@@ -150,6 +150,33 @@ def test_bad_engine_value_is_a_one_line_error(tmp_path):
     assert "Traceback" not in result.output
 
 
+def test_a_model_cache_that_cannot_be_written_is_a_one_line_error(tmp_path, monkeypatch):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    query = min((SAMPLES / "hat").glob("*.jpg"))
+    shutil.copy(query, photos / "hat.jpg")
+    library = str(tmp_path / "lib")
+    runner = CliRunner()
+    cpu = ["--engine", "openvino", "--device", "cpu", "--precision", "fp32"]
+    result = runner.invoke(main, ["index", str(photos), "--library", library, "--quiet", "--workers", "1", *cpu])
+    assert result.exit_code == 0, result.output
+    not_a_folder = tmp_path / "cache-file"
+    not_a_folder.write_text("")
+    monkeypatch.setenv("LOOKALIKE_CACHE", str(not_a_folder))
+    (photos / "again.jpg").write_bytes(query.read_bytes() + b"\0")  # a new photo, to be embedded
+    expected = f"cannot write converted models into {not_a_folder / 'openvino'}: Not a directory"
+    result = runner.invoke(main, ["index", str(photos), "--library", library, "--quiet", "--workers", "1", *cpu])
+    assert result.exit_code == 1 and type(result.exception) is SystemExit, result.output
+    assert result.output.splitlines() == [f"Error: {expected} (LOOKALIKE_CACHE names their folder)"]
+    monkeypatch.setenv("LOOKALIKE_ENGINE", "openvino")
+    monkeypatch.setenv("LOOKALIKE_DEVICE", "cpu")
+    monkeypatch.setenv("LOOKALIKE_PRECISION", "fp32")
+    result = runner.invoke(main, ["search", str(SAMPLES / "shoes" / min(os.listdir(SAMPLES / "shoes"))),
+                                  "--library", library, "-k", "1"])
+    assert result.exit_code == 1 and type(result.exception) is SystemExit, result.output
+    assert result.output.splitlines() == [f"Error: {expected} (LOOKALIKE_CACHE names their folder)"]
+
+
 def run_without_openvino(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", WITHOUT_OPENVINO, *args], capture_output=True, text=True,
                           cwd=REPO, timeout=600)

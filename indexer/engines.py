@@ -308,7 +308,14 @@ class OpenVinoEngine:
             "PERFORMANCE_HINT": "THROUGHPUT",
             "ENABLE_CPU_PINNING": False,  # a shared machine: let the OS move threads
         }
-        compiled = core.compile_model(core.read_model(self.model_path), "CPU", config)
+        try:
+            model = core.read_model(self.model_path)
+        except RuntimeError as e:  # a cached file cut short or overwritten (a full disk, a copy): convert again
+            log.warning("%s is damaged (%s): converting it again", self.model_path, str(e).strip().splitlines()[-1])
+            self.model_path.unlink(missing_ok=True)
+            self.prepare()
+            model = core.read_model(self.model_path)
+        compiled = core.compile_model(model, "CPU", config)
         got = compiled.get_property("INFERENCE_PRECISION_HINT")
         if got != {"fp32": openvino.Type.f32, "bf16": openvino.Type.bf16}[self._precision]:
             raise EngineError(f"OpenVINO compiled {self.backbone.name} in {got}, not {self._precision}")

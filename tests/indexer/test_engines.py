@@ -177,6 +177,34 @@ def test_a_model_cache_that_cannot_be_written_is_a_one_line_error(tmp_path, monk
     assert result.output.splitlines() == [f"Error: {expected} (LOOKALIKE_CACHE names their folder)"]
 
 
+@pytest.mark.parametrize("damage", ["bin cut short", "xml garbage"])
+def test_a_damaged_converted_model_is_converted_again(tmp_path, monkeypatch, fp32_backbone, damage):
+    monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path / "cache"))  # this test's own, damaged below
+    photos = tmp_path / "photos"
+    shutil.copytree(SAMPLES / "hat", photos / "hat")
+    library = str(tmp_path / "lib")
+    runner = CliRunner()
+    result = runner.invoke(main, ["index", str(photos), "--library", library, "--quiet", "--workers", "1",
+                                  "--engine", "openvino", "--device", "cpu", "--precision", "fp32"])
+    assert result.exit_code == 0, result.output
+    for name, value in (("ENGINE", "openvino"), ("DEVICE", "cpu"), ("PRECISION", "fp32")):
+        monkeypatch.setenv(f"LOOKALIKE_{name}", value)
+    search = ["search", str(min((SAMPLES / "shoes").glob("*.jpg"))), "--library", library, "-k", "3", "--json"]
+    before = runner.invoke(main, search)
+    assert before.exit_code == 0, before.output
+    xml = OpenVinoEngine(fp32_backbone).model_path
+    if damage == "bin cut short":
+        weights = xml.with_suffix(".bin")
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    else:
+        xml.write_bytes(os.urandom(300))
+    after = runner.invoke(main, search)
+    assert after.exit_code == 0, after.output
+    assert json.loads(after.output) == json.loads(before.output)
+    assert OpenVinoEngine(fp32_backbone).model_path == xml
+    assert xml.stat().st_size > 300 and xml.with_suffix(".bin").stat().st_size > 1_000_000  # whole again
+
+
 def run_without_openvino(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", WITHOUT_OPENVINO, *args], capture_output=True, text=True,
                           cwd=REPO, timeout=600)

@@ -70,7 +70,7 @@ def run_server(settings, *, open_browser: bool = False, watch: bool = False, pol
         )
     try:
         server = create_server(app, host=settings.host, port=settings.port, ident="lookalike")
-    except OSError as e:
+    except (OSError, ValueError) as e:  # ValueError: waitress finds no such address
         raise click.ClickException(f"cannot listen on {settings.host}:{settings.port}: {e}") from None
     shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     if ":" in shown_host:

@@ -118,6 +118,20 @@ def test_serve_without_a_library_is_a_message(tmp_path):
     assert "no library at" in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("where", ["option", "variable"])
+def test_serve_on_an_address_that_is_none_is_one_line(sample_library_dir, monkeypatch, where):
+    host = "999.1.1.1"
+    monkeypatch.setenv("LOOKALIKE_TOKEN", "t0ken")  # no warning for listening beyond loopback without one
+    if where == "option":
+        args = ["--host", host]
+    else:
+        monkeypatch.setenv("LOOKALIKE_HOST", host)
+        args = []
+    result = CliRunner().invoke(main, ["serve", "--library", str(sample_library_dir), "--port", "0", *args])
+    assert result.exit_code == 1 and type(result.exception) is SystemExit, result.output
+    assert result.output.splitlines() == [f"Error: cannot listen on {host}:0: Invalid host/port specified."]
+
+
 def test_up_with_the_samples_labels_half_of_them(tmp_path, monkeypatch):
     samples = tmp_path / "samples"
     for cls in ("hat", "shoes"):

@@ -46,6 +46,7 @@ ORB_FEATURES = 500
 FAST_THRESHOLD = 20
 LOW_FAST_THRESHOLD = 5
 FEW_CORNERS = ORB_FEATURES // 2
+ORB_BORDER = 31  # ORB's edgeThreshold (OpenCV's default): no keypoint within this many px of an edge
 RATIO = 0.8  # Lowe's ratio test
 RANSAC_PIXELS = 5.0  # reprojection error allowed, at VERIFY_SIDE
 MIN_MATCHES = 8  # fewer ratio-test matches: not worth fitting a transform
@@ -124,6 +125,8 @@ class Features:
 def _orb(gray: npt.NDArray):
     import cv2
 
+    if min(gray.shape) < 2 * ORB_BORDER + 1:  # no room for a keypoint (and OpenCV's pyramid fails on 1 px)
+        return np.zeros((0, 2), np.float32), None
     orb = cv2.ORB_create(nfeatures=ORB_FEATURES, fastThreshold=FAST_THRESHOLD)  # type: ignore[attr-defined]
     keypoints, descriptors = orb.detectAndCompute(gray, None)
     if len(keypoints) < FEW_CORNERS:

@@ -152,3 +152,22 @@ def test_verdicts_are_stored_and_not_recomputed(copies_library, tmp_path, monkey
         monkeypatch.setattr(search.duplicates.stored, "verify_hinted", no_more)
         again = find_tiers(lib)
         assert again.copies == first.copies
+
+
+def test_photos_a_pixel_thin_are_verified_without_a_crash(tmp_path, backbone):
+    """Two identical 1 x 1 images (a PNG and its JPEG) and a 1 x 2 one beside real photos: their
+    hashes nominate them, and verification must not crash in OpenCV's keypoint pyramid (it did:
+    `lookalike duplicates` on a folder holding such files failed with a cv2.error)."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for src in sorted((SAMPLES / "hat").glob("*.jpg"))[:2]:
+        (photos / src.name).write_bytes(src.read_bytes())
+    PILImage.new("RGB", (1, 1), (200, 10, 10)).save(photos / "dot.png")
+    PILImage.new("RGB", (1, 1), (200, 10, 10)).save(photos / "dot.jpg", quality=95)
+    PILImage.new("RGB", (1, 2), (20, 10, 10)).save(photos / "line.png")
+    with Library(tmp_path / "library", create=True) as library:
+        report = index_folder(photos, library, backbone, workers=0)
+        assert report.indexed == 5 and not report.failed
+        tiers = find_tiers(library, verify=True)  # it returns
+        grouped = [paths for groups in (tiers.copies, tiers.similar) for paths in paths_of(library, groups)]
+        assert not any(path.endswith(".jpg") and path != "dot.jpg" for group in grouped for path in group)

@@ -72,7 +72,7 @@ class StoredVerifier:
             self.with_features = set(s.scalars(select(ImageFeaturesRow.image_id)
                                                .where(ImageFeaturesRow.version == SIGNALS_VERSION)))
         self.new: dict[tuple[str, str], Match] = {}
-        self.preloaded: dict[int, bytes] = {}  # stored copies read at once for a run on threads
+        self.block = threading.local()  # .blobs: the stored copies of the block a thread verifies
         self.verified = 0  # pairs verified in this run (not answered from stored verdicts)
         self.computed: set[int] = set()  # photos whose keypoints `features` computed in this run
 
@@ -117,8 +117,9 @@ class StoredVerifier:
         return out
 
     def _source(self, i: int) -> tuple[bytes | None, Path | None]:
-        if i in self.preloaded:
-            return self.preloaded[i], None
+        blobs = getattr(self.block, "blobs", {})
+        if i in blobs:
+            return blobs[i], None
         if i in self.with_features:
             return self._blobs([i]).get(i), None
         if self.root is not None and i in self.rows:
@@ -177,12 +178,12 @@ class StoredVerifier:
 
     def _threads(self, todo: list[Pair], progress: Callable[[int], None],
                  hints: dict[Pair, tuple[RegionHint, ...]]) -> dict[Pair, Match]:
-        """Verify blocks of pairs on `workers` threads; the photos' stored copies are read first, in
-        one query per 500 photos, and their keypoints are shared through `self.features`."""
+        """Verify blocks of pairs on `workers` threads. A thread reads the stored copies of its
+        block's photos in one query (those not computed yet in this run: a block's worth in memory,
+        whatever the library's size), and the keypoints are shared through `self.features`."""
         from concurrent.futures import ThreadPoolExecutor
 
         todo = sorted(todo)  # a block then shares its first photos, and the cache holds them
-        self.preloaded = self._blobs(i for p in todo for i in p)
         blocks = [todo[start : start + POOL_BLOCK] for start in range(0, len(todo), POOL_BLOCK)]
 
         computing: dict[int, threading.Lock] = {}
@@ -195,11 +196,15 @@ class StoredVerifier:
             import faiss
 
             faiss.omp_set_num_threads(1)  # this thread's own setting (OpenMP's is per thread): one core each
+            self.block.blobs = self._blobs({i for p in block for i in p} - self.computed)
             out: list[Match | None] = []
-            for a, b in block:
-                fa, fb = features(a), features(b)
-                out.append(verify_hinted(fa, fb, hints.get((a, b), ())) if fa is not None and fb is not None
-                           else None)
+            try:
+                for a, b in block:
+                    fa, fb = features(a), features(b)
+                    out.append(verify_hinted(fa, fb, hints.get((a, b), ())) if fa is not None and fb is not None
+                               else None)
+            finally:
+                self.block.blobs = {}
             return out
 
         out: dict[Pair, Match] = {}
@@ -215,7 +220,6 @@ class StoredVerifier:
                 progress(len(out))
         finally:  # Ctrl+C: the blocks being verified finish, the others never start
             pool.shutdown(wait=True, cancel_futures=True)
-            self.preloaded = {}
         return out
 
     def save(self) -> None:

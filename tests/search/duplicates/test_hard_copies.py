@@ -192,6 +192,32 @@ def test_the_shared_keypoints_stay_within_their_bound(hard_library, monkeypatch)
     assert info.maxsize == 3 and info.currsize == 3 and info.misses > len(ids)
 
 
+def test_threads_hold_the_stored_copies_of_one_block_at_a_time(hard_library, monkeypatch):
+    """Each verifying thread reads its own block's stored copies (~15 kB a photo), not the whole
+    run's at once: at a million photos that would be gigabytes."""
+    from search.duplicates import stored
+
+    library, _ = hard_library
+    with library.Session() as s:
+        ids = sorted(s.scalars(select(Image.id)))
+    pairs = [(a, b) for a in ids for b in ids if a < b]
+    here = stored.StoredVerifier(library, workers=1).many(pairs)
+    monkeypatch.setattr(stored, "POOL_BLOCK", 3)
+    threaded = stored.StoredVerifier(library, workers=2)
+    reads: list[int] = []
+    real = threaded._blobs
+
+    def reading(wanted):
+        got = real(wanted)
+        reads.append(len(got))
+        return got
+
+    monkeypatch.setattr(threaded, "_blobs", reading)
+    assert threaded.many(pairs) == here
+    assert len(ids) > 2 * stored.POOL_BLOCK and reads and max(reads) <= 2 * stored.POOL_BLOCK
+    assert sum(reads) >= len(ids)  # every photo's copy was read, a block at a time
+
+
 def test_stored_verdicts_from_another_release_are_verified_again(hard_library, tmp_path):
     """copy_verdicts only caches verdicts: a table with other columns (an earlier build's) is made
     anew when the library opens, instead of failing every `duplicates` with 'no such column'."""

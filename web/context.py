@@ -37,12 +37,16 @@ class Services:
     write_lock: threading.Lock = field(default_factory=threading.Lock)
     # Results that are slow to compute and change only with the labels or the index.
     memo: dict[str, tuple[Any, Any]] = field(default_factory=dict)
-    memo_lock: threading.Lock = field(default_factory=threading.Lock)
+    memo_lock: threading.Lock = field(default_factory=threading.Lock)  # held briefly: memo_locks, jobs
+    memo_locks: dict[str, threading.Lock] = field(default_factory=dict)  # one per memoized name
     jobs: dict[str, Job] = field(default_factory=dict)  # `in_background`'s, by name
 
     def memoized(self, name: str, key: Any, compute):
-        """compute() once per distinct key (the last key only); concurrent callers wait."""
+        """compute() once per distinct key (the last key only); concurrent callers of the same name
+        wait, those of another name do not (a slow label check never holds up the map)."""
         with self.memo_lock:
+            lock = self.memo_locks.setdefault(name, threading.Lock())
+        with lock:
             hit = self.memo.get(name)
             if hit is not None and hit[0] == key:
                 return hit[1]

@@ -79,3 +79,36 @@ def test_keep_on_a_read_only_library_is_a_clear_503(library, backbone):
         assert refused.status_code == 503 and "read-only" in refused.get_json()["error"]["message"]
     finally:
         read_only.close()
+
+
+def test_a_slow_label_check_holds_up_no_other_page(app, library, monkeypatch):
+    """While the label check computes (held here until the map has answered), the map's JSON, a
+    result memoized under another name, is served: one lock per name, not one for all."""
+    import threading
+
+    from web import label_check
+
+    started, release = threading.Event(), threading.Event()
+    real = label_check.suspicious
+
+    def held(labeller):
+        started.set()
+        assert release.wait(120)
+        return real(labeller)
+
+    monkeypatch.setattr(label_check, "suspicious", held)
+    answers: dict[str, int] = {}
+
+    def get(name: str, url: str) -> None:
+        answers[name] = app.test_client().get(url).status_code
+
+    check = threading.Thread(target=get, args=("check", "/api/labels/suspicious"))
+    check.start()
+    try:
+        assert started.wait(120)
+        get("map", "/api/map")  # in this thread: it would wait for the check's lock before the fix
+        assert answers == {"map": 200} and check.is_alive()
+    finally:
+        release.set()
+        check.join(120)
+    assert answers == {"map": 200, "check": 200}

@@ -149,6 +149,6 @@ def parse_size(text: str) -> int:
         value = float(raw[: len(raw) - len(unit)])
     except ValueError:
         raise ValueError(f"{text!r} is not a size: use e.g. 4G, 512M or a number of bytes") from None
-    if not value > 0 or value == float("inf"):
+    if not value > 0 or value == float("inf") or int(value * _UNITS[unit]) < 1:  # 0.5 bytes: none at all
         raise ValueError(f"{text!r} is not a positive size")
     return int(value * _UNITS[unit])

@@ -42,6 +42,7 @@ def photos(tmp_path):
         ("LOOKALIKE_PRECISION", "fp64", "one of auto, fp32, bf16, fp16"),
         ("LOOKALIKE_MAX_UPLOAD_MB", "abc", "a number above 0 and at most 1024"),
         ("LOOKALIKE_PORT", "http", "an integer from 0 to 65535"),
+        ("LOOKALIKE_MEMORY_BUDGET", "0.5", "a size such as 4G, 512M or a number of bytes"),  # not 0 bytes
     ],
 )
 @pytest.mark.parametrize("command", ["index", "serve"])

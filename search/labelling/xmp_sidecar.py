@@ -89,7 +89,9 @@ def write_sidecar(path: Path, packet: XmpPacket) -> None:
     except OSError as e:
         raise SidecarError(f"{path}: {e.strerror or e}") from None
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        # Not named after the sidecar: a name of 242 bytes or more would leave no room in the 255
+        # bytes a file name may take for the temporary file's additions.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".lookalike-", suffix=".xmp.tmp")
     except OSError as e:
         raise SidecarError(f"{path}: cannot write in {path.parent}: {e.strerror or e}") from None
     try:

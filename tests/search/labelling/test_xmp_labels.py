@@ -16,6 +16,7 @@ from sqlalchemy import delete, select
 
 from indexer.exiv2io import XmpPacket
 from indexer.library import Library
+from indexer.pipeline import index_folder
 from indexer.schema import Image, Label
 from search.labelling.labels import set_label
 from search.labelling.xmp_labels import export_xmp, import_xmp
@@ -232,6 +233,19 @@ def test_a_read_only_folder_is_an_error_per_photo_and_the_rest_go_on(library, re
     why = "Read-only file system" if ROOT else "Permission denied"
     assert sorted(report.problems) == [f"{root / p}.xmp: cannot write in {root / 'hat'}: {why}" for p in hats]
     assert not list((root / "hat").glob("*.xmp")) and len(list((root / "shoes").glob("*.xmp"))) == 3
+
+
+def test_a_photo_with_a_long_name_gets_its_sidecar(library, backbone):
+    root = library.root
+    path, label = sorted(labels_of(library).items())[0]
+    long = f"{path.split('/')[0]}/{'é' * 118}.jpg"  # 240 bytes: its sidecar's name takes 244 of the 255 allowed
+    (root / path).rename(root / long)
+    index_folder(root, library, backbone, workers=0, engine="torch")  # a move: the row keeps its label
+    assert labels_of(library)[long] == label
+    report = export_xmp(library, root)
+    assert report.problems == []
+    assert read_back(root / f"{long}.xmp")["Xmp.dc.subject"] == [label]
+    assert not [p for p in root.rglob(".*")]  # no temporary file left behind
 
 
 def test_merge_records_only_what_it_added():

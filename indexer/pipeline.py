@@ -96,7 +96,7 @@ def index_folder(
         vectors = library.load_vectors(full_check=True)
         dirty = library.meta().get("vectors_dirty") == "1" or not library.vectors_path.exists()
 
-        scanned = scan(root) if scanned is None else scanned
+        scanned = scan(root, skip=library.path) if scanned is None else scanned
         report.unreadable_dirs = scanned.unreadable_dirs
         report.ignored = scanned.ignored
         report.bad_names = scanned.bad_names

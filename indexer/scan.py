@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
@@ -55,16 +56,17 @@ def open_inside(root: Path, path: Path) -> Path:
     return real
 
 
-def scan(root: Path) -> ScanResult:
+def scan(root: Path, skip: Path | None = None) -> ScanResult:
     """Regular image files under `root` by extension; hidden entries skipped, symlink loops broken.
 
     Symlinked folders are followed once each (by device and inode), so a link back up the tree
     cannot loop; a symlink that leads out of `root` is skipped, so nothing outside the photo
     folder is ever indexed; folders that cannot be listed, and files whose path is not UTF-8,
-    are reported, not fatal.
+    are reported, not fatal. The folder `skip` (the library, when it lies inside the root: its
+    cached thumbnails are no photos) is not entered.
     """
     result = ScanResult()
-    result.files = sorted(_walk(Path(root), result), key=lambda f: f.path)
+    result.files = sorted(_walk(Path(root), result, skip), key=lambda f: f.path)
     return result
 
 
@@ -73,15 +75,22 @@ def has_images(root: Path) -> bool:
     return next(_walk(Path(root), ScanResult()), None) is not None
 
 
-def _walk(root: Path, result: ScanResult) -> Iterator[FileEntry]:
+def _walk(root: Path, result: ScanResult, skip: Path | None = None) -> Iterator[FileEntry]:
     """The image files of `scan`, unsorted, as they are found; the rest is counted in `result`."""
     real_root = os.path.realpath(root)
     seen_dirs: set[tuple[int, int]] = set()
+    skipped = None  # the (device, inode) of `skip`
+    if skip is not None:
+        with contextlib.suppress(OSError):
+            st = os.stat(skip)
+            skipped = (st.st_dev, st.st_ino)
     stack: list[tuple[str, str]] = [(str(root), "")]
     while stack:
         abs_dir, rel_dir = stack.pop()
         try:
             st = os.stat(abs_dir)
+            if (st.st_dev, st.st_ino) == skipped and rel_dir:
+                continue
             if (st.st_dev, st.st_ino) in seen_dirs:
                 result.skipped_links += 1
                 continue

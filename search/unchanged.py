@@ -60,7 +60,7 @@ def unchanged_run(settings: Settings, photos: Path) -> Shortcut:
         with file_lock(library / LOCK_FILE, busy=_Busy()):
             if recorded != _state(settings, root, library):
                 return Shortcut()
-            scanned = scan(root)
+            scanned = scan(root, skip=library)
             if not _rows_match(library, scanned.files) or _library_files(library) != recorded["files"]:
                 return Shortcut(scanned=scanned)  # the second test: a write while the rows were read
     except Exception as e:  # a busy library, a file gone, a BackboneError: the whole path says it properly

@@ -160,3 +160,36 @@ def test_settling_files_keep_their_rows_and_defer_removals(tmp_path, backbone):
         shutil.copyfile(files[3], root / files[3].name)
         report = index_folder(root, library, backbone, workers=0)
         assert (report.indexed, report.removed) == (2, 1)
+
+
+def test_a_library_inside_the_watched_folder_is_never_indexed(tmp_path, backbone, photo):
+    """`lookalike up . --watch` in the photo folder: the library, and the thumbnails the server caches
+    in it, lie inside the root. A watched batch (and any index run) leaves them out."""
+    from sqlalchemy import select
+
+    from indexer.schema import Image
+    from web.thumbs import Thumbnails
+
+    root = tmp_path / "photos"
+    (root / "trip").mkdir(parents=True)
+    shutil.copyfile(next((SAMPLES / "hat").glob("*.jpg")), root / "trip" / "a.jpg")
+    with Library(root / "lookalike-library", create=True) as library:
+        index_folder(root, library, backbone, workers=0, engine="torch")
+        with library.Session() as s:
+            row = s.scalars(select(Image)).one()
+        assert Thumbnails(library.path / "thumbs").get(root, row, "small").is_file()  # as the server caches it
+        batches = Batches()
+
+        def run(settling: frozenset[str]) -> None:
+            index_folder(root, library, backbone, workers=0, engine="torch", settling=settling)
+            batches(settling)
+
+        watcher = FolderWatcher(root, run, ignore=[library.path])
+        watcher.start(catch_up=False)
+        try:
+            (root / "trip" / "b.jpg").write_bytes(photo)
+            batches.wait(1)
+        finally:
+            watcher.stop()
+        with library.Session() as s:
+            assert sorted(s.scalars(select(Image.path))) == ["trip/a.jpg", "trip/b.jpg"]

@@ -88,7 +88,7 @@ def load_raw(source: Path | bytes, min_side: int | None = None, *,
             width, height = sizes.width, sizes.height
             if width < 1 or height < 1:
                 raise ImageError("degenerate image", f"{width}x{height} pixels")
-            if sizes.flip in (5, 6):
+            if sizes.flip & 4:  # LibRaw's flip: 4 swaps the axes (5, 6 turned; 4, 7 turned and mirrored)
                 width, height = height, width
             img = _preview(raw, sizes, min_side, max_bytes)
             if img is None:

@@ -117,6 +117,18 @@ def test_orientation_comes_from_the_raw(tmp_path, preview):
     assert likeness(img, upright) > 0.95
 
 
+@pytest.mark.parametrize("preview", [False, True])
+@pytest.mark.parametrize("orientation", [5, 7])  # mirrored and turned: a front camera's DNG
+def test_a_mirrored_orientation_turns_the_dimensions_too(tmp_path, orientation, preview):
+    upright = picture()
+    mirror = {5: PILImage.Transpose.TRANSPOSE, 7: PILImage.Transpose.TRANSVERSE}[orientation]
+    stored = upright.transpose(mirror)  # landscape, as the sensor saw it (each is its own inverse)
+    embedded = stored.resize((1024, 1024 * stored.height // stored.width)) if preview else None
+    img, info = load_image(write_dng(tmp_path / "mirrored.dng", stored, orientation=orientation, preview=embedded))
+    assert likeness(img, upright) > 0.95
+    assert (info.width, info.height) == upright.size
+
+
 def test_raw_loading_errors_have_reasons(tmp_path):
     empty = tmp_path / "empty.arw"
     empty.write_bytes(b"")

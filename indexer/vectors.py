@@ -341,10 +341,22 @@ class VectorIndex:
     def search(
         self, queries: npt.NDArray[np.float32], k: int
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
-        """Top-k by cosine for each query row. Rows are padded with id -1 when k > ntotal."""
+        """Top-k by cosine for each query row. Rows are padded with id -1 when k > ntotal.
+
+        An IVF index probes `nprobe` cells, which may hold fewer than k vectors in all: those rows
+        are searched again with twice the cells until they are full (at most every cell).
+        """
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         k = max(1, min(int(k), max(self.ntotal, 1)))
         scores, ids = self.index.search(queries, k)
+        if self.kind in (IVF_SQ8, IVF_PQ):
+            ivf = self._ivf()
+            params = faiss.SearchParametersIVF()  # this call's own: searches run concurrently
+            params.nprobe, short = ivf.nprobe, np.flatnonzero((ids < 0).any(axis=1))
+            while len(short) and params.nprobe < ivf.nlist:
+                params.nprobe = min(2 * params.nprobe, ivf.nlist)
+                scores[short], ids[short] = self.index.search(queries[short], k, params=params)
+                short = short[(ids[short] < 0).any(axis=1)]
         return scores, ids
 
     def range_search(

@@ -144,3 +144,23 @@ def test_every_index_type_tells_its_own_vectors_from_others_under_the_same_ids(d
     assert index.holds(ids[sample], base[sample])
     assert not index.holds(ids[sample], base[(sample + 1) % len(ids)])  # another id's vector each
     assert index.holds(ids[:0], base[:0])  # nothing to compare: nothing to fault
+
+
+def test_an_ivf_search_returns_k_neighbours_where_the_probed_cells_hold_fewer(vector_library):
+    """Bursts of near-identical photos: the tuned nprobe reaches few vectors for some photos, whose
+    cells are small; a search for k of 12,000 photos must still return k of them, not what those
+    cells happen to hold."""
+    rng = np.random.default_rng(4)
+    centres = random_unit(300, 16, seed=5)
+    bursts = centres[np.arange(12_000) % 300] + 0.05 * rng.standard_normal((12_000, 16)).astype(np.float32)
+    library = vector_library(bursts / np.linalg.norm(bursts, axis=1, keepdims=True))
+    budget = 400_000  # bytes: too few for a flat index of these vectors, enough for 8-bit codes
+    library.save_vectors(library.build_vectors(budget), clean=True, memory_budget=budget)
+    searcher = Searcher(library)
+    assert searcher.index.kind == IVF_SQ8
+    ids, vectors = library.stored_vectors()
+    _, found = searcher.index.search(vectors, 50)
+    assert (found >= 0).all()
+    for image_id in (1, 2, 3, 500, 11_999):
+        hits = searcher.by_id(image_id, k=50)
+        assert len(hits) == 50 and image_id not in [h.image_id for h in hits]

@@ -343,20 +343,29 @@ class VectorIndex:
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """Top-k by cosine for each query row. Rows are padded with id -1 when k > ntotal.
 
-        An IVF index probes `nprobe` cells, which may hold fewer than k vectors in all: those rows
-        are searched again with twice the cells until they are full (at most every cell).
+        A query reaches only part of an approximate index: the vectors of IVF's `nprobe` nearest
+        cells, HNSW's `efSearch` best candidates (at least k here). Where that part holds fewer
+        than k (small cells, bursts of near-identical photos), FAISS pads the row: those rows are
+        searched again reaching twice as far, until they are full or the whole index is reached.
         """
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         k = max(1, min(int(k), max(self.ntotal, 1)))
-        scores, ids = self.index.search(queries, k)
-        if self.kind in (IVF_SQ8, IVF_PQ):
-            ivf = self._ivf()
-            params = faiss.SearchParametersIVF()  # this call's own: searches run concurrently
-            params.nprobe, short = ivf.nprobe, np.flatnonzero((ids < 0).any(axis=1))
-            while len(short) and params.nprobe < ivf.nlist:
-                params.nprobe = min(2 * params.nprobe, ivf.nlist)
-                scores[short], ids[short] = self.index.search(queries[short], k, params=params)
-                short = short[(ids[short] < 0).any(axis=1)]
+        if self.kind == FLAT:
+            return self.index.search(queries, k)
+        # Per call, not set on the index: searches run concurrently.
+        params: Any  # faiss's stubs lack SearchParametersHNSW
+        if self.kind == HNSW:
+            params, name, most = _swig(faiss).SearchParametersHNSW(), "efSearch", self.ntotal
+            params.efSearch = max(_swig(self._hnsw().hnsw).efSearch, k)
+        else:
+            params, name, most = faiss.SearchParametersIVF(), "nprobe", self._ivf().nlist
+            params.nprobe = self._ivf().nprobe
+        scores, ids = self.index.search(queries, k, params=params)
+        short = np.flatnonzero((ids < 0).any(axis=1))
+        while len(short) and getattr(params, name) < most:
+            setattr(params, name, min(2 * getattr(params, name), most))
+            scores[short], ids[short] = self.index.search(queries[short], k, params=params)
+            short = short[(ids[short] < 0).any(axis=1)]
         return scores, ids
 
     def range_search(

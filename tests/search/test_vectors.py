@@ -146,14 +146,20 @@ def test_every_index_type_tells_its_own_vectors_from_others_under_the_same_ids(d
     assert index.holds(ids[:0], base[:0])  # nothing to compare: nothing to fault
 
 
+
+def bursts(n, d, seed):
+    """n unit vectors in bursts of 40 near-identical ones (a burst of photos of one scene)."""
+    centres = random_unit(n // 40, d, seed=seed)
+    noise = 0.05 * np.random.default_rng(seed + 1).standard_normal((n, d)).astype(np.float32)
+    x = centres[np.arange(n) % len(centres)] + noise
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
 def test_an_ivf_search_returns_k_neighbours_where_the_probed_cells_hold_fewer(vector_library):
     """Bursts of near-identical photos: the tuned nprobe reaches few vectors for some photos, whose
     cells are small; a search for k of 12,000 photos must still return k of them, not what those
     cells happen to hold."""
-    rng = np.random.default_rng(4)
-    centres = random_unit(300, 16, seed=5)
-    bursts = centres[np.arange(12_000) % 300] + 0.05 * rng.standard_normal((12_000, 16)).astype(np.float32)
-    library = vector_library(bursts / np.linalg.norm(bursts, axis=1, keepdims=True))
+    library = vector_library(bursts(12_000, 16, seed=4))
     budget = 400_000  # bytes: too few for a flat index of these vectors, enough for 8-bit codes
     library.save_vectors(library.build_vectors(budget), clean=True, memory_budget=budget)
     searcher = Searcher(library)
@@ -164,3 +170,18 @@ def test_an_ivf_search_returns_k_neighbours_where_the_probed_cells_hold_fewer(ve
     for image_id in (1, 2, 3, 500, 11_999):
         hits = searcher.by_id(image_id, k=50)
         assert len(hits) == 50 and image_id not in [h.image_id for h in hits]
+
+
+def test_an_hnsw_search_returns_k_neighbours_beyond_its_efsearch(vector_library, monkeypatch):
+    """The tuned efSearch (16 here) bounds the candidates an HNSW search keeps: in bursts of
+    near-identical photos a search for the web's largest k (200) found about 70 of 12,000."""
+    monkeypatch.setattr(vectors_module, "FLAT_MAX_VECTORS", 1_000)
+    library = vector_library(bursts(12_000, 16, seed=4))
+    searcher = Searcher(library)
+    assert searcher.index.kind == HNSW
+    ids, vectors = library.stored_vectors()
+    _, found = searcher.index.search(vectors[::10], 200)
+    assert (found >= 0).all()
+    for image_id in (1, 2, 3, 500, 11_999):
+        hits = searcher.by_id(image_id, k=200)
+        assert len(hits) == 200 and image_id not in [h.image_id for h in hits]

@@ -13,7 +13,9 @@ The previous vectors keep serving until every photo has a new one:
 
 Killed before step 2 commits, the library is as it was (the FAISS file, if deleted, is rebuilt
 from the unchanged vectors) and `reembed` again resumes with the photos not staged yet; killed
-after, it is in the new space and its FAISS file is rebuilt by whoever opens it next.
+after, it is in the new space, its FAISS file is rebuilt by whoever opens it next and written by
+`reembed` again, and the meta key SWITCHING names the representation until the caller
+(search.tuning) has refreshed what derives from the vectors.
 
 `revert` goes back to the parent by re-embedding with the parent's weights the same way, rather than
 keeping the previous vectors beside the new ones: that would double the database (5 GB at a million
@@ -41,6 +43,8 @@ from indexer.representations import representation_backbone
 from indexer.schema import FAILED, INDEXED, Representation, StagedEmbedding, utcnow
 
 log = logging.getLogger(__name__)
+
+SWITCHING = "switching"  # meta key: the representation swap_in made current, derived data not refreshed yet
 
 Progress = Callable[[int, int], None]  # (photos with a new vector, photos in all)
 
@@ -100,6 +104,8 @@ def reembed(
         current = library.current_representation()
         if current is not None and current.id == rep.id:
             _drop_staging(library, keep=None)
+            if library.meta().get("vectors_dirty") == "1" or not library.vectors_path.exists():
+                library.save_vectors(library.build_vectors(), clean=True)  # killed right after the switch
             report.seconds = time.perf_counter() - started
             return report
         root = library.root
@@ -203,7 +209,7 @@ def swap_in(library: Library, rep: Representation) -> int:
         s.execute(delete(StagedEmbedding).where(StagedEmbedding.representation_id == rep.id))
         s.execute(update(Representation).where(Representation.id == rep.id).values(activated_at=utcnow()))
         library.set_meta(s, vectors_dirty="1", weights=rep.weights, weights_file=str(weights or ""),
-                         **{CURRENT_REPRESENTATION: str(rep.id)})
+                         **{CURRENT_REPRESENTATION: str(rep.id), SWITCHING: str(rep.id)})
     return failed
 
 
@@ -216,4 +222,4 @@ def _drop_staging(library: Library, keep: int | None) -> None:
         s.execute(query)
 
 
-__all__ = ["ReembedReport", "reembed", "revert", "stage_batch", "swap_in"]
+__all__ = ["SWITCHING", "ReembedReport", "reembed", "revert", "stage_batch", "swap_in"]

@@ -100,9 +100,12 @@ def labelled_photos(library: Library) -> tuple[list[tuple[Path, int]], list[str]
 
 
 def pending_representation(library: Library) -> Representation | None:
-    """A representation whose re-embedding was interrupted: staged vectors, not current."""
+    """A representation whose re-embedding was interrupted: staged vectors, not current; else one
+    made current whose switch was not finished (indexer.reembed.SWITCHING: its FAISS file, head,
+    lists and clusters not refreshed yet)."""
     from sqlalchemy import func, select
 
+    from indexer.reembed import SWITCHING
     from indexer.schema import StagedEmbedding
 
     current = library.current_representation()
@@ -110,7 +113,8 @@ def pending_representation(library: Library) -> Representation | None:
         rep_id = s.scalar(select(StagedEmbedding.representation_id).group_by(StagedEmbedding.representation_id)
                           .order_by(func.count().desc()).limit(1))
     if rep_id is None or (current is not None and current.id == rep_id):
-        return None
+        switching = library.meta().get(SWITCHING)
+        return library.representation(int(switching)) if switching else None
     return library.representation(rep_id)
 
 
@@ -265,7 +269,7 @@ def refresh_after_switch(settings: Settings, library: Library, backbone: Backbon
 
 def _switch(settings: Settings, library: Library, rep_id: int, progress: Progress | None,
             cancel: threading.Event | None) -> int:
-    from indexer.reembed import reembed
+    from indexer.reembed import SWITCHING, reembed
 
     def tick(done: int, total: int) -> None:
         if progress:
@@ -281,6 +285,7 @@ def _switch(settings: Settings, library: Library, rep_id: int, progress: Progres
     if progress:
         progress("refresh", 0, 1)
     refresh_after_switch(settings, library)
+    library.save_state(SWITCHING, None)  # finished: the next tune trains again
     if progress:
         progress("refresh", 1, 1)
     return done.embedded

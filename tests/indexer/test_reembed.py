@@ -242,3 +242,43 @@ def test_a_photo_moved_before_a_reembedding_keeps_its_label_and_is_embedded_agai
                                 " ON l.image_id = i.id WHERE i.id = :id"), {"id": image_id}).one()
     assert tuple(row) == (image_id, "moved/renamed.jpg", "indexed", "keep me")
     assert library.load_vectors().ntotal == 20
+
+
+KILL_AFTER_SWITCH = textwrap.dedent("""
+    import os, signal, sys
+    from indexer import reembed as r
+    from indexer.library import Library
+    from indexer.settings import Settings
+    from search import tuning
+    real = r.swap_in
+    def swap_then_die(*args):
+        real(*args)  # committed: the representation is current, its FAISS file not written yet
+        os.kill(os.getpid(), signal.SIGKILL)
+    r.swap_in = swap_then_die
+    settings = Settings.from_env(library=sys.argv[1], engine="torch", workers=0, device="cpu", batch_size=6)
+    tuning._switch(settings, Library(sys.argv[1]), int(sys.argv[2]), None, None)
+""")
+
+
+def test_a_sigkill_right_after_the_switch_is_finished_by_the_next_tune(library, indexed):
+    """Killed between the switch's commit and the FAISS file and derived data: the next `tune`
+    finishes that switch (a clean FAISS file, current neighbour lists) instead of training again."""
+    from search.labelling.labeller import Labeller
+    from search.searcher import Searcher
+    from search.tuning import pending_representation, tune_library
+    from web.settings import Settings
+
+    rep_id = add_tuned(library, indexed)
+    child = subprocess.run([sys.executable, "-c", KILL_AFTER_SWITCH, str(library.path), str(rep_id)], cwd=REPO,
+                           capture_output=True, text=True, timeout=300)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    settings = Settings.from_env(library=str(library.path), engine="torch", workers=0, device="cpu", batch_size=6)
+    with Library(library.path) as reopened:
+        assert reopened.current_representation().id == rep_id
+        assert pending_representation(reopened).id == rep_id  # what `tune` says it will resume
+        report = tune_library(settings, reopened)  # no labels: training again would refuse
+        assert report.resumed and report.representation == rep_id and report.reembedded == 0
+        assert reopened.meta()["vectors_dirty"] == "0" and reopened.vectors_path.exists()
+        assert pending_representation(reopened) is None
+        labeller = Labeller(Searcher(reopened, settings=settings))
+        assert labeller.searcher.source is not None and labeller.neighbours.current(labeller.k)

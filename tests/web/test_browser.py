@@ -141,10 +141,12 @@ def test_photo_page_shows_neighbours_and_accepting_the_suggestion_stores_it(page
 
     page.click("#accept")
     expect(page.locator("#label-chip .chip")).to_have_text(suggested)
+    expect(page.locator("#label-source")).to_have_text("accepted")  # a page opened unlabelled showed none
     assert label_of(live_library, unlabelled) == (suggested, "accepted")
 
     page.click("#clear-label")
     expect(page.locator("#label-chip .chip")).to_have_text("unlabelled")
+    expect(page.locator("#label-source")).to_have_text("")
     assert label_of(live_library, unlabelled) is None
 
 

@@ -17,8 +17,7 @@
     current = image;
     const chip = document.getElementById("label-chip");
     chip.replaceChildren(LK.labelChip(image.label));
-    const source = document.getElementById("label-source");
-    if (source) source.textContent = image.label ? image.label.source : "";
+    document.getElementById("label-source").textContent = image.label ? image.label.source : "";
     clear.hidden = !image.label;
     input.value = image.label ? image.label.label : "";
   }

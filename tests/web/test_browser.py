@@ -150,6 +150,29 @@ def test_photo_page_shows_neighbours_and_accepting_the_suggestion_stores_it(page
     assert label_of(live_library, unlabelled) is None
 
 
+def test_the_accept_key_does_nothing_where_the_page_offers_no_accept(page, live_library):
+    """A labelled photo whose neighbours agree shows no Accept button; the A key rewrote its label
+    anyway, turning an imported (or typed) label into an accepted one."""
+    with live_library.Session() as s:
+        labelled = s.execute(select(Label.image_id, Label.label).order_by(Label.image_id)).all()
+    image_id, label = next(
+        (i, lab) for i, lab in labelled
+        if (page.request.get(f"/api/images/{i}/suggestion").json()["suggestion"] or {}).get("label") == lab
+    )
+    page.goto(f"/images/{image_id}")
+    expect(page.locator("#suggestion")).to_contain_text("Neighbours agree")
+    expect(page.locator("#accept")).to_have_count(0)
+    # The key's handler calls fetch at once, so what it sent is known when the key press returns.
+    page.evaluate("""() => {
+      window.sent = [];
+      const fetch = window.fetch;
+      window.fetch = (url, options) => { window.sent.push(`${options.method} ${url}`); return fetch(url, options); };
+    }""")
+    page.keyboard.press("a")
+    assert page.evaluate("() => window.sent") == []
+    assert label_of(live_library, image_id) == (label, "imported")
+
+
 def test_upload_finds_the_near_duplicate_first_and_labels_several(page, live_library, tmp_path):
     with live_library.Session() as s:
         original = s.scalars(select(Image).where(Image.folder == "shoes").order_by(Image.path)).first()

@@ -100,9 +100,10 @@
 
   document.addEventListener("keydown", (event) => {
     if (event.target.closest("input, select, textarea") || event.ctrlKey || event.metaKey || event.altKey) return;
-    if (event.key === "a" && suggested) {
+    const accept = document.getElementById("accept"); // shown only where the label is not the suggestion
+    if (event.key === "a" && accept) {
       event.preventDefault();
-      save(suggested.label, "accepted");
+      accept.click();
     } else if (event.key === "l") {
       event.preventDefault();
       input.focus();

@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, abort, redirect, render_template, request, session, url_for
 
+from search.labelling.labels import MAX_LABEL_LENGTH
 from web import duplicates as duplicate_review
 from web import labelling, library_facts, tuning
 from web.browse import Filters, facets, int_arg, known_labels
@@ -25,7 +26,7 @@ NEIGHBOURS = 12
 def write_state() -> dict:
     token = services().settings.token
     unlocked = token is None or token_ok(token)
-    return {"can_write": unlocked, "needs_unlock": not unlocked}
+    return {"can_write": unlocked, "needs_unlock": not unlocked, "max_label_length": MAX_LABEL_LENGTH}
 
 
 @bp.app_template_filter("filesize")

@@ -122,3 +122,17 @@ def test_file_and_folder_names_are_escaped(evil_library, backbone):
         assert "<img src=x" not in html, url
     assert "&lt;img src=x onerror=alert(1)&gt;.jpg" in client.get(f"/images/{image_id}").get_data(as_text=True)
     assert client.get(f"/original/{image_id}").status_code == 200  # served by id, whatever its name
+
+
+def test_label_inputs_take_as_many_characters_as_the_server_does(client, library):
+    """Every label field stops where the server's limit is (MAX_LABEL_LENGTH), so a longer label
+    is not typed in full only to be refused."""
+    import re
+
+    from search.labelling.labels import MAX_LABEL_LENGTH
+
+    image_id = min(library.labelled)
+    for url in (f"/images/{image_id}", "/search", "/queue", "/map"):
+        page = client.get(url).get_data(as_text=True)
+        lengths = re.findall(r'<input[^>]*\blist="known-labels"[^>]*\bmaxlength="(\d+)"', page)
+        assert lengths == [str(MAX_LABEL_LENGTH)], (url, lengths)

@@ -12,6 +12,9 @@
       if (keep) await LK.api("POST", `/api/labels/suspicious/${id}/keep`);
       else await LK.api("PUT", `/api/images/${id}/label`, { label: item.dataset.suggested, source: "user" });
       item.remove();
+      if (!list.querySelector(".check-item")) {  // the last one: say so, as a reload would
+        list.replaceWith(LK.el("div", { class: "empty panel", id: "check-empty" }, "No label looks wrong."));
+      }
     } catch (e) {
       outcome.textContent = e.message;
     }

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import io
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from PIL import Image as PILImage
 from sqlalchemy import select
+from werkzeug.serving import make_server
 
 from indexer.schema import INDEXED, Image, Label
 from search.labelling.labels import set_label
@@ -77,3 +81,16 @@ def make_small_collection(folder: Path, samples: Path, bad: Path) -> dict[str, s
     (folder / "broken").mkdir()
     (folder / "broken" / "truncated.jpg").write_bytes((bad / "pillow__truncated_jpeg.jpg").read_bytes())
     return copies
+
+
+@contextmanager
+def serving(app) -> Iterator[str]:
+    """The app on a real threaded server at 127.0.0.1, on a free port: its URL while the block runs."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()  # make_server has bound the socket already: no waiting needed
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)

@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import re
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
-from werkzeug.serving import make_server
 
 from indexer.library import Library
 from indexer.schema import INDEXED, DuplicateChoice, Image, Label, SuggestedLabel
 from search.duplicates.review import dismissed_pairs
-from tests.web.library_setup import ARTIFACTS, label_every_other, make_app, near_duplicate_of
+from tests.web.library_setup import ARTIFACTS, label_every_other, make_app, near_duplicate_of, serving
 from web.context import EXTENSION
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -44,12 +42,8 @@ def live_library(small_library_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def live_server(live_library, backbone):
     app = make_app(live_library, backbone)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()  # make_server has bound the socket already: no waiting needed
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=10)
+    with serving(app) as url:
+        yield url
     trainer = app.extensions[EXTENSION].labeller.trainer
     assert trainer.close(timeout=120), "the background retraining did not finish"  # before the library closes
 

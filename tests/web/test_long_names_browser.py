@@ -4,18 +4,16 @@
 from __future__ import annotations
 
 import shutil
-import threading
 
 import pytest
 from sqlalchemy import select
-from werkzeug.serving import make_server
 
 from indexer.library import Library
 from indexer.pipeline import index_folder
 from indexer.schema import Image
 from search.labelling.labels import MAX_LABEL_LENGTH, set_label
 from tests.conftest import SAMPLES
-from tests.web.library_setup import make_app
+from tests.web.library_setup import make_app, serving
 from tests.web.test_browser import PHONES, browser, shot  # noqa: F401  (fixture)
 from web.context import EXTENSION
 
@@ -54,12 +52,8 @@ def long_library(tmp_path_factory, backbone):
 @pytest.fixture(scope="module")
 def live_server(long_library, backbone):
     app = make_app(long_library, backbone)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=10)
+    with serving(app) as url:
+        yield url
     trainer = app.extensions[EXTENSION].labeller.trainer
     assert trainer.close(timeout=120), "the background retraining did not finish"
 

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import threading
 
 import pytest
-from werkzeug.serving import make_server
 
 from indexer.finetune import TuneConfig
 from indexer.library import Library
 from search.tuning import LAST_TUNE_STATE
-from tests.web.library_setup import label_every_other, make_app
+from tests.web.library_setup import label_every_other, make_app, serving
 from tests.web.test_browser import browser, page, shot  # noqa: F401  (fixtures, over this module's live_server)
 from web.context import EXTENSION
 
@@ -38,12 +36,8 @@ def live_library(small_library_dir, tmp_path_factory):
 def live_server(live_library, backbone):
     app = make_app(live_library, backbone)
     app.config["TUNE_CONFIG"] = TuneConfig(max_epochs=0, batch_size=8)  # quick, and never kept
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=10)
+    with serving(app) as url:
+        yield url
     tuner = app.extensions.get("lookalike-tuning")
     if tuner is not None and tuner.thread is not None:
         tuner.thread.join(timeout=WAIT_MS / 1000)

@@ -144,6 +144,16 @@ def test_a_re_run_verifies_only_the_pairs_of_new_photos(backbone, tmp_path, monk
     assert verified and all(a in new_ids or b in new_ids for a, b in verified)
 
 
+def every_pair(library) -> tuple[list[int], list[tuple[int, int]], dict]:
+    """The library's photo ids, every pair of them, and their verdicts verified in this thread."""
+    from search.duplicates import stored
+
+    with library.Session() as s:
+        ids = sorted(s.scalars(select(Image.id)))
+    pairs = [(a, b) for a in ids for b in ids if a < b]
+    return ids, pairs, stored.StoredVerifier(library, workers=1).many(pairs)
+
+
 def test_threads_give_the_verdicts_of_one_thread_computing_each_photo_once(hard_library, monkeypatch):
     """Many pairs are verified by threads sharing one cache of keypoints: the verdicts are those of
     one thread, and each photo's keypoints are computed once in the run, though its pairs are in
@@ -151,10 +161,7 @@ def test_threads_give_the_verdicts_of_one_thread_computing_each_photo_once(hard_
     from search.duplicates import stored
 
     library, _ = hard_library
-    with library.Session() as s:
-        ids = sorted(s.scalars(select(Image.id)))
-    pairs = [(a, b) for a in ids for b in ids if a < b]
-    here = stored.StoredVerifier(library, workers=1).many(pairs)
+    ids, pairs, here = every_pair(library)
     computed: list[int] = []
     fresh = stored.StoredVerifier(library, workers=1).upright(ids)
     real = stored.features_of_jpeg
@@ -180,10 +187,7 @@ def test_the_shared_keypoints_stay_within_their_bound(hard_library, monkeypatch)
     from search.duplicates import stored
 
     library, _ = hard_library
-    with library.Session() as s:
-        ids = sorted(s.scalars(select(Image.id)))
-    pairs = [(a, b) for a in ids for b in ids if a < b]
-    here = stored.StoredVerifier(library, workers=1).many(pairs)
+    ids, pairs, here = every_pair(library)
     monkeypatch.setattr(stored, "POOL_BLOCK", 5)
     monkeypatch.setattr(stored, "FEATURE_CACHE", 3)
     bounded = stored.StoredVerifier(library, workers=2)
@@ -198,10 +202,7 @@ def test_threads_hold_the_stored_copies_of_one_block_at_a_time(hard_library, mon
     from search.duplicates import stored
 
     library, _ = hard_library
-    with library.Session() as s:
-        ids = sorted(s.scalars(select(Image.id)))
-    pairs = [(a, b) for a in ids for b in ids if a < b]
-    here = stored.StoredVerifier(library, workers=1).many(pairs)
+    ids, pairs, here = every_pair(library)
     monkeypatch.setattr(stored, "POOL_BLOCK", 3)
     threaded = stored.StoredVerifier(library, workers=2)
     reads: list[int] = []

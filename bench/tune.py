@@ -9,7 +9,8 @@ the "unlabelled rest") and tune as `lookalike tune` does (search.tune_decision):
 into scoring_folds(labels) folds, fine-tune a candidate on the other folds for each (fit_candidate: LP-FT,
 the number of stages and epochs chosen on its own early-stopping fold when there are enough
 labels), score each fold's photos frozen vs tuned by a probe, pool them, and keep only when the
-paired test says the tuned vectors are better (`keep`). The final weights are refit on every label
+tuned vectors are measured better (`keep`: accuracy not lower, the labels' log-likelihood higher;
+the paired test's p-value is reported beside it). The final weights are refit on every label
 (`refit`), kept or not, so that the bench can show what keeping them would have done. Then re-embed
 `--reembed-photos` files (the corpus, cycled when it is smaller: the timing of a collection of that
 size) and report:
@@ -116,6 +117,7 @@ def run_setting(paths, codes, n_classes, frozen, frozen_vectors, per_class, seed
         "best_epoch": decision.epochs,
         "scoring_frozen": round(score.frozen_accuracy, 4),
         "scoring_tuned": round(score.tuned_accuracy, 4),
+        "loglik_gain": round(score.loglik_gain, 4),
         "p_value": round(decision.p_value, 4),
         "kept": kept,
         "rest_accuracy_frozen": round(frozen_rest, 4),

@@ -57,15 +57,16 @@ def tune(library, as_json, revert, epochs, quiet):
         echo_json(report.as_dict())
         return
     figures = (f"held-out accuracy {report.frozen_accuracy:.3f} -> {report.tuned_accuracy:.3f} "
-               f"({100 * report.gain:+.1f} points" + (f", paired test p = {report.p_value:.3f})"
-                                                     if report.p_value == report.p_value else ")"))
+               f"({100 * report.gain:+.1f} points" + (
+                   f", log-likelihood {report.loglik_gain:+.3f} a photo, paired test p = {report.p_value:.3f})"
+                   if report.p_value == report.p_value and report.loglik_gain == report.loglik_gain else ")"))
     if report.resumed:  # figures from when it was tuned (none for an interrupted --revert)
         click.echo(f"tuned: resumed the interrupted re-embedding into representation {report.representation}; "
                    f"re-embedded {report.reembedded} photos")
     elif report.kept:
         click.echo(f"tuned: {figures}, kept; re-embedded {report.reembedded} photos")
     else:
-        click.echo(f"tuned: {figures}, not kept: not measurably better than the frozen representation")
+        click.echo(f"tuned: {figures}, not kept: not measured better than the frozen representation")
 
 
 class _Bar:

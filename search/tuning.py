@@ -1,9 +1,9 @@
 """`lookalike tune`: fine-tune the backbone on the library's labels, keep the tuned weights only if
-they measurably beat the frozen representation on held-out labels, then re-embed and refresh what
+they are measured better than the frozen representation on held-out labels, then re-embed and refresh what
 derives from the vectors (neighbour lists, suggestions, queue clusters).
 
     labelled photos --cross_fit (search.tune_decision)--> every label scored once, frozen vs tuned
-                    --keep (paired test)--> refit on every label --> a new representation, re-embedded
+                    --keep (measured better)--> refit on every label --> a new representation, re-embedded
 
 An interrupted re-embedding (a recorded representation with staged vectors, not current) is
 resumed by the next `tune_library` instead of training again. torch is imported inside functions.
@@ -57,7 +57,8 @@ class TuneReport:
     n_heldout: int = 0
     seconds: float = 0.0
     skipped: list[str] = field(default_factory=list)  # labelled photos that did not decode
-    p_value: float = float("nan")  # the keep rule's paired test (search.tune_decision.keep)
+    p_value: float = float("nan")  # how sure the paired comparison is (one-sided sign-flip test)
+    loglik_gain: float = float("nan")  # labels' mean log-likelihood, tuned minus frozen (search.tune_decision.keep)
 
     @property
     def gain(self) -> float:
@@ -70,6 +71,7 @@ class TuneReport:
             "representation": self.representation, "reembedded": self.reembedded, "resumed": self.resumed,
             "stages": self.stages, "epochs": self.epochs, "n_train": self.n_train, "n_heldout": self.n_heldout,
             "seconds": round(self.seconds, 1), "p_value": _number(round(self.p_value, 4)),
+            "loglik_gain": _number(round(self.loglik_gain, 4)),
         }
 
 
@@ -218,7 +220,7 @@ def _tune_library(
             kept=decision.kept, frozen_accuracy=score.frozen_accuracy, tuned_accuracy=score.tuned_accuracy,
             representation=current.id, stages=decision.stages, epochs=decision.epochs, n_train=len(items),
             n_heldout=score.n_heldout, skipped=sorted({str(p) for p, _ in decision.skipped}),
-            p_value=decision.p_value,
+            p_value=decision.p_value, loglik_gain=score.loglik_gain,
         )
         log.info("tuned vs frozen on %d held-out labels: %.3f vs %.3f, p = %.3f (%s)", score.n_heldout,
                  score.tuned_accuracy, score.frozen_accuracy, decision.p_value, "kept" if report.kept else "discarded")
@@ -236,7 +238,8 @@ def _tune_library(
         labels={"fingerprint": labels_fingerprint(library), "classes": classes, "photos": len(items)},
         metrics={"frozen_accuracy": score.frozen_accuracy, "tuned_accuracy": score.tuned_accuracy,
                  "gain": score.gain, "n_train": len(items), "n_heldout": score.n_heldout,
-                 "p_value": decision.p_value, "stages": decision.stages, "epochs": decision.epochs,
+                 "p_value": decision.p_value, "loglik_gain": score.loglik_gain, "stages": decision.stages,
+                 "epochs": decision.epochs,
                  "tune_seconds": round(time.perf_counter() - started, 1)},
     )
     report.representation = rep.id
@@ -303,7 +306,8 @@ def _report_from_metrics(rep: Representation) -> TuneReport:
                       tuned_accuracy=float(m.get("tuned_accuracy", float("nan"))), representation=rep.id,
                       stages=int(m.get("stages", 0)), epochs=int(m.get("epochs", 0)),
                       n_train=int(m.get("n_train", 0)), n_heldout=int(m.get("n_heldout", 0)),
-                      p_value=float(m.get("p_value", float("nan"))))
+                      p_value=float(m.get("p_value", float("nan"))),
+                      loglik_gain=float(m.get("loglik_gain", float("nan"))))
 
 
 __all__ = [

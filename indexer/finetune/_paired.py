@@ -1,5 +1,6 @@
-"""Whether one representation measurably beats another on the same held-out photos: a one-sided
-paired test on each photo's log-likelihood of its label (a probe refit on each representation).
+"""How one representation compares with another on the same held-out photos: each photo's
+log-likelihood of its label (a probe refit on each representation), paired, and a one-sided test
+of how sure that comparison is.
 
 Each held-out photo gives a paired difference d_i = log p_tuned(label_i) - log p_frozen(label_i).
 Under "the tuned vectors are no better" the differences are as likely positive as negative

@@ -13,7 +13,7 @@ import numpy.typing as npt
 
 from indexer.backbone import Backbone
 from indexer.cancel import check
-from indexer.finetune._paired import calibrated, sign_flip_p_value
+from indexer.finetune._paired import TIE, calibrated, sign_flip_p_value
 from indexer.finetune._probe import fit_probe
 from indexer.imageio import ImageError, load_image
 
@@ -44,6 +44,14 @@ class CandidateScore:
     @property
     def gain(self) -> float:
         return self.tuned_accuracy - self.frozen_accuracy
+
+    @property
+    def loglik_gain(self) -> float:
+        """Mean paired difference of the labels' calibrated log-likelihood, tuned minus frozen (nats a
+        photo); differences under the test's TIE count as 0, so calibration noise is no gain."""
+        d = self.tuned_loglik - self.frozen_loglik
+        d = np.where(np.abs(d) < TIE, 0.0, d)
+        return float(d.mean()) if len(d) else 0.0
 
     @property
     def p_value(self) -> float:

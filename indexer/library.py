@@ -18,10 +18,10 @@ from typing import Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import create_engine, delete, func, select, update
+from sqlalchemy import MetaData, create_engine, delete, func, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.schema import CreateIndex
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from indexer.library_files import (  # the library's file names, also importable from here
     DB_FILE,
@@ -39,10 +39,12 @@ from indexer.schema import (
     INDEXED,
     SCHEMA_VERSION,
     Base,
+    DismissedPair,
     Embedding,
     Image,
     Label,
     Meta,
+    NeighbourSource,
     Representation,
     StagedEmbedding,
     utcnow,
@@ -60,6 +62,7 @@ VECTORS_CHECKED = 32  # stored vectors compared with the FAISS file each time it
 IDENTITY_KEYS = ("backbone", "weights", "preprocessing", "dim")
 LABELS_NFC = "labels_nfc"  # meta key: the labels were brought to Unicode NFC once
 CURRENT_REPRESENTATION = "representation"  # meta key: id of the current Representation row
+KEPT_LABELS = "kept_labels"  # meta key (web/label_check.py): {image id: the label kept as right}
 
 
 def file_stamp(path: Path) -> tuple | None:
@@ -114,6 +117,14 @@ def read_only_url(db: Path) -> str:
     return f"sqlite:///file:{db}?immutable=1&uri=true"
 
 
+def _reuses_ids(conn: sqlite3.Connection) -> bool:
+    """Whether the library's images table predates AUTOINCREMENT (schema.Image)."""
+    row = conn.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (Image.__tablename__,)
+    ).fetchone()
+    return row is not None and "AUTOINCREMENT" not in row[0].upper()
+
+
 class Library:
     """Handle on one library directory. Cheap to open; holds one SQLAlchemy engine."""
 
@@ -153,6 +164,7 @@ class Library:
             # first one recorded from its meta here, once.
             self._sync_representation(s)
             self._labels_to_nfc(s)
+        self._autoincrement_image_ids()
 
     def _drop_stale_caches(self) -> None:
         """A cache table (schema.CACHE_TABLES) with other columns than this release's is dropped, for
@@ -164,6 +176,76 @@ class Library:
                 if have and have != set(table.columns.keys()):
                     table.drop(conn)
                     log.info("%s was made by another release: made anew", name)
+
+    def _autoincrement_image_ids(self) -> None:
+        """Rebuild an `images` table made before it was AUTOINCREMENT (schema.Image), once: until
+        then SQLite gives the largest id again after its photo is removed.
+
+        SQLite cannot alter a table into AUTOINCREMENT, so this is its "other kinds of table schema
+        changes" (lang_altertable.html): foreign keys off (dropping the old table must delete no
+        label), a new table, the rows copied, the old table dropped, the new one renamed, its indexes
+        made again, the foreign keys checked. One transaction: a kill midway leaves the old table as
+        it was, and a reader sees the old table or the new one. The new table counts on from the
+        largest id the library still names anywhere, so none of those is given to another photo."""
+        raw = self.engine.raw_connection()
+        try:
+            conn: sqlite3.Connection = raw.driver_connection  # type: ignore[assignment]
+            if not _reuses_ids(conn):
+                return
+            isolation = conn.isolation_level
+            conn.isolation_level = None  # the transaction below is explicit
+            conn.execute("PRAGMA foreign_keys=OFF")  # a no-op inside a transaction
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    if _reuses_ids(conn):  # not rebuilt meanwhile by another process
+                        self._rebuild_images(conn)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            finally:
+                conn.execute("PRAGMA foreign_keys=ON")
+                conn.isolation_level = isolation
+        finally:
+            raw.close()
+
+    def _rebuild_images(self, conn: sqlite3.Connection) -> None:
+        """The body of _autoincrement_image_ids, inside its transaction."""
+        table = Base.metadata.tables[Image.__tablename__]
+        new = f"{table.name}_autoincrement"
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table.name})")}
+        columns = ", ".join(c for c in table.columns.keys() if c in have)
+        indexes = [sql for (sql,) in conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type IN ('index', 'trigger') AND tbl_name = ? AND sql IS NOT NULL",
+            (table.name,),
+        )]
+        largest = self._largest_image_id(conn)
+        broken = set(conn.execute("PRAGMA foreign_key_check"))  # rows written without foreign keys
+        conn.execute(str(CreateTable(table.to_metadata(MetaData(), name=new)).compile(dialect=self.engine.dialect)))
+        conn.execute(f"INSERT INTO {new} ({columns}) SELECT {columns} FROM {table.name}")
+        conn.execute(f"DROP TABLE {table.name}")
+        conn.execute(f"ALTER TABLE {new} RENAME TO {table.name}")
+        for sql in indexes:
+            conn.execute(sql)
+        conn.execute("DELETE FROM sqlite_sequence WHERE name IN (?, ?)", (table.name, new))
+        conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table.name, largest))
+        if lost := sorted(set(conn.execute("PRAGMA foreign_key_check")) - broken):  # cannot be: same ids
+            raise LibraryError(
+                f"library {self.path}: rebuilding its images table would leave {len(lost)} rows naming "
+                f"photos that are not there (first: {lost[0][0]} row {lost[0][1]}); nothing was changed"
+            )
+        log.info("images: ids are no longer given again (largest so far %d)", largest)
+
+    def _largest_image_id(self, conn: sqlite3.Connection) -> int:
+        """The largest photo id the library names: its photos', and what outlives a removed photo
+        (stored neighbour lists' sources, "not duplicates" verdicts, labels kept in Check labels)."""
+        named = ((Image, "id"), (NeighbourSource, "image_id"), (DismissedPair, "image_a"), (DismissedPair, "image_b"))
+        ids = [conn.execute(f"SELECT max({col}) FROM {model.__tablename__}").fetchone()[0] for model, col in named]
+        kept = conn.execute(f"SELECT value FROM {Meta.__tablename__} WHERE key = ?", (KEPT_LABELS,)).fetchone()
+        ids += [int(key) for key in parse_state(kept[0] if kept else None) if key.isascii() and key.isdigit()]
+        return max((int(i) for i in ids if i is not None), default=0)
 
     def _labels_to_nfc(self, session: Session) -> None:
         """Labels are kept in Unicode NFC (search.labelling.labels.clean_label): a library labelled

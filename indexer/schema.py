@@ -34,9 +34,15 @@ class Base(DeclarativeBase):
 
 
 class Image(Base):
-    """A photo file under the collection root. Its id is also its FAISS id."""
+    """A photo file under the collection root. Its id is also its FAISS id.
+
+    AUTOINCREMENT: an id is never given again, not even the largest after its photo is removed, so
+    what still names a removed photo by its id (a kept label, a bookmarked URL) names no other photo.
+    Libraries made before are rebuilt with it when opened (indexer/library.py).
+    """
 
     __tablename__ = "images"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     path: Mapped[str] = mapped_column(String, unique=True)  # relative to the root, '/'-separated

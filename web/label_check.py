@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, jsonify, render_template, request
 
-from indexer.library import READ_ONLY_MESSAGE
+from indexer.library import KEPT_LABELS, READ_ONLY_MESSAGE
 from search.labelling.suspicious import Check, suspicious
 from web import labelling
 from web.browse import int_arg
@@ -23,7 +23,7 @@ from web.payloads import image_payload, image_urls
 
 bp = Blueprint("label_check", __name__)
 
-KEPT_STATE = "kept_labels"
+KEPT_STATE = KEPT_LABELS
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 

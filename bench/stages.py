@@ -135,7 +135,8 @@ def _write_cpu(files: list[Path], vectors: list[np.ndarray], backbone) -> float:
                 check_library(library, root, backbone, False)  # as index_folder: root, backbone, dim
                 library.record_representation(backbone.identity(), backbone.weights)
                 report = IndexReport()
-                plan = plan_run(library, root, scan(root).files, report)
+                scanned = scan(root)
+                plan = plan_run(library, root, scanned.files, report, folders=scanned.folders)
                 index = library.load_vectors()
                 todo: list[PhotoTask] = list(plan.todo)
                 t = _cpu()

@@ -7,7 +7,7 @@ delete rows, and new files get `pending` rows, so a killed run resumes from the 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from indexer.decode import PhotoTask, hash_file
 from indexer.library import Library, LibraryError
 from indexer.report import IndexReport
 from indexer.rows import INDEXED, PENDING, ROWS_SQL, Row, is_unchanged
-from indexer.scan import FileEntry
+from indexer.scan import FileEntry, OutsideRoot, changed_folders, open_inside
 from indexer.schema import Image, utcnow
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,8 @@ def check_library(library: Library, root: Path, backbone: Backbone, reembed: boo
 
 
 def plan_run(
-    library: Library, root: Path, files: list[FileEntry], report: IndexReport, keep: Collection[str] = ()
+    library: Library, root: Path, files: list[FileEntry], report: IndexReport, keep: Collection[str] = (),
+    *, folders: Mapping[str, int],
 ) -> Plan:
     """Compare the scan with the database; apply moves and removals; insert rows for new files.
 
@@ -65,7 +66,9 @@ def plan_run(
     with any, no row is removed this run either: a file still being written may be a vanished photo
     that is being moved by copy-and-delete, whose row (and labels) must go with it. Nor when a new
     file is gone by the time its hash is read (moved on again since the scan): a vanished photo may
-    be it. A later run removes what is still gone."""
+    be it. Nor when a folder the scan listed (`folders`: ScanResult.folders) changed or vanished
+    since: a folder renamed during the walk hides its photos under both names. A later run removes
+    what is still gone. A photo still at its recorded path is never removed."""
     with library.engine.connect() as conn:
         rows = {r[1]: Row(*r) for r in conn.exec_driver_sql(ROWS_SQL)}
     seen = {f.path for f in files}
@@ -115,7 +118,10 @@ def plan_run(
             s.execute(update(Image).where(Image.id == old.id).values(**values))
             moved_ids.add(old.id)
             report.moved += 1
-        removed_ids = [] if keep or stale else [row.id for row in missing if row.id not in moved_ids]
+        gone = [row for row in missing if row.id not in moved_ids]
+        why_not = "files still being written" if keep else "a new file moved on since the scan" if stale else ""
+        removed_ids = [row.id for row in _removable(root, gone, folders, why_not)]
+        report.not_removed = len(gone) - len(removed_ids)
         for start in range(0, len(removed_ids), 500):
             s.execute(delete(Image).where(Image.id.in_(removed_ids[start : start + 500])))
         for f, image_id in changed:
@@ -140,6 +146,38 @@ def plan_run(
         todo += [PhotoTask(ids[f.path], f.path) for f in still_new]
     todo.sort(key=lambda t: t.path)
     return Plan(tuple(todo), frozenset(image_id for _, image_id in changed), tuple(removed_ids))
+
+
+def _removable(root: Path, gone: list[Row], folders: Mapping[str, int], why_not: str) -> list[Row]:
+    """The rows of `gone` (missing from the scan, not moved) to delete this run: none when the scan
+    may have missed photos that are there (`why_not`, or a folder that changed while it was walked),
+    and never one whose photo is still at its recorded path. One stat per folder, a few per row."""
+    if not gone:
+        return []
+    if why_not:
+        log.info("%d photos missing from the scan kept until a later run: %s", len(gone), why_not)
+        return []
+    changed = changed_folders(root, folders)
+    if changed:
+        log.warning("%d photos missing from the scan kept until a later run: the folder changed while it was "
+                    "scanned (%s%s)", len(gone), ", ".join(changed[:3]), ", ..." if len(changed) > 3 else "")
+        return []
+    there = {row.id for row in gone if _still_there(root, row.path)}
+    if there:
+        log.warning("%d photos missing from the scan kept: still at their paths", len(there))
+    return [row for row in gone if row.id not in there]
+
+
+def _still_there(root: Path, path: str) -> bool:
+    """Whether a photo the scan did not list is at its recorded path all the same (renamed away and
+    back while its folder was listed). One that cannot be told (a folder it cannot stat) stays too."""
+    try:
+        open_inside(root, root / path)
+    except (FileNotFoundError, NotADirectoryError, OutsideRoot):
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def _hash_file(path: Path) -> str | None:

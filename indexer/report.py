@@ -14,6 +14,7 @@ class IndexReport:
     unchanged: int = 0
     moved: int = 0
     removed: int = 0
+    not_removed: int = 0  # missing from the scan but kept for a later run (indexer.plan: the scan may have missed them)
     failed: Counter = field(default_factory=Counter)
     unreadable_dirs: list[str] = field(default_factory=list)
     ignored: int = 0  # files skipped by extension (not image formats)
@@ -39,6 +40,8 @@ class IndexReport:
             f"indexed {self.indexed}, unchanged {self.unchanged}, moved {self.moved}, "
             f"removed {self.removed}, failed {failed}" + (f" ({reasons})" if reasons else "")
         )
+        if self.not_removed:
+            line += f", {self.not_removed} missing photos kept for a later run"
         if self.ignored:
             line += f", ignored {self.ignored} non-image files"
         if self.bad_names:

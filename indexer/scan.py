@@ -6,7 +6,7 @@ import contextlib
 import logging
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +30,9 @@ class ScanResult:
     skipped_links: int = 0  # loops, dangling links, links that lead out of the root
     ignored: int = 0  # files whose extension is not an image format's, and non-regular files
     bad_names: list[str] = field(default_factory=list)  # image files whose path is not UTF-8, escaped
+    # Each folder listed ('' the root) and its st_mtime_ns just before: `changed_folders` tells
+    # whether the tree changed while it was walked.
+    folders: dict[str, int] = field(default_factory=dict)
 
 
 class OutsideRoot(LookupError):
@@ -70,6 +73,22 @@ def scan(root: Path, skip: Path | None = None) -> ScanResult:
     return result
 
 
+def changed_folders(root: Path, folders: Mapping[str, int]) -> list[str]:
+    """The folders of a scan (`ScanResult.folders`) whose entries may differ from what it listed:
+    another mtime (an entry added, removed or renamed since), or gone. One stat per folder.
+
+    A folder renamed while the walk goes on can hide its photos under both names (the old one gone
+    when reached, the new one made after its parent was listed); its parent's mtime says so."""
+    changed = []
+    for rel, mtime_ns in folders.items():
+        try:
+            if os.stat(os.path.join(root, rel) if rel else root).st_mtime_ns != mtime_ns:
+                changed.append(rel or ".")
+        except OSError:
+            changed.append(rel or ".")
+    return changed
+
+
 def has_images(root: Path) -> bool:
     """Whether `scan(root)` would find any image file; stops at the first one."""
     return next(_walk(Path(root), ScanResult()), None) is not None
@@ -97,6 +116,7 @@ def _walk(root: Path, result: ScanResult, skip: Path | None = None) -> Iterator[
             seen_dirs.add((st.st_dev, st.st_ino))
             with os.scandir(abs_dir) as it:
                 entries = list(it)
+            result.folders[rel_dir] = st.st_mtime_ns  # stat before the listing: a change during it shows
         except OSError as e:
             log.warning("cannot read folder %s: %s", abs_dir, e)
             result.unreadable_dirs.append(rel_dir or ".")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -231,6 +232,73 @@ def test_a_file_moved_again_after_the_scan_keeps_its_label(tree, library, backbo
     with library.Session() as s:
         assert s.get(Label, row.id).label == "sunset"
     assert library.load_vectors().ntotal == len(GOOD)
+
+
+def test_a_folder_renamed_during_the_scan_keeps_its_photos_and_labels(tree, library, backbone, monkeypatch):
+    """Renamed a -> renamed once the root is listed: the scan finds a gone and never sees renamed, so
+    a's photos are missing from it though they never left. The run removes nothing; the next one
+    finds them moved."""
+    index_folder(tree, library, backbone, workers=1)
+    before = rows(library)
+    red, alpha = before["a/red.jpg"].id, before["a/b/alpha.png"].id
+    with library.Session.begin() as s:
+        s.add(Label(image_id=red, label="sunset"))
+    os.utime(tree, (1e9, 1e9))  # long ago: the rename gives the root another mtime
+    real_scandir = os.scandir
+    renamed = []
+
+    def list_then_rename(path):
+        with real_scandir(path) as it:
+            entries = list(it)
+        if os.fspath(path) == str(tree) and not renamed:  # the root is listed, a not entered yet
+            os.rename(tree / "a", tree / "renamed")
+            renamed.append(path)
+        return contextlib.nullcontext(entries)
+
+    monkeypatch.setattr(os, "scandir", list_then_rename)
+    report = index_folder(tree, library, backbone, workers=1)
+    monkeypatch.setattr(os, "scandir", real_scandir)
+    assert renamed and report.unreadable_dirs == ["a"]  # the scan did miss both names
+    assert (report.removed, report.moved) == (0, 0)
+    assert report.not_removed == 2
+    assert "2 missing photos kept for a later run" in report.summary()
+    after = rows(library)
+    assert {p: r.id for p, r in after.items()} == {p: r.id for p, r in before.items()}
+    with library.Session() as s:
+        assert s.get(Label, red).label == "sunset"
+
+    report = index_folder(tree, library, backbone, workers=1)
+    assert (report.moved, report.indexed, report.removed, report.not_removed) == (2, 0, 0, 0)
+    after = rows(library)
+    assert (after["renamed/red.jpg"].id, after["renamed/b/alpha.png"].id) == (red, alpha)
+    assert "a/red.jpg" not in after and "a/b/alpha.png" not in after
+    with library.Session() as s:
+        assert s.get(Label, red).label == "sunset"
+    assert library.load_vectors().ntotal == len(GOOD)
+
+
+def test_a_photo_the_scan_missed_at_its_own_path_keeps_its_row(tree, library, backbone):
+    """A photo renamed away and back while its folder was listed is missing from the scan but still
+    at its recorded path: however the scan came to miss it, its row (and label) stays."""
+    from indexer.scan import scan
+
+    index_folder(tree, library, backbone, workers=1)
+    row = rows(library)["c/d.webp"]
+    with library.Session.begin() as s:
+        s.add(Label(image_id=row.id, label="kept"))
+    listed = os.stat(tree / "c").st_mtime_ns
+    os.rename(tree / "c" / "d.webp", tree / "c" / "d.tmp")
+    scanned = scan(tree)
+    os.rename(tree / "c" / "d.tmp", tree / "c" / "d.webp")
+    os.utime(tree / "c", ns=(listed, listed))  # as if c had not changed: only the photo's own check is left
+    report = index_folder(tree, library, backbone, workers=1, scanned=scanned)
+    assert report.removed == 0
+    assert report.not_removed == 1
+    assert rows(library)["c/d.webp"].id == row.id
+    with library.Session() as s:
+        assert s.get(Label, row.id).label == "kept"
+    report = index_folder(tree, library, backbone, workers=1)
+    assert (report.unchanged, report.removed, report.not_removed) == (len(rows(library)), 0, 0)
 
 
 def test_another_backbone_is_refused_unless_reembed(tree, library, backbone, tmp_path):

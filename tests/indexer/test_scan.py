@@ -58,3 +58,19 @@ def test_unlistable_folder_is_reported_not_fatal(tmp_path, monkeypatch):
     result = scan(tmp_path)
     assert [f.path for f in result.files] == ["ok.jpg"]
     assert result.unreadable_dirs == ["blocked"]
+
+
+def test_scan_records_its_folders_and_tells_which_changed_since(tmp_path):
+    from indexer.scan import changed_folders
+
+    make(tmp_path / "a.jpg")
+    make(tmp_path / "trip" / "day1" / "b.jpg")
+    make(tmp_path / "other" / "c.jpg")
+    for folder in (tmp_path, tmp_path / "trip", tmp_path / "trip" / "day1", tmp_path / "other"):
+        os.utime(folder, (1e9, 1e9))  # long ago: any change from now on gives another mtime
+    result = scan(tmp_path)
+    assert set(result.folders) == {"", "trip", "trip/day1", "other"}
+    assert changed_folders(tmp_path, result.folders) == []
+    make(tmp_path / "trip" / "day1" / "new.jpg")  # an entry added
+    os.rename(tmp_path / "other", tmp_path / "renamed")  # gone, and its parent changed
+    assert sorted(changed_folders(tmp_path, result.folders)) == [".", "other", "trip/day1"]

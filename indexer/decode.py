@@ -21,6 +21,7 @@ import numpy.typing as npt
 from indexer.backbone import Preprocess
 from indexer.hashes import ImageSignals, compute_signals
 from indexer.imageio import ImageError, load_image
+from indexer.rows import UNREADABLE
 from indexer.scan import OutsideRoot, open_inside
 
 
@@ -103,7 +104,7 @@ def decode_photo(root: Path, task: PhotoTask, preprocess: Preprocess) -> Decoded
     except ImageError as e:
         return Decoded(task.image_id, None, facts, str(e))
     except OSError as e:  # unreadable, vanished since the scan
-        return Decoded(task.image_id, None, facts, f"unreadable file: {e}")
+        return Decoded(task.image_id, None, facts, f"{UNREADABLE}: {e}")
     except OutsideRoot:  # made a link out of the root since the scan
         return Decoded(task.image_id, None, facts, "outside the photo folder: a link to another place")
     except Exception as e:  # preprocessing of a strange image: never stop the batch

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from indexer.extensions import EXTENSIONS, RAW_EXTENSIONS  # noqa: F401  (re-exported: the scan's file types)
+from indexer.rows import MISSING, UNREADABLE
 
 try:  # HEIC/HEIF from phones; optional at run time, a declared dependency.
     from pillow_heif import register_heif_opener
@@ -247,11 +248,11 @@ def load_image(
             return _raw_bytes(bytes(source), min_side, max_bytes, ImageError("not an image", str(e)))
         raise ImageError("not an image", str(e)) from None
     except FileNotFoundError as e:
-        raise ImageError("missing file", str(e)) from None
-    except PermissionError as e:
-        raise ImageError("unreadable file", str(e)) from None
+        raise ImageError(MISSING, str(e)) from None
     except (OSError, SyntaxError, EOFError, ValueError, IndexError) as e:
-        # Pillow reports truncated and corrupt data as OSError/SyntaxError/ValueError.
+        if isinstance(e, OSError) and e.errno is not None:  # the system's (EACCES, EIO): a later run retries
+            raise ImageError(UNREADABLE, str(e)) from None
+        # Pillow reports truncated and corrupt data as OSError (without an errno)/SyntaxError/ValueError.
         raise ImageError("corrupt image", f"{type(e).__name__}: {e}") from None
     except MemoryError:
         raise ImageError("decompression bomb", "ran out of memory while decoding") from None

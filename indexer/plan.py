@@ -82,7 +82,8 @@ def plan_run(
         elif is_unchanged(row, f):
             report.unchanged += 1
         elif row.size == f.size and row.mtime == f.mtime:
-            todo.append(PhotoTask(row.id, f.path))  # pending: an earlier run stopped before embedding it
+            # Pending (an earlier run stopped before embedding it), or failed to read: tried again.
+            todo.append(PhotoTask(row.id, f.path))
         else:
             changed.append((f, row.id))
     missing = [row for path, row in rows.items() if path not in seen and path not in keep]

@@ -13,6 +13,7 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from indexer.imageio import MAX_FILE_BYTES, TOO_LARGE, ImageError, PhotoInfo, decoded_bytes, to_rgb
+from indexer.rows import MISSING, UNREADABLE
 
 try:
     import rawpy
@@ -103,9 +104,9 @@ def load_raw(source: Path | bytes, min_side: int | None = None, *,
     except ImageError:
         raise
     except FileNotFoundError as e:
-        raise ImageError("missing file", str(e)) from None
+        raise ImageError(MISSING, str(e)) from None
     except PermissionError as e:
-        raise ImageError("unreadable file", str(e)) from None
+        raise ImageError(UNREADABLE, str(e)) from None
     except rawpy.LibRawFileUnsupportedError as e:
         raise ImageError(UNSUPPORTED_RAW, f"LibRaw cannot read this file: {_text(e)}") from None
     except MemoryError:

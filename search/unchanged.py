@@ -7,9 +7,9 @@ code that ran, and the stamp (inode, size, mtime, ctime) of every file of the li
 weights file the backbone is named by. A later run with the same folder, settings and code, on a
 library whose files all carry the same stamps (no label set since, no FAISS file replaced or
 damaged, no suggestion rewritten by the web), whose folder scans to exactly the rows of the database
-(each file the same size and mtime, none pending, none gone), would change nothing: it is not run,
-and its report counts every photo unchanged. Anything else runs the whole path, which writes the
-file again at its end. The shortcut only ever declines: a missing, stale or unreadable file, a
+(each file the same size and mtime, none pending or failed to read, none gone), would change
+nothing: it is not run, and its report counts every photo unchanged. Anything else runs the whole
+path, which writes the file again at its end. The shortcut only ever declines: a missing, stale or unreadable file, a
 library another indexer holds, any error, all mean the whole path.
 """
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from PIL import Image as PILImage
 
 from indexer.imageio import TOO_LARGE, ImageError, load_image
+from indexer.rows import MISSING, UNREADABLE
 from indexer.scan import OutsideRoot, open_inside
 from indexer.schema import Image
 from search.searcher import ImageRow
@@ -104,9 +105,9 @@ class Thumbnails:
         try:
             original = original_path(root, row.path)
         except FileNotFoundError as e:
-            raise ImageError("missing file", str(e)) from None
+            raise ImageError(MISSING, str(e)) from None
         except OSError as e:  # unreadable, or its path runs through a file or a link loop (ENOTDIR, ELOOP)
-            raise ImageError("unreadable file", str(e)) from None
+            raise ImageError(UNREADABLE, str(e)) from None
         try:
             return render(load_image(original, min_side=side, max_bytes=MAX_DECODED_BYTES)[0], size)
         except ImageError as e:

@@ -89,6 +89,18 @@ def test_bad_files_raise_image_error_with_reason(name, reason):
     assert str(err.value).startswith(reason)
 
 
+def test_a_read_the_system_refuses_is_unreadable_not_corrupt(tmp_path):
+    """An OSError with an errno (EISDIR here; EACCES, EIO alike) comes from reading, not from the
+    bytes: a later run tries the photo again (indexer.rows.READ_FAILURES), a corrupt one it does not."""
+    (tmp_path / "folder.jpg").mkdir()
+    with pytest.raises(ImageError) as err:
+        load_image(tmp_path / "folder.jpg")
+    assert err.value.reason == "unreadable file"
+    with pytest.raises(ImageError) as err:
+        load_image(tmp_path / "gone.jpg")
+    assert err.value.reason == "missing file"
+
+
 @pytest.mark.parametrize(
     "name",
     [

@@ -4,6 +4,7 @@ revert, and indexing new photos after a switch."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -282,3 +283,42 @@ def test_a_sigkill_right_after_the_switch_is_finished_by_the_next_tune(library, 
         assert pending_representation(reopened) is None
         labeller = Labeller(Searcher(reopened, settings=settings))
         assert labeller.searcher.source is not None and labeller.neighbours.current(labeller.k)
+
+
+def test_a_photo_unreadable_during_a_reembedding_is_retried_by_the_next_index(library, indexed, photos,
+                                                                               tmp_path, backbone):
+    """A photo the re-embedding could not read (a share that dropped out, a file being replaced) is
+    failed; back as it was, same size and mtime, the next `index` must embed it again, not count it
+    unchanged and leave it failed until the file changes."""
+    from search.labelling.labels import set_label
+
+    root = tmp_path / "photos"
+    shutil.copytree(photos, root)
+    with library.Session.begin() as s:  # the library's photos now live in the copy
+        library.set_meta(s, root=str(root))
+    with library.engine.connect() as conn:
+        image_id, path, size, mtime = conn.execute(
+            text("SELECT id, path, size, mtime FROM images ORDER BY path LIMIT 1")).one()
+    with library.Session.begin() as s:
+        set_label(s, image_id, "keep me")
+    away = tmp_path / "away.jpg"
+    os.rename(root / path, away)  # unreadable while the re-embedding runs
+
+    report = reembed(library, add_tuned(library, indexed), **OPTIONS)
+    assert report.failed == 1
+    with library.engine.connect() as conn:
+        status, error = conn.execute(text("SELECT status, error FROM images WHERE id = :id"), {"id": image_id}).one()
+    assert status == "failed" and error.startswith("unreadable file: ")
+    os.rename(away, root / path)  # back, untouched
+    st = os.stat(root / path)
+    assert (st.st_size, st.st_mtime) == (size, mtime)
+
+    report = index_folder(root, library, backbone, workers=0, engine="torch")
+    assert (report.indexed, report.unchanged, report.moved, report.removed) == (1, 19, 0, 0)
+    with library.engine.connect() as conn:
+        row = conn.execute(text("SELECT i.id, i.path, i.status, i.error, l.label FROM images i JOIN labels l"
+                                " ON l.image_id = i.id WHERE i.id = :id"), {"id": image_id}).one()
+    assert tuple(row) == (image_id, path, "indexed", None, "keep me")
+    assert library.load_vectors().ntotal == 20
+    report = index_folder(root, library, backbone, workers=0, engine="torch")
+    assert (report.indexed, report.unchanged) == (0, 20)

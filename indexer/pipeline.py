@@ -101,7 +101,8 @@ def index_folder(
         report.ignored = scanned.ignored
         report.bad_names = scanned.bad_names
         files = [f for f in scanned.files if f.path not in settling] if settling else scanned.files
-        plan = plan_run(library, root, files, report, keep=settling, folders=scanned.folders)
+        plan = plan_run(library, root, files, report, keep=settling, folders=scanned.folders,
+                        unreadable=scanned.unreadable_dirs)
         if plan.removed_ids or plan.todo:
             library.mark_vectors_dirty()
             dirty = True

@@ -58,7 +58,7 @@ def check_library(library: Library, root: Path, backbone: Backbone, reembed: boo
 
 def plan_run(
     library: Library, root: Path, files: list[FileEntry], report: IndexReport, keep: Collection[str] = (),
-    *, folders: Mapping[str, int],
+    *, folders: Mapping[str, int], unreadable: Collection[str] = (),
 ) -> Plan:
     """Compare the scan with the database; apply moves and removals; insert rows for new files.
 
@@ -68,7 +68,9 @@ def plan_run(
     file is gone by the time its hash is read (moved on again since the scan): a vanished photo may
     be it. Nor when a folder the scan listed (`folders`: ScanResult.folders) changed or vanished
     since: a folder renamed during the walk hides its photos under both names. A later run removes
-    what is still gone. A photo still at its recorded path is never removed."""
+    what is still gone. A photo still at its recorded path is never removed, nor one under a folder
+    the scan could not list (`unreadable`: ScanResult.unreadable_dirs, '.' the root): whether it is
+    there cannot be told."""
     with library.engine.connect() as conn:
         rows = {r[1]: Row(*r) for r in conn.exec_driver_sql(ROWS_SQL)}
     seen = {f.path for f in files}
@@ -121,7 +123,7 @@ def plan_run(
             report.moved += 1
         gone = [row for row in missing if row.id not in moved_ids]
         why_not = "files still being written" if keep else "a new file moved on since the scan" if stale else ""
-        removed_ids = [row.id for row in _removable(root, gone, folders, why_not)]
+        removed_ids = [row.id for row in _removable(root, gone, folders, unreadable, why_not)]
         report.not_removed = len(gone) - len(removed_ids)
         for start in range(0, len(removed_ids), 500):
             s.execute(delete(Image).where(Image.id.in_(removed_ids[start : start + 500])))
@@ -149,10 +151,20 @@ def plan_run(
     return Plan(tuple(todo), frozenset(image_id for _, image_id in changed), tuple(removed_ids))
 
 
-def _removable(root: Path, gone: list[Row], folders: Mapping[str, int], why_not: str) -> list[Row]:
+def _removable(root: Path, gone: list[Row], folders: Mapping[str, int], unreadable: Collection[str],
+               why_not: str) -> list[Row]:
     """The rows of `gone` (missing from the scan, not moved) to delete this run: none when the scan
     may have missed photos that are there (`why_not`, or a folder that changed while it was walked),
-    and never one whose photo is still at its recorded path. One stat per folder, a few per row."""
+    never one under a folder it could not list, and never one whose photo is still at its recorded
+    path. One stat per folder, a few per row."""
+    if "." in unreadable:
+        unreadable = [""]  # the root: every photo is under it
+    hidden = tuple(f"{d}/" if d else "" for d in unreadable)
+    if hidden:
+        unseen = [row for row in gone if row.path.startswith(hidden)]
+        if unseen:
+            log.warning("%d photos under folders that could not be read kept until a later run", len(unseen))
+            gone = [row for row in gone if not row.path.startswith(hidden)]
     if not gone:
         return []
     if why_not:

@@ -515,3 +515,32 @@ def test_a_file_hashed_in_chunks_has_the_hash_of_its_bytes(tmp_path):
     data = np.random.default_rng(0).bytes(2 * HASH_CHUNK + 123)  # two whole chunks and a part
     (tmp_path / "x.jpg").write_bytes(data)
     assert hash_file(tmp_path / "x.jpg") == file_hash(data)
+
+
+def test_photos_under_a_folder_the_scan_cannot_list_keep_their_rows_until_it_can(tree, library, backbone,
+                                                                                  monkeypatch):
+    """A folder that cannot be listed (permissions, a network share that dropped) hides whether its
+    photos are there: their rows and labels stay, even for one that is really gone, until a scan
+    that can list the folder removes it."""
+    index_folder(tree, library, backbone, workers=1)
+    row = rows(library)["c/d.webp"]
+    with library.Session.begin() as s:
+        s.add(Label(image_id=row.id, label="kept"))
+    (tree / "c" / "d.webp").unlink()  # really gone, but the scan cannot know it
+    real_scandir = os.scandir
+
+    def refuse_c(path):
+        if os.path.basename(os.fspath(path)) == "c":
+            raise PermissionError(13, "Permission denied", os.fspath(path))  # root reads any folder
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse_c)
+    report = index_folder(tree, library, backbone, workers=1)
+    monkeypatch.setattr(os, "scandir", real_scandir)
+    assert report.unreadable_dirs == ["c"] and (report.removed, report.not_removed) == (0, 1)
+    assert rows(library)["c/d.webp"].id == row.id
+    with library.Session() as s:
+        assert s.get(Label, row.id).label == "kept"
+
+    report = index_folder(tree, library, backbone, workers=1)  # c can be listed again
+    assert (report.removed, report.not_removed) == (1, 0) and "c/d.webp" not in rows(library)

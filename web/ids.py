@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from flask import abort
+from werkzeug.exceptions import BadRequest
 from werkzeug.routing import IntegerConverter
 
 MAX_ID = 2**63 - 1  # SQLite's INTEGER PRIMARY KEY; a larger int overflows in the driver (500)
@@ -30,3 +34,19 @@ class IdConverter(IntegerConverter):
 def is_id(value: object) -> bool:
     """A JSON value SQLite can look up as an id: an int (not a bool) that fits in 64 signed bits."""
     return type(value) is int and -MAX_ID - 1 <= value <= MAX_ID
+
+
+def id_arg(args: Mapping[str, str], name: str) -> int:
+    """A query parameter naming an image (`/search?like=`), read as a route reads `<int:...>`:
+    the same ids and, unlike browse.int_arg, never clamped (a clamped id is another photo's).
+
+    :raise 400: not an integer. :raise 404: below 0 or above MAX_ID, an id no photo can have.
+    """
+    raw = args.get(name, "")
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer") from None
+    if not 0 <= value <= MAX_ID:
+        abort(404, description=f"no image with id {value}")
+    return value

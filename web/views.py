@@ -10,9 +10,10 @@ from flask import Blueprint, Response, abort, redirect, render_template, request
 from search.labelling.labels import MAX_LABEL_LENGTH
 from web import duplicates as duplicate_review
 from web import labelling, library_facts, tuning
-from web.browse import Filters, facets, int_arg, known_labels
+from web.browse import Filters, facets, known_labels
 from web.browse import browse as browse_query
 from web.context import get_session, services
+from web.ids import id_arg
 from web.media import get_image
 from web.payloads import image_payload
 from web.security import fingerprint, token_ok
@@ -74,8 +75,7 @@ def search():
     like = request.args.get("like")
     like_image = None
     if like:
-        like_id = int_arg(request.args, "like", 0, lo=0, hi=2**62)
-        like_image = image_payload(get_image(like_id))
+        like_image = image_payload(get_image(id_arg(request.args, "like")))
     return render_template(
         "search.html", like=like_image, known_labels=known_labels(get_session()),
         max_upload_mb=services().settings.max_upload_mb,

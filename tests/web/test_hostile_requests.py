@@ -69,6 +69,24 @@ def test_search_like_a_huge_id_is_404(client):
     assert client.get(f"/search?like={HUGE}").status_code == 404
 
 
+def test_search_like_takes_every_id_a_photo_page_takes_and_no_other(client, library):
+    """?like= reads ids up to web.ids.MAX_ID, as /images/<id> does: the largest id finds its photo
+    (it was clamped to 2**62 before, another id), one past it or a negative one is no photo (404)."""
+    from indexer.schema import PENDING
+    from web.ids import MAX_ID
+
+    with library.Session.begin() as s:
+        for image_id in (2**62, MAX_ID):
+            s.add(Image(id=image_id, path=f"last/{image_id}.jpg", folder="last", size=1, mtime=0.0, status=PENDING))
+    for image_id in (2**62, 2**62 + 1, MAX_ID, MAX_ID + 1, -1, -(2**70)):
+        page, like = client.get(f"/images/{image_id}"), client.get(f"/search?like={image_id}")
+        assert like.status_code == page.status_code, (image_id, like.status_code, page.status_code)
+        if image_id in (2**62, MAX_ID):
+            assert like.status_code == 200 and f'data-like="{image_id}"' in like.get_data(as_text=True)
+        else:
+            assert like.status_code == 404, image_id
+
+
 # -- dates at the end of the calendar -------------------------------------------------------------
 
 

@@ -24,6 +24,9 @@ from web.media import get_image
 from web.payloads import image_payload
 
 MAX_GROUPS = 500
+# Photos listed per group: thousands of similar shots make one group, whose every tile and pair
+# would be one response and one page. The rest are counted ("size", "truncated"), not listed.
+MAX_GROUP_MEMBERS = 100
 DUPLICATES_WAIT = 5.0  # seconds a request waits for the tiers; then the page shows progress
 
 
@@ -92,9 +95,22 @@ def _pair(p: Pair) -> dict:
     }
 
 
+def listed_members(image_ids: list[int], suggested: int) -> list[int]:
+    """The members a group lists: the first MAX_GROUP_MEMBERS in the group's order (ascending ids),
+    the suggested keep always among them (in place of the last), so the page shows what to keep."""
+    shown = image_ids[:MAX_GROUP_MEMBERS]
+    if suggested in shown or suggested not in image_ids:
+        return shown
+    return sorted([*shown[:-1], suggested])
+
+
 def duplicate_groups(kind: str, threshold: float) -> dict:
     """One tier's groups, largest first, each with its members, pair evidence and keep suggestion;
-    while they are being computed, {"pending": {"done", "total"}} and no groups."""
+    while they are being computed, {"pending": {"done", "total"}} and no groups.
+
+    A group lists at most MAX_GROUP_MEMBERS photos (`listed_members`) and the pairs among them; its
+    "size" counts them all and "truncated" says some are not listed. Its keep suggestion and
+    best score are still the whole group's, as the removal CSV's plan is."""
     try:
         found = tiers(threshold)
     except Pending as p:
@@ -106,18 +122,21 @@ def duplicate_groups(kind: str, threshold: float) -> dict:
     out = []
     for r in reviewed:
         actions = {d.image_id: d for d in r.decisions}
+        present = [i for i in r.group.image_ids if i in rows]
+        shown = listed_members(present, r.suggestion.image_id)
         members = []
-        for i in r.group.image_ids:
-            if i in rows:
-                item = image_payload(rows[i])
-                item.update(action=actions[i].action, chosen=actions[i].chosen,
-                            suggested=i == r.suggestion.image_id)
-                members.append(item)
-        pairs = [_pair(p) for p in r.group.pairs]
-        best = max((p["score"] for p in pairs if p["score"] is not None), default=None)
+        for i in shown:
+            item = image_payload(rows[i])
+            item.update(action=actions[i].action, chosen=actions[i].chosen, suggested=i == r.suggestion.image_id)
+            members.append(item)
+        listed = set(shown)
+        pairs = [_pair(p) for p in r.group.pairs if p.a in listed and p.b in listed]
+        scores = [p.score for p in r.group.pairs if p.score == p.score]
         out.append({
-            "kind": kind, "images": members, "pairs": pairs, "best_score": best,
+            "kind": kind, "images": members, "pairs": pairs,
+            "best_score": round(max(scores), 4) if scores else None,
             "keep": {"image_id": r.suggestion.image_id, "reason": r.suggestion.reason},
+            "size": len(present), "truncated": len(shown) < len(present),
         })
     return {"kind": kind, "threshold": threshold, "missing_signals": found.missing_signals, "groups": out}
 

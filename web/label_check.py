@@ -78,8 +78,8 @@ def api_list():
 
 @bp.post("/api/labels/suspicious/<int:image_id>/keep")
 def api_keep(image_id: int):
-    """Remember that this photo's current label is right. :raise 404: no such photo; 409: unlabelled;
-    503: a read-only library."""
+    """Remember that this photo's current label is right; "kept_count": the labels kept in all now
+    (the page's summary shows it). :raise 404: no such photo; 409: unlabelled; 503: a read-only library."""
     if services().library.read_only:
         abort(503, description=READ_ONLY_MESSAGE)
     row = get_image(image_id)
@@ -90,4 +90,4 @@ def api_keep(image_id: int):
         keep = kept()
         keep[str(image_id)] = row.label.label
         svc.library.save_state(KEPT_STATE, keep)
-    return jsonify(image_id=image_id, label=row.label.label, kept=True)
+    return jsonify(image_id=image_id, label=row.label.label, kept=True, kept_count=len(keep))

@@ -47,7 +47,8 @@ def test_keep_is_remembered_and_a_correction_takes_the_photo_off_the_list(client
     flipped = flip(client, library, 2)
     kept_id, fixed_id = sorted(flipped)
     answer = client.post(f"/api/labels/suspicious/{kept_id}/keep")
-    assert answer.status_code == 200 and answer.get_json() == {"image_id": kept_id, "label": MISLABEL, "kept": True}
+    assert answer.status_code == 200 and answer.get_json() == {"image_id": kept_id, "label": MISLABEL, "kept": True,
+                                                     "kept_count": 1}
     assert stored(library, kept_id) == MISLABEL  # keeping changes no label
     assert client.put(f"/api/images/{fixed_id}/label", json={"label": "shoes"}).status_code == 200
     listed = {it["image"]["id"] for it in client.get("/api/labels/suspicious").get_json()["items"]}

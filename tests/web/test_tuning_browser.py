@@ -79,15 +79,24 @@ def test_check_labels_keeps_one_and_corrects_another_in_one_click_each(page, liv
     listed = [int(x) for x in items.evaluate_all("els => els.map(e => e.dataset.id)")]
     assert set(flipped) & set(listed) and len(listed) >= 2  # 3 labels a class: some flips hide in the noise
     shot(page, "labels-check")
+    found = int(page.locator("#check-found").inner_text())
+    assert found >= len(listed) and page.locator("#check-kept").is_hidden()  # nothing kept yet
     keep_id, fix_id = listed[:2]
     page.locator(f'.check-item[data-id="{keep_id}"] button.keep').click()
     expect(page.locator(f'.check-item[data-id="{keep_id}"]')).to_have_count(0)
+    # The summary follows each click, as a reload would count: one fewer listed, one more kept.
+    expect(page.locator("#check-found")).to_have_text(str(found - 1))
+    expect(page.locator("#check-kept")).to_have_text("1")
+    expect(page.locator("#check-kept")).to_be_visible()
+    expect(page.locator("#check-summary")).to_contain_text("1 labels you kept are not listed")
     with live_library.Session() as s:
         before = s.get(Label, keep_id).label
     fix = page.locator(f'.check-item[data-id="{fix_id}"]')
     suggested = fix.get_attribute("data-suggested")
     fix.locator("button.correct").click()
     expect(page.locator(f'.check-item[data-id="{fix_id}"]')).to_have_count(0)
+    expect(page.locator("#check-found")).to_have_text(str(found - 2))  # corrected: no longer listed
+    expect(page.locator("#check-kept")).to_have_text("1")
     with live_library.Session() as s:
         assert s.get(Label, keep_id).label == before  # keeping changes nothing
         kept_label = page.request.get("/api/labels/suspicious").json()["kept"]
@@ -102,3 +111,7 @@ def test_check_labels_keeps_one_and_corrects_another_in_one_click_each(page, liv
         items.first.locator("button.keep").click()
         expect(items).to_have_count(left - 1)
     expect(page.locator("#check-empty")).to_have_text("No label looks wrong.")  # as after a reload
+    counts = page.request.get("/api/labels/suspicious").json()  # what a reload would show
+    expect(page.locator("#check-found")).to_have_text(str(counts["found"]))
+    expect(page.locator("#check-kept")).to_have_text(str(counts["kept"]))
+    assert counts["kept"] > 1

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from lookalike.options import echo_json, library_option, open_library, settings_from
+
+if TYPE_CHECKING:
+    from indexer.library import Library
+    from indexer.schema import Representation
 
 INTERRUPTED = 130  # the shell's exit status for Ctrl+C
 
@@ -22,10 +26,11 @@ INTERRUPTED = 130  # the shell's exit status for Ctrl+C
 def tune(library, as_json, revert, epochs, quiet):
     """Fine-tune the backbone on your labels; keep it only if it beats the frozen one, then re-embed."""
     from indexer.cancel import Cancelled
-    from search.tuning import TuneFailed, pending_representation, revert_library, tune_library
+    from search.tuning import TuneFailed, revert_library, tune_library
 
     settings = settings_from(library=library)
     with open_library(settings) as lib, _Bar(disable=quiet or as_json) as bar:
+        before = lib.current_representation()
         try:
             if revert:
                 done = revert_library(settings, lib, progress=bar.update)
@@ -48,10 +53,7 @@ def tune(library, as_json, revert, epochs, quiet):
             raise click.ClickException(str(e)) from None
         except (KeyboardInterrupt, Cancelled):
             bar.close()
-            resumable = pending_representation(lib) is not None
-            click.echo("interrupted: the library is as it was" + (
-                " (its previous vectors still serve; `lookalike tune` resumes the re-embedding)" if resumable else ""),
-                err=True)
+            click.echo(interrupted(lib, before), err=True)
             sys.exit(INTERRUPTED)
     if as_json:
         echo_json(report.as_dict())
@@ -67,6 +69,26 @@ def tune(library, as_json, revert, epochs, quiet):
         click.echo(f"tuned: {figures}, kept; re-embedded {report.reembedded} photos")
     else:
         click.echo(f"tuned: {figures}, not kept: not measured better than the frozen representation")
+
+
+def interrupted(lib: Library, before: Representation | None) -> str:
+    """The line a Ctrl+C ends with: what holds now (`before`: the representation current when the
+    command started). Before the re-embedding's switch (one transaction, indexer/reembed.py) the
+    previous vectors still serve; after it the new representation is current, and what may be left
+    is the refresh of what derives from its vectors, which the next tune finishes (SWITCHING)."""
+    from search.tuning import pending_representation
+
+    pending = pending_representation(lib)
+    current = lib.current_representation()
+    if current is not None and ((pending is not None and pending.id == current.id)
+                                or (before is not None and current.id != before.id)):
+        line = f"interrupted after the switch: representation {current.id} is current and search uses its vectors"
+        if pending is None:  # switched and refreshed: only the report was not printed (nor recorded)
+            return line
+        return (f"{line}; the neighbour lists, learned head and labelling queue were not refreshed for them yet: "
+                "`lookalike tune` refreshes them, without training again")
+    return "interrupted: the library is as it was" + (
+        " (its previous vectors still serve; `lookalike tune` resumes the re-embedding)" if pending is not None else "")
 
 
 class _Bar:

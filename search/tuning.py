@@ -51,6 +51,8 @@ class TuneReport:
     representation: int | None  # the current representation's id afterwards
     reembedded: int = 0  # photos re-embedded by this call
     resumed: bool = False  # an interrupted re-embedding was finished instead of training
+    reverted: bool = False  # ... and it was a --revert's (back to a parent): no tune to record
+    labelled: int | None = None  # the labels it was tuned on (LAST_TUNE_STATE's "labelled"); None: now's
     stages: int = 0
     epochs: int = 0  # the chosen epoch (0: the probe on the untouched backbone won)
     n_train: int = 0
@@ -162,15 +164,24 @@ def representation_facts(library: Library) -> dict | None:
 
 
 def tune_library(settings: Settings, library: Library, **options) -> TuneReport:
-    """`_tune_library` under the library's tune lock; the report is kept as LAST_TUNE_STATE."""
+    """`_tune_library` under the library's tune lock; the report is kept as LAST_TUNE_STATE, a
+    resumed tune's too (its figures, as recorded when it was trained: that tune ends only now),
+    but not a resumed --revert's, which measured nothing."""
     with tune_lock(library):
         report = _tune_library(settings, library, **options)
-    if not report.resumed:
+    if not report.reverted:
         from search.labelling.labels import labels_fingerprint
 
-        library.save_state(LAST_TUNE_STATE, {**report.as_dict(), "labelled": int(labels_fingerprint(library)[0]),
-                                             "finished_at": time.time()})
+        labelled = report.labelled if report.labelled is not None else int(labels_fingerprint(library)[0])
+        library.save_state(LAST_TUNE_STATE, {**report.as_dict(), "labelled": labelled, "finished_at": time.time()})
     return report
+
+
+def _tuned_here(library: Library, rep: Representation) -> bool:
+    """Whether `rep` is a tune's result rather than a --revert's target. A tune makes a new
+    representation, the child of the current one, and nothing is tuned from it before its switch
+    ends (the next tune resumes that first); a revert goes back to a parent, which has a child."""
+    return rep.parent_id is not None and not any(r.parent_id == rep.id for r in library.representations())
 
 
 def _tune_library(
@@ -199,7 +210,7 @@ def _tune_library(
     if pending is not None:
         log.info("resuming the interrupted re-embedding into representation %d", pending.id)
         report = _report_from_metrics(pending)
-        report.resumed = True
+        report.resumed, report.reverted = True, not _tuned_here(library, pending)
         report.reembedded = _switch(settings, library, pending.id, progress, cancel)
         report.seconds = time.perf_counter() - started
         return report
@@ -302,12 +313,14 @@ def _report_from_metrics(rep: Representation) -> TuneReport:
     import json
 
     m = json.loads(rep.metrics or "{}")
+    fingerprint = json.loads(rep.labels or "{}").get("fingerprint")  # labels_fingerprint when it was tuned
     return TuneReport(kept=True, frozen_accuracy=float(m.get("frozen_accuracy", float("nan"))),
                       tuned_accuracy=float(m.get("tuned_accuracy", float("nan"))), representation=rep.id,
                       stages=int(m.get("stages", 0)), epochs=int(m.get("epochs", 0)),
                       n_train=int(m.get("n_train", 0)), n_heldout=int(m.get("n_heldout", 0)),
                       p_value=float(m.get("p_value", float("nan"))),
-                      loglik_gain=float(m.get("loglik_gain", float("nan"))))
+                      loglik_gain=float(m.get("loglik_gain", float("nan"))),
+                      labelled=int(fingerprint[0]) if fingerprint else None)
 
 
 __all__ = [

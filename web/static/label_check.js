@@ -31,8 +31,9 @@
         recount();
       }
       item.remove();
-      if (!list.querySelector(".check-item")) {  // the last one: say so, as a reload would
-        list.replaceWith(LK.el("div", { class: "empty panel", id: "check-empty" }, "No label looks wrong."));
+      if (!list.querySelector(".check-item")) {  // the last one listed: what a reload shows
+        if (Number(found.textContent) > 0) location.reload();  // more than the page listed: the next ones
+        else list.replaceWith(LK.el("div", { class: "empty panel", id: "check-empty" }, "No label looks wrong."));
       }
     } catch (e) {
       outcome.textContent = e.message;

@@ -15,7 +15,7 @@ right, and report how many hand labels it took to reach 90, 95 and 98 % of the c
                         search.labelling.spreading, what the labeller does from 500 photos on)
   coverage + spreading + tune (with --tune-every R, e.g. 4: the same, and after every R rounds the
                         backbone is tuned on the hand labels so far as `lookalike tune` decides it,
-                        search.tune_decision: cross-fit, the paired keep rule, and when kept the refit
+                        search.tune_decision: cross-fit, the keep rule, and when kept the refit
                         on every hand label; every photo of the corpus is then re-embedded with the
                         tuned weights and the neighbour lists, queue clusters and spreading graph are
                         rebuilt from the new vectors. A discarded tune leaves the vectors as they were.

@@ -41,3 +41,20 @@ def is_read_only(path: Path) -> bool:
     """Whether this process cannot write the library folder or its database (then it is opened read-only)."""
     db = path / DB_FILE
     return not os.access(path, os.W_OK) or (db.exists() and not os.access(db, os.W_OK))
+
+
+def replace_durably(tmp: Path | str, path: Path | str) -> None:
+    """Put the finished file `tmp` in place of `path` so that it survives a power cut: its bytes
+    flushed to disk, the rename, then the folder flushed too, without which the rename itself can
+    be lost while what depends on it (a database row naming the file) is not."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    folder = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -32,6 +31,8 @@ from typing import Any, cast
 import faiss
 import numpy as np
 import numpy.typing as npt
+
+from indexer.library_files import replace_durably
 
 log = logging.getLogger(__name__)
 
@@ -420,9 +421,7 @@ class VectorIndex:
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
         faiss.write_index(self.index, str(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        replace_durably(tmp, path)
 
     @classmethod
     def load(cls, path: Path, dim: int) -> VectorIndex:

@@ -10,6 +10,7 @@ from typing import Any
 
 from indexer.backbone import file_sha256
 from indexer.library import Library
+from indexer.library_files import replace_durably
 
 TMP_PREFIX = ".writing-"  # a weights file being written; one left by a killed run is removed later
 
@@ -38,11 +39,9 @@ def save_weights(library: Library, state_dict: dict[str, Any]) -> SavedWeights:
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(state_dict, f)
-            f.flush()
-            os.fsync(f.fileno())
         sha = file_sha256(tmp)
         path = folder / f"{sha}.pth"
-        os.replace(tmp, path)
+        replace_durably(tmp, path)  # a representation row will name it
     finally:
         tmp.unlink(missing_ok=True)
     return SavedWeights(path, sha, f"sha256:{sha[:16]}")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from indexer.exiv2io import LOOKALIKE_PREFIX, MetadataError, XmpPacket
+from indexer.library_files import replace_durably
 
 DARKTABLE = "darktable"  # photo.jpg.xmp: darktable, digiKam
 LIGHTROOM = "lightroom"  # photo.xmp: Lightroom, Capture One
@@ -98,9 +99,9 @@ def write_sidecar(path: Path, packet: XmpPacket) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        replace_durably(tmp, path)  # the user's file, shared with other tools: never left half written
     except OSError as e:
-        os.unlink(tmp)
+        Path(tmp).unlink(missing_ok=True)  # gone already when the rename was done
         raise SidecarError(f"{path}: cannot write it: {e.strerror or e}") from None
 
 

@@ -141,6 +141,21 @@ def test_raw_loading_errors_have_reasons(tmp_path):
         load_image(big, max_bytes=1000)
 
 
+def test_a_demosaic_counts_libraws_buffers_against_the_memory_bound(tmp_path):
+    """Without a preview a RAW is demosaiced at half size; LibRaw holds the whole sensor's data and
+    a 16-bit working image besides the RGB it returns, so the bound counts them too: a file whose
+    RGB alone fits, and whose whole decoding does not, is refused."""
+    stored = picture()
+    path = write_dng(tmp_path / "no-preview.dng", stored)  # no preview: the demosaic path
+    w, h = stored.size
+    rgb_only = (w // 2) * (h // 2) * 4
+    whole = w * h * 2 + (w // 2) * (h // 2) * 15
+    with pytest.raises(ImageError, match="^too large to decode"):
+        load_image(path, max_bytes=2 * rgb_only)
+    img, _ = load_image(path, max_bytes=whole)
+    assert img.size == (w // 2, h // 2)
+
+
 def test_signal_backfill_reads_raw_files(shoot):
     photos, library, roles = shoot
     with library.Session.begin() as s:

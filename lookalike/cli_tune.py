@@ -24,7 +24,7 @@ INTERRUPTED = 130  # the shell's exit status for Ctrl+C
               help="Most epochs to fine-tune [12]; 0 fits the head alone, which never wins.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def tune(library, as_json, revert, epochs, quiet):
-    """Fine-tune the backbone on your labels; keep it only if it beats the frozen one, then re-embed."""
+    """Fine-tune the backbone on your labels; keep it only if it measures better, then re-embed."""
     from indexer.cancel import Cancelled
     from search.tuning import TuneFailed, revert_library, tune_library
 

@@ -5,7 +5,7 @@
     POST /api/labels/suspicious/<id>/keep       the label is right: not listed again while it stays the same
 
 Correcting a label is the ordinary PUT /api/images/<id>/label. Kept labels live in the library's
-meta (KEPT_STATE, {image id: the label kept}); a label changed since it was kept is checked again.
+meta (KEPT_LABELS, {image id: the label kept}); a label changed since it was kept is checked again.
 The check cross-validates every label, so it is computed once per state of the labels and the index.
 """
 
@@ -23,13 +23,12 @@ from web.payloads import image_payload, image_urls
 
 bp = Blueprint("label_check", __name__)
 
-KEPT_STATE = KEPT_LABELS
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 
 
 def kept() -> dict[str, str]:
-    return dict(services().library.state(KEPT_STATE) or {})
+    return dict(services().library.state(KEPT_LABELS) or {})
 
 
 def check() -> Check:
@@ -89,5 +88,5 @@ def api_keep(image_id: int):
     with svc.write_lock:
         keep = kept()
         keep[str(image_id)] = row.label.label
-        svc.library.save_state(KEPT_STATE, keep)
+        svc.library.save_state(KEPT_LABELS, keep)
     return jsonify(image_id=image_id, label=row.label.label, kept=True, kept_count=len(keep))

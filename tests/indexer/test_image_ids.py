@@ -16,12 +16,11 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from indexer.library import Library
+from indexer.library import KEPT_LABELS, Library
 from indexer.pipeline import index_folder
 from indexer.schema import Image
 from tests.conftest import REPO, SAMPLES
 from tests.web.library_setup import make_app
-from web.label_check import KEPT_STATE
 
 # The images table as every release before AUTOINCREMENT created it (SQLAlchemy's text, verbatim).
 OLD_IMAGES = (
@@ -117,7 +116,7 @@ def test_a_new_photo_never_gets_the_id_of_a_removed_one(tmp_path, backbone):
         assert client.get(f"/images/{top}").status_code == 404  # a bookmark of the removed photo
         # Labelled as the removed photo was, the new photo is not taken for the one kept in Check labels.
         assert client.put(f"/api/images/{new}/label", json={"label": "hat"}).status_code == 200
-        kept = library.state(KEPT_STATE)
+        kept = library.state(KEPT_LABELS)
         assert kept == {str(top): "hat"} and str(new) not in kept
         assert new in {int(i) for i in library.load_vectors().ids()}
 
@@ -165,7 +164,7 @@ def test_a_library_made_before_autoincrement_is_rebuilt_with_it_when_opened(tmp_
         with sqlite3.connect(db) as conn:
             assert conn.execute("SELECT count(*) FROM labels WHERE image_id = ?", (gone,)).fetchone() == (0,)
             assert conn.execute("SELECT count(*) FROM embeddings WHERE image_id = ?", (gone,)).fetchone() == (0,)
-        assert str(now["hat/later.jpg"]) not in library.state(KEPT_STATE)
+        assert str(now["hat/later.jpg"]) not in library.state(KEPT_LABELS)
         assert sorted(int(i) for i in library.load_vectors().ids()) == sorted(now.values())
 
     with Library(tmp_path / "library") as library:  # migrated once: the next open leaves it as it is

@@ -96,3 +96,20 @@ def test_pooled_folds_count_each_photo_once():
     both = pooled([a, b])
     assert both.n_heldout == 6 and both.frozen_accuracy == 4 / 6 and both.tuned_accuracy == 1.0
     assert both.tuned_logits.shape == (6, 2) and len(both.tuned_loglik) == 6
+
+
+def test_the_kept_weights_are_half_the_refit_and_half_the_mean_of_the_trained_candidates():
+    import torch
+
+    from search.tune_decision import SOUP_REFIT_SHARE, soup
+
+    assert SOUP_REFIT_SHARE == 0.5
+    refit = {"w": torch.full((2, 3), 4.0), "bn.num_batches_tracked": torch.tensor(7)}
+    candidates = [{"w": torch.zeros(2, 3), "bn.num_batches_tracked": torch.tensor(1)},
+                  {"w": torch.full((2, 3), 2.0), "bn.num_batches_tracked": torch.tensor(2)}]
+    mixed = soup(refit, candidates)
+    assert torch.equal(mixed["w"], torch.full((2, 3), 2.5))  # 0.5 * 4 + 0.25 * 0 + 0.25 * 2
+    assert mixed["w"].dtype == torch.float32
+    assert int(mixed["bn.num_batches_tracked"]) == 7  # counters are the refit's, never averaged
+    assert torch.equal(refit["w"], torch.full((2, 3), 4.0))  # the refit's own tensors are untouched
+    assert soup(refit, []) is refit  # no candidate trained: the refit alone

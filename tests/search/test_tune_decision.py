@@ -98,7 +98,7 @@ def test_pooled_folds_count_each_photo_once():
     assert both.tuned_logits.shape == (6, 2) and len(both.tuned_loglik) == 6
 
 
-def test_the_kept_weights_are_half_the_refit_and_half_the_mean_of_the_trained_candidates():
+def test_the_kept_weights_are_half_the_refit_and_half_the_mean_of_the_candidates():
     import torch
 
     from search.tune_decision import SOUP_REFIT_SHARE, soup

@@ -3,7 +3,8 @@ they are measured better than the frozen representation on held-out labels, then
 derives from the vectors (neighbour lists, suggestions, queue clusters).
 
     labelled photos --cross_fit (search.tune_decision)--> every label scored once, frozen vs tuned
-                    --keep (measured better)--> refit on every label --> a new representation, re-embedded
+                    --keep (measured better)--> refit on every label, averaged with the folds' candidates
+                    --> a new representation, re-embedded
 
 An interrupted re-embedding (a recorded representation with staged vectors, not current) is
 resumed by the next `tune_library` instead of training again. torch is imported inside functions.

@@ -9,7 +9,7 @@ the "unlabelled rest") and tune as `lookalike tune` does (search.tune_decision):
 into scoring_folds(labels) folds, fine-tune a candidate on the other folds for each (fit_candidate: LP-FT,
 the number of stages and epochs chosen on its own early-stopping fold when there are enough
 labels), score each fold's photos frozen vs tuned by a probe, pool them, and keep only when the
-tuned vectors are measured better (`keep`: accuracy not lower, the labels' log-likelihood higher;
+tuned vectors are measured better (`keep`: the labels' mean log-likelihood higher;
 the paired test's p-value is reported beside it). The final weights are refit on every label
 (`refit`), kept or not, so that the bench can show what keeping them would have done. Then re-embed
 `--reembed-photos` files (the corpus, cycled when it is smaller: the timing of a collection of that

@@ -12,6 +12,7 @@ searcher and labeller pick up the new vectors and head as they do after `lookali
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -184,10 +185,14 @@ def about_facts() -> dict:
     expected = None
     if last is not None and last.get("tuned_accuracy") is not None and last.get("frozen_accuracy") is not None:
         expected = last["tuned_accuracy"] - last["frozen_accuracy"]
+    # The keep rule's measure (search.tune_decision.keep), in words: the mean log-likelihood gain as
+    # the change of the labels' (geometric) mean likelihood.
+    likelier = math.expm1(last["loglik_gain"]) if last is not None and last.get("loglik_gain") is not None else None
     return {
         "representation": representation_facts(library),
         "last": last,
         "expected_gain": expected,
+        "likelier": likelier,
         "job": status_payload(),
         "blocked": readiness(library),
     }

@@ -85,9 +85,16 @@ def test_a_probe_that_is_only_surer_is_no_better():
     assert surer.loglik_gain == 0 and surer.p_value == 1.0 and not keep(surer)
 
 
-def test_a_tune_measured_worse_in_accuracy_is_not_kept_however_sure():
-    worse = score(MARGINS, np.where(MARGINS > 0.2, MARGINS + 3, -0.1))
-    assert worse.gain < 0 and worse.p_value < 0.05 and not keep(worse)
+def test_the_rule_reads_the_log_likelihood_not_the_count_of_right_and_wrong():
+    # Fewer photos right, but every label likelier on the whole: the photos it loses were near the
+    # boundary and stay near it, the ones it keeps become sure. Kept (the accuracies are shown).
+    likelier = score(MARGINS, np.where(MARGINS > 0.2, MARGINS + 3, -0.1))
+    assert likelier.gain < 0 and likelier.loglik_gain > 0 and likelier.p_value < 0.05 and keep(likelier)
+    # More photos right, but the labels less likely on the whole: a few flipped across the boundary,
+    # the others pushed towards it or surely wrong. Not kept.
+    flipped = np.where((MARGINS > -0.3) & (MARGINS <= 0), 0.05, np.where(MARGINS > 0, MARGINS * 0.3, MARGINS - 2))
+    luckier = score(MARGINS, flipped)
+    assert luckier.gain > 0 and luckier.loglik_gain < 0 and not keep(luckier)
 
 
 def test_pooled_folds_count_each_photo_once():

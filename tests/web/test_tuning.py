@@ -67,6 +67,8 @@ def test_a_background_tune_reports_progress_and_its_result(library, backbone):
     assert library.state(LAST_TUNE_STATE)["labelled"] == 18
     about = client.get("/about").get_data(as_text=True)
     assert "was not kept" in about and "on 18 held-out labels" in about
+    # The measure the keep rule reads (search.tune_decision.keep), beside the accuracies.
+    assert report["loglik_gain"] == 0.0 and "the right labels' likelihood +0% on the mean" in about
     # Nothing to revert to: the representation is the first.
     refused = client.post("/api/tune/revert")
     assert refused.status_code == 409 and "first representation" in refused.get_json()["error"]["message"]

@@ -53,6 +53,8 @@ def test_the_about_page_tunes_in_the_background_and_shows_the_result(page, live_
     expect(page.locator("#tune-start")).to_be_disabled()
     expect(page.locator("#tune-progress")).to_have_attribute("data-state", "done", timeout=WAIT_MS)
     expect(page.locator("#tune-progress")).to_contain_text("Tuned, not kept: held-out accuracy")
+    # Beside the accuracies, the measure the keep rule reads (untouched weights: no change).
+    expect(page.locator("#tune-progress")).to_contain_text("the right labels' likelihood +0%")
     expect(page.locator("#tune-start")).to_be_enabled()
     assert live_library.state(LAST_TUNE_STATE)["kept"] is False
     shot(page, "about-tuned")

@@ -17,7 +17,14 @@
     const r = t.report || {};
     if (t.action === "revert") return `Reverted: ${r.reembedded} photos re-embedded. Reload the page to see it.`;
     const pct = (x) => (x === null || x === undefined ? "?" : `${(100 * x).toFixed(1)}%`);
-    const figures = `held-out accuracy ${pct(r.frozen_accuracy)} → ${pct(r.tuned_accuracy)}`;
+    // The keep rule reads the labels' mean log-likelihood (search/tune_decision.py): shown as the
+    // change of their mean likelihood, as the About page does.
+    const likely = (g) => {
+      if (g === null || g === undefined) return "";
+      const change = Math.round(100 * Math.expm1(g));
+      return `, the right labels' likelihood ${change >= 0 ? "+" : ""}${change}%`;
+    };
+    const figures = `held-out accuracy ${pct(r.frozen_accuracy)} → ${pct(r.tuned_accuracy)}${likely(r.loglik_gain)}`;
     return r.kept ? `Tuned and kept: ${figures}; ${r.reembedded} photos re-embedded. Reload the page to see it.`
                   : `Tuned, not kept: ${figures} (the current representation was as good).`;
   }

@@ -186,8 +186,10 @@ def about_facts() -> dict:
     if last is not None and last.get("tuned_accuracy") is not None and last.get("frozen_accuracy") is not None:
         expected = last["tuned_accuracy"] - last["frozen_accuracy"]
     # The keep rule's measure (search.tune_decision.keep), in words: the mean log-likelihood gain as
-    # the change of the labels' (geometric) mean likelihood.
-    likelier = math.expm1(last["loglik_gain"]) if last is not None and last.get("loglik_gain") is not None else None
+    # the change of the labels' (geometric) mean likelihood, in whole percent (as web/static/tuning.js).
+    likelier = None
+    if last is not None and last.get("loglik_gain") is not None:
+        likelier = round(100 * math.expm1(last["loglik_gain"]))  # an int: "%+d" never shows "-0"
     return {
         "representation": representation_facts(library),
         "last": last,

@@ -6,7 +6,8 @@ jobs on the machine do not count in it. The stages, as `indexer/decode.py` and t
 
     read + decode     `load_image` (JPEGs at reduced scale with Pillow's `draft` where they are large)
     crop              `Preprocess.crop_array` (resize of the centre crop's box) to uint8
-    duplicate hashes  `compute_signals`: three PDQ hashes from the decoded photo at 64x64
+    duplicate signals `compute_signals`: the PDQ hashes (whole, mirror, 3 turns, 10 regions,
+                      trimmed if bordered) and the stored 320-px grayscale JPEG (indexer/hashes.py, features.py)
     file hash         blake2b of the file's bytes (the plan's move detection)
     model             the engine's `embed_uint8` on stacked batches, one batch per stream
     transfer          what the process layout adds: pickling a decoded batch and reading it back
@@ -80,7 +81,7 @@ def profile(files: list[Path], batch_size: int = 32) -> dict[str, float]:
     t = _cpu()
     for img in images:
         compute_signals(img)
-    out["duplicate hashes (3 PDQ)"] = _cpu() - t
+    out["duplicate signals (PDQ hashes, gray copy)"] = _cpu() - t
     t = _cpu()
     for f in files:
         hash_file(f)

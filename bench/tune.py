@@ -2,18 +2,19 @@
 training and re-embedding time, frozen vs tuned.
 
     python -m bench.tune [--corpus DIR] [--per-class 3 8 20] [--photos-per-class 0] [--draws 1]
-                         [--reembed-photos 5000] [--json FILE]
+                         [--reembed-photos 5000] [--pseudo-per-class 16] [--json FILE]
 
-For each draw and labels-per-class setting: draw that many labelled photos per class (the rest are
-the "unlabelled rest") and tune as `lookalike tune` does (search.tune_decision): deal the labels
-into scoring_folds(labels) folds, fine-tune a candidate on the other folds for each (fit_candidate: LP-FT,
-the number of stages and epochs chosen on its own early-stopping fold when there are enough
-labels), score each fold's photos frozen vs tuned by a probe, pool them, and keep only when the
-tuned vectors are measured better (`keep`: the labels' mean log-likelihood higher;
-the paired test's p-value is reported beside it). The final weights are refit on every label
-(`refit`), kept or not, so that the bench can show what keeping them would have done. Then re-embed
-`--reembed-photos` files (the corpus, cycled when it is smaller: the timing of a collection of that
-size) and report:
+For each draw and labels-per-class setting: draw that many labelled photos per class (the rest are the
+"unlabelled rest") and tune as `lookalike tune` does (search.tune_decision): deal the labels into
+scoring_folds(labels) folds, fine-tune a candidate on the other folds for each (fit_candidate: LP-FT,
+beside the pseudo-labels a probe on those folds' frozen vectors is surest of, as search.pseudo_labels
+picks them from the library's; --pseudo-per-class 0: none), the number of stages and epochs chosen on
+its own early-stopping fold when there are enough labels), score each fold's photos frozen vs tuned by a
+probe, pool them, and keep only when the tuned vectors are measured better (`keep`: the labels' mean
+log-likelihood higher; the paired test's p-value is reported beside it). The final weights are refit on
+every label (`refit`), kept or not, so that the bench can show what keeping them would have done. Then
+re-embed `--reembed-photos` files (the corpus, cycled when it is smaller: the timing of a collection of
+that size) and report:
 - accuracy on the unlabelled rest of a linear probe fitted on all the labelled photos, frozen vs
   tuned, and what `tune` leaves (tuned when kept, frozen otherwise);
 - k-NN leave-one-out top-1 (weighted 20-NN, T = 0.07) and P@10 over all photos, frozen vs tuned;
@@ -41,6 +42,7 @@ from bench.machine import cpu_flags
 from indexer.backbone import Backbone
 from indexer.finetune import TuneConfig, embed_files, probe_accuracy, save_weights
 from indexer.library import Library
+from search.pseudo_labels import PER_CLASS, PseudoLabeller, surest
 from search.tune_decision import DEFAULT_STAGES, cross_fit, refit
 
 DEFAULT_CORPUS = CLOTHING_SMALL
@@ -77,20 +79,40 @@ def knn_quality(vectors: np.ndarray, codes: np.ndarray) -> dict[str, float]:
     }
 
 
+def corpus_pseudo_labeller(paths: list[Path], vectors: np.ndarray, labelled: np.ndarray,
+                           per_class: int) -> PseudoLabeller:
+    """search.pseudo_labels' choice from the bench's frozen vectors: none of `labelled` is given one."""
+    row_of = {p: i for i, p in enumerate(paths)}
+    free = np.setdiff1d(np.arange(len(paths)), labelled)
+
+    def pseudo(train, n_classes):
+        rows = np.asarray([row_of[p] for p, _ in train])
+        codes = np.asarray([c for _, c in train], dtype=np.int64)
+        chosen = surest(vectors[rows], codes, n_classes, [(free, vectors[free])], per_class) if per_class else []
+        return [(paths[k], c) for k, c in chosen]
+
+    return pseudo
+
+
 def run_setting(paths, codes, n_classes, frozen, frozen_vectors, per_class, seed, config, stages, engine,
-                reembed_photos) -> dict:
+                reembed_photos, pseudo_per_class=PER_CLASS) -> dict:
     rng = np.random.default_rng(seed)
     labelled = np.sort(np.concatenate([rng.choice(np.flatnonzero(codes == c), per_class, replace=False)
                                        for c in range(n_classes)]))
     rest = np.setdiff1d(np.arange(len(paths)), labelled)
     load_before = os.getloadavg()[0]
     items = [(paths[i], int(codes[i])) for i in labelled]
+    pseudo = corpus_pseudo_labeller(paths, frozen_vectors, labelled, pseudo_per_class)
+    chosen = pseudo(items, n_classes)
+    pseudo_right = float(np.mean([codes[paths.index(p)] == c for p, c in chosen])) if chosen else float("nan")
     with tempfile.TemporaryDirectory() as tmp, Library(tmp, create=True) as lib:
         started = time.perf_counter()
-        decision = cross_fit(items, n_classes, frozen, lib, config=config, stages=stages, engine=engine, seed=seed)
+        decision = cross_fit(items, n_classes, frozen, lib, config=config, stages=stages, engine=engine,
+                             pseudo=pseudo, seed=seed)
         cross_fit_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        result = refit(items, n_classes, frozen, decision, config=config, seed=seed) if decision.epochs else None
+        result = (refit(items, n_classes, frozen, decision, config=config, pseudo=pseudo, seed=seed)
+                  if decision.epochs else None)
         refit_seconds = time.perf_counter() - started
         if result is None:  # every fold's early stopping chose the untouched backbone
             tuned = frozen
@@ -113,6 +135,8 @@ def run_setting(paths, codes, n_classes, frozen, frozen_vectors, per_class, seed
         "labels_per_class": per_class,
         "labelled": len(labelled),
         "scored_on": score.n_heldout,
+        "pseudo_labelled": len(chosen),  # what the refit trained on beside the labels
+        "pseudo_labels_right": round(pseudo_right, 3),
         "stages": decision.stages,
         "best_epoch": decision.epochs,
         "scoring_frozen": round(score.frozen_accuracy, 4),
@@ -148,6 +172,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--draws", type=int, default=1, help="draws of labelled photos per setting")
     ap.add_argument("--reembed-photos", type=int, default=5000,
                     help="files re-embedded with the tuned weights (the corpus cycled when smaller)")
+    ap.add_argument("--pseudo-per-class", type=int, default=PER_CLASS,
+                    help="pseudo-labelled photos a class beside the labels, as `lookalike tune` (0: none)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -179,7 +205,7 @@ def main(argv: list[str] | None = None) -> dict:
     for draw in range(args.draws):
         for per_class in args.per_class:
             row = run_setting(paths, codes, len(classes), frozen, frozen_vectors, per_class, args.seed + draw,
-                              config, args.stages, args.engine, args.reembed_photos)
+                              config, args.stages, args.engine, args.reembed_photos, args.pseudo_per_class)
             report["settings"].append(row)
             print(json.dumps(row), flush=True)
             if args.json:  # after every row: a long run that is stopped keeps what it measured

@@ -1,12 +1,12 @@
 """Whether to keep a tune: cross-fitting on the user's labels, a paired test, and the final fit.
 
     labels --dealt into scoring_folds(labels) folds (4 while the labels are few, else 2), per class-->
-        for each fold: fit_candidate(the other folds) -> score_candidate(on this fold), per photo
+        for each fold: fit_candidate(the other folds + their pseudo-labels) -> score_candidate(on this fold)
     pooled over the folds: every labelled photo scored once, by weights that never saw it
     kept  <=>  the labels' mean log-likelihood higher (paired, pooled); the accuracies are shown beside it
-    kept  ->   refit on every label with the folds' stages and epochs, then averaged half and half
-               with the mean of the candidates their own fold measured better (a model soup):
-               the weights `tune` keeps
+    kept  ->   refit on every label (+ their pseudo-labels) with the folds' stages and epochs, then
+               averaged half and half with the mean of the candidates their own fold measured
+               better (a model soup): the weights `tune` keeps
 
 Why cross-fitting: a single 30 % fold is 10 photos at 3 labels a class on 10 classes (one photo is
 10 points) and 20 at 8 a class; a 4-point gain is under one photo there, so no test can see it.
@@ -38,6 +38,11 @@ an ingredient only when it helps on held-out data. On clothing_small's unlabelle
 refit alone in 7 of the 8 kept tunes measured at 3, 8 and 20 labels a class (-0.7 to +0.8 points,
 +0.3 on the mean; BENCHMARKS.md, "A soup of the folds"), at no training cost.
 
+Why pseudo-labels (search.pseudo_labels): a fold's candidate and the refit also train on the photos
+nobody labelled that a probe on their training labels is surest of. The scoring folds' photos are
+labelled, so never pseudo-labelled: each fold is still scored by weights that never saw it, on the
+user's labels only.
+
 torch is imported inside the functions that run it.
 """
 
@@ -58,6 +63,7 @@ if TYPE_CHECKING:
     from indexer.backbone import Backbone
     from indexer.finetune import CandidateScore, TuneConfig, TuneResult
     from indexer.library import Library
+    from search.pseudo_labels import PseudoLabeller
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +106,7 @@ class Decision:
     # their own fold measured better: the refit is averaged with them (`soup`). About 19 MB each for
     # Lite0, one per fold at most.
     candidates: list[dict[str, Any]] = field(default_factory=list)
+    pseudo_labelled: int = 0  # pseudo-labelled photos a fold's candidate trained with, on the mean
 
     @property
     def p_value(self) -> float:
@@ -138,13 +145,15 @@ def fit_candidate(
     *,
     config: TuneConfig | None = None,
     stages: Sequence[int] = DEFAULT_STAGES,
+    extra: Sequence[tuple[Path, int]] = (),
     seed: int = 0,
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
 ) -> tuple[int, TuneResult]:
     """(stages, fine_tune's result) of one candidate: each of `stages` early-stopped on its own fold
     of `train`, the best kept (fewer stages on a tie); below MIN_EARLY_STOP photos in that fold, the
-    last of `stages` trained `max_epochs` on all of `train`."""
+    last of `stages` trained `max_epochs` on all of `train`. `extra` (pseudo-labelled photos) is
+    trained on too, never held out."""
     from indexer.finetune import TuneConfig, fine_tune
 
     base = config or TuneConfig()
@@ -157,7 +166,7 @@ def fit_candidate(
                 progress(p.phase if len(candidates) == 1 else f"{p.phase} ({n_stages} stages)", p.done, p.total)
 
         result = fine_tune(train, n_classes, frozen, config=replace(base, stages=n_stages), seed=seed,
-                           heldout=None if early_stop else (), progress=tick, cancel=cancel)
+                           heldout=None if early_stop else (), extra=extra, progress=tick, cancel=cancel)
         log.info("%d stages: early-stopping accuracy %.3f (probe %.3f), best epoch %d", n_stages,
                  result.tuned_accuracy, result.probe_accuracy, result.best_epoch)
         if best is None or result.tuned_accuracy > best[1].tuned_accuracy:
@@ -177,13 +186,15 @@ def cross_fit(
     stages: Sequence[int] = DEFAULT_STAGES,
     folds: int | None = None,
     engine: str = "auto",
+    pseudo: PseudoLabeller | None = None,
     seed: int = 0,
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
 ) -> Decision:
     """Score tuning on every label by cross-fitting and decide (see the module doc). Each fold's
     candidate weights are written to `scratch`'s representations folder while they are scored, then
-    deleted (unless a representation already uses the same file). Raises TuneError, BackboneError,
+    deleted (unless a representation already uses the same file). `pseudo` gives each candidate's
+    pseudo-labelled photos from its training labels (none: labels only). Raises TuneError, BackboneError,
     NoCandidate, indexer.cancel.Cancelled."""
     from indexer.backbone import Backbone
     from indexer.finetune import pooled, save_weights, score_candidate
@@ -191,13 +202,15 @@ def cross_fit(
     rng = np.random.default_rng(seed)
     codes = np.asarray([c for _, c in items], dtype=np.int64)
     parts = stratified_folds(codes, folds or scoring_folds(codes), rng)
-    scores, chosen, skipped, candidates = [], [], [], []
+    scores, chosen, skipped, candidates, n_pseudo = [], [], [], [], []
     for k, part in enumerate(parts):
         held = set(part.tolist())
         train = [items[i] for i in range(len(items)) if i not in held]
         scoring = [items[i] for i in part]
-        n_stages, result = fit_candidate(train, n_classes, frozen, config=config, stages=stages, seed=seed + k,
-                                         progress=progress, cancel=cancel)
+        extra = pseudo(train, n_classes) if pseudo else []
+        n_pseudo.append(len(extra))
+        n_stages, result = fit_candidate(train, n_classes, frozen, config=config, stages=stages, extra=extra,
+                                         seed=seed + k, progress=progress, cancel=cancel)
         skipped += result.skipped
         saved = save_weights(scratch, result.state_dict)
         try:
@@ -220,7 +233,7 @@ def cross_fit(
     n_stages = min(Counter(s for s, _ in improved or chosen).most_common(), key=lambda t: (-t[1], t[0]))[0]
     epochs = round(float(np.mean([e for _, e in improved]))) if improved else 0
     decision = Decision(score, n_stages, epochs, kept=epochs > 0 and keep(score), skipped=skipped,
-                        candidates=candidates)
+                        candidates=candidates, pseudo_labelled=round(float(np.mean(n_pseudo))))
     log.info("pooled over %d folds: frozen %.3f, tuned %.3f on %d photos, log-likelihood %+.3f a photo, "
              "p = %.3f: %s", len(parts), score.frozen_accuracy, score.tuned_accuracy, score.n_heldout,
              score.loglik_gain, decision.p_value, "keep" if decision.kept else "discard")
@@ -234,12 +247,14 @@ def refit(
     decision: Decision,
     *,
     config: TuneConfig | None = None,
+    pseudo: PseudoLabeller | None = None,
     seed: int = 0,
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
 ) -> TuneResult:
-    """The weights `tune` keeps: fine-tuned on every label with the decision's stages for exactly its
-    epochs, then made a soup with the folds' candidates (`soup`)."""
+    """The weights `tune` keeps: fine-tuned on every label (and the pseudo-labelled photos `pseudo`
+    gives for them) with the decision's stages for exactly its epochs, then made a soup with the
+    folds' candidates (`soup`)."""
     from indexer.finetune import TuneConfig, fine_tune
 
     base = replace(config or TuneConfig(), stages=decision.stages, max_epochs=decision.epochs)
@@ -248,7 +263,9 @@ def refit(
         if progress:
             progress("refit", p.done, p.total)
 
-    result = fine_tune(items, n_classes, frozen, config=base, seed=seed, heldout=(), progress=tick, cancel=cancel)
+    extra = pseudo(items, n_classes) if pseudo else []
+    result = fine_tune(items, n_classes, frozen, config=base, seed=seed, heldout=(), extra=extra, progress=tick,
+                       cancel=cancel)
     result.state_dict = soup(result.state_dict, decision.candidates)
     return result
 

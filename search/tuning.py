@@ -2,7 +2,8 @@
 they are measured better than the frozen representation on held-out labels, then re-embed and refresh what
 derives from the vectors (neighbour lists, suggestions, queue clusters).
 
-    labelled photos --cross_fit (search.tune_decision)--> every label scored once, frozen vs tuned
+    labelled photos (+ pseudo-labels: search.pseudo_labels)
+                    --cross_fit (search.tune_decision)--> every label scored once, frozen vs tuned
                     --keep (measured better)--> refit on every label, averaged with the folds' candidates
                     --> a new representation, re-embedded
 
@@ -62,6 +63,7 @@ class TuneReport:
     skipped: list[str] = field(default_factory=list)  # labelled photos that did not decode
     p_value: float = float("nan")  # how sure the paired comparison is (one-sided sign-flip test)
     loglik_gain: float = float("nan")  # labels' mean log-likelihood, tuned minus frozen (search.tune_decision.keep)
+    pseudo_labelled: int = 0  # unlabelled photos a candidate trained on beside the labels (search.pseudo_labels)
 
     @property
     def gain(self) -> float:
@@ -74,7 +76,7 @@ class TuneReport:
             "representation": self.representation, "reembedded": self.reembedded, "resumed": self.resumed,
             "stages": self.stages, "epochs": self.epochs, "n_train": self.n_train, "n_heldout": self.n_heldout,
             "seconds": round(self.seconds, 1), "p_value": _number(round(self.p_value, 4)),
-            "loglik_gain": _number(round(self.loglik_gain, 4)),
+            "loglik_gain": _number(round(self.loglik_gain, 4)), "pseudo_labelled": self.pseudo_labelled,
         }
 
 
@@ -205,6 +207,7 @@ def _tune_library(
     from indexer.finetune import TuneError, save_weights
     from indexer.representations import representation_backbone
     from search.labelling.labels import labels_fingerprint
+    from search.pseudo_labels import library_pseudo_labeller
 
     started = time.perf_counter()
     pending = pending_representation(library)
@@ -225,22 +228,23 @@ def _tune_library(
                          f"or more ({len(items)} usable labelled photos, {len(classes)} classes)")
     try:
         frozen = representation_backbone(library, current, device=settings.device, precision=settings.precision)
+        pseudo = library_pseudo_labeller(library, items)
         decision = cross_fit(items, len(classes), frozen, library, config=config, stages=stages,
-                             engine=_engine(settings), seed=seed, progress=progress, cancel=cancel)
+                             engine=_engine(settings), pseudo=pseudo, seed=seed, progress=progress, cancel=cancel)
         score = decision.score
         report = TuneReport(
             kept=decision.kept, frozen_accuracy=score.frozen_accuracy, tuned_accuracy=score.tuned_accuracy,
             representation=current.id, stages=decision.stages, epochs=decision.epochs, n_train=len(items),
             n_heldout=score.n_heldout, skipped=sorted({str(p) for p, _ in decision.skipped}),
-            p_value=decision.p_value, loglik_gain=score.loglik_gain,
+            p_value=decision.p_value, loglik_gain=score.loglik_gain, pseudo_labelled=decision.pseudo_labelled,
         )
         log.info("tuned vs frozen on %d held-out labels: %.3f vs %.3f, p = %.3f (%s)", score.n_heldout,
                  score.tuned_accuracy, score.frozen_accuracy, decision.p_value, "kept" if report.kept else "discarded")
         if not report.kept:
             report.seconds = time.perf_counter() - started
             return report
-        result = refit(items, len(classes), frozen, decision, config=config, seed=seed, progress=progress,
-                       cancel=cancel)
+        result = refit(items, len(classes), frozen, decision, config=config, pseudo=pseudo, seed=seed,
+                       progress=progress, cancel=cancel)
         saved = save_weights(library, result.state_dict)
     except (TuneError, BackboneError, NoCandidate) as e:
         raise TuneFailed(str(e)) from None
@@ -251,7 +255,7 @@ def _tune_library(
         metrics={"frozen_accuracy": score.frozen_accuracy, "tuned_accuracy": score.tuned_accuracy,
                  "gain": score.gain, "n_train": len(items), "n_heldout": score.n_heldout,
                  "p_value": decision.p_value, "loglik_gain": score.loglik_gain, "stages": decision.stages,
-                 "epochs": decision.epochs,
+                 "epochs": decision.epochs, "pseudo_labelled": decision.pseudo_labelled,
                  "tune_seconds": round(time.perf_counter() - started, 1)},
     )
     report.representation = rep.id
@@ -321,6 +325,7 @@ def _report_from_metrics(rep: Representation) -> TuneReport:
                       n_train=int(m.get("n_train", 0)), n_heldout=int(m.get("n_heldout", 0)),
                       p_value=float(m.get("p_value", float("nan"))),
                       loglik_gain=float(m.get("loglik_gain", float("nan"))),
+                      pseudo_labelled=int(m.get("pseudo_labelled", 0)),
                       labelled=int(fingerprint[0]) if fingerprint else None)
 
 

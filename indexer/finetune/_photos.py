@@ -47,6 +47,11 @@ class PhotoSet:
         return PhotoSet(self.side, [self.pixels[i] for i in rows], [self.codes[i] for i in rows],
                         [self.paths[i] for i in rows])
 
+    def joined(self, other: PhotoSet) -> PhotoSet:
+        """This set's photos, then `other`'s (the skipped files: this set's)."""
+        return PhotoSet(self.side, self.pixels + other.pixels, self.codes + other.codes, self.paths + other.paths,
+                        list(self.skipped))
+
 
 def decode_for_training(path: Path, side: int) -> torch.Tensor:
     """A photo file as uint8 [3, H, W], shorter side `side` (bicubic, as Preprocess.crop_uint8 resizes),

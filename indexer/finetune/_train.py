@@ -121,6 +121,7 @@ def fine_tune(
     *,
     config: TuneConfig | None = None,
     heldout: Sequence[tuple[Path, int]] | None = None,
+    extra: Sequence[tuple[Path, int]] = (),
     seed: int = 0,
     progress: Callable[[TuneProgress], None] | None = None,
     cancel: threading.Event | None = None,
@@ -131,7 +132,9 @@ def fine_tune(
     `heldout`: the photos early stopping scores on; by default (None) a stratified `config.holdout`
     of `photos`. An empty `heldout` trains on every photo for exactly `config.max_epochs` epochs and
     returns the last weights (the final run once cross-validation has chosen the epochs); the
-    accuracies are then NaN. Files that do not decode are skipped (listed in the result). Raises TuneError,
+    accuracies are then NaN. `extra`: pseudo-labelled photos (search.pseudo_labels), trained on
+    beside `photos` but never held out, so that early stopping reads the user's labels only. Files
+    that do not decode are skipped (listed in the result, but for `extra`'s). Raises TuneError,
     BackboneError, indexer.cancel.Cancelled when `cancel` is set (checked between batches); a
     KeyboardInterrupt passes through. Nothing is written anywhere: see `save_weights`.
     """
@@ -151,7 +154,8 @@ def fine_tune(
             progress(TuneProgress(phase, done, total, epoch, acc))
 
     items = _capped(list(photos), config.max_photos, rng)
-    n_decode = len(items) + len(heldout or ())
+    extra = _capped(list(extra), config.max_photos - len(items), rng) if len(items) < config.max_photos else []
+    n_decode = len(items) + len(heldout or ()) + len(extra)
     loaded = load_photos(items, pp.resize, cancel=cancel, progress=lambda d, _: report("decode", d, n_decode))
     skipped = list(loaded.skipped)
     if heldout is None:
@@ -162,6 +166,11 @@ def fine_tune(
         held = load_photos(heldout, pp.resize, cancel=cancel,
                            progress=lambda d, _: report("decode", len(items) + d, n_decode))
         skipped += held.skipped
+    if extra:
+        done = n_decode - len(extra)
+        pseudo = load_photos(extra, pp.resize, cancel=cancel,
+                             progress=lambda d, _: report("decode", done + d, n_decode))
+        train = train.joined(pseudo)  # a pseudo-labelled file that does not decode is only left out
     stop_early = heldout is None or len(heldout) > 0
     if len(train) < 2 or (stop_early and not len(held)):
         raise TuneError(f"too few labelled photos that decode to fine-tune and hold some out "

@@ -84,6 +84,18 @@ def test_early_stopping_returns_the_best_epoch(backbone):
     assert same == (result.best_epoch == 0)
 
 
+def test_pseudo_labelled_photos_are_trained_on_and_never_held_out(backbone, tmp_path):
+    """`extra` (search.pseudo_labels) joins the training photos; early stopping holds out the
+    labels' own fold only, and an extra file that does not decode is left out, not listed."""
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    config = TuneConfig(max_epochs=1, batch_size=8, patience=1)
+    plain = fine_tune(labelled(3), 4, backbone, seed=2, config=config)
+    result = fine_tune(labelled(3), 4, backbone, seed=2, config=config, extra=[*labelled(2, skip=6), (broken, 0)])
+    assert (plain.n_train, plain.n_heldout) == (8, 4)
+    assert (result.n_train, result.n_heldout) == (8 + 8, 4) and result.skipped == []
+
+
 def test_the_same_representation_scores_no_gain(backbone):
     train, heldout = labelled(2), labelled(1, skip=5)
     score = score_candidate(train, heldout, 4, backbone, backbone, engine="torch")

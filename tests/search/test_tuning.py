@@ -21,7 +21,7 @@ from indexer.settings import Settings
 from search.labelling.labeller import Labeller
 from search.labelling.labels import import_folders
 from search.searcher import Searcher
-from search.tuning import TuneFailed, pending_representation, revert_library, tune_library
+from search.tuning import TuneFailed, labelled_photos, pending_representation, revert_library, tune_library
 from tests.conftest import SAMPLES
 
 GARMENTS = ("shirt", "t-shirt", "longsleeve", "pants", "dress", "shorts")
@@ -181,5 +181,42 @@ def test_too_few_labels_is_one_clear_error(indexed, tmp_path):
             s.execute(delete(Label).where(Label.image_id.not_in(keep)))
         with pytest.raises(TuneFailed, match="too few labels to tune"):
             tune_library(settings_for(library.path), library)
+    finally:
+        library.close()
+
+
+def test_the_unlabelled_photos_are_pseudo_labelled_and_no_scored_label_is_trained_on(indexed, tmp_path, monkeypatch):
+    """With a third of the photos unlabelled, each fold's candidate and the refit train on some of
+    them too (search.pseudo_labels); a fold's scored photos are never among what it trains on."""
+    import search.pseudo_labels as pseudo_labels
+
+    library = copy_of(indexed, tmp_path)
+    calls: list[tuple[list, list]] = []
+    real = pseudo_labels.library_pseudo_labeller
+
+    def recording(library, labelled, per_class=pseudo_labels.PER_CLASS):
+        labeller = real(library, labelled, per_class)
+
+        def pseudo(train, n_classes):
+            chosen = labeller(train, n_classes)
+            calls.append((list(train), chosen))
+            return chosen
+
+        return pseudo
+
+    monkeypatch.setattr(pseudo_labels, "library_pseudo_labeller", recording)
+    try:
+        with library.Session.begin() as s:  # 6 photos of each class unlabelled, 12 labelled
+            rows = s.execute(select(Label.image_id, Label.label).order_by(Label.image_id)).all()
+            drop = [i for name in {label for _, label in rows} for i in [i for i, la in rows if la == name][:6]]
+            s.execute(delete(Label).where(Label.image_id.in_(drop)))
+        labelled = {p for p, _ in labelled_photos(library)[0]}
+        report = tune_library(settings_for(library.path), library, config=TuneConfig(max_epochs=1, batch_size=8),
+                              stages=(2,))
+        assert report.n_heldout == 24 and report.pseudo_labelled > 0
+        # 4 folds (24 labels), each trained on 3 quarters of them; then the refit on all 24 when kept.
+        assert [len(train) for train, _ in calls] == [18] * 4 + ([24] if report.kept else [])
+        for _, chosen in calls:
+            assert chosen and not {p for p, _ in chosen} & labelled  # only unlabelled photos
     finally:
         library.close()

@@ -8,7 +8,7 @@ augmentation, so the last stages learn from the whole collection and not from a 
     the PER_CLASS surest photos of each class --> (file, class) beside the labels
 
 Only the surest few of each class: on clothing_small at 8 labels a class the probe's 16 surest
-photos a class were right 93-98 % of the time, against 72-78 % for all of its predictions. Training
+photos a class were right 93-98 % of the time, against 71-78 % for all of its predictions. Training
 on them took the tuned weights from +1.2 to +3.2 points over the frozen probe on the unlabelled rest
 (5 draws; BENCHMARKS.md, "Pseudo-labels"). The photos the user labelled are never pseudo-labelled,
 so a scoring fold's photos stay unseen by the candidate it scores.

@@ -43,6 +43,7 @@ def surest(
     vectors predicts with the highest probability, from (keys, vectors) chunks of unlabelled photos;
     a class predicted fewer times gives fewer. Ordered by class, then surest first."""
     from indexer.finetune import fit_probe
+    from search.labelling.learned_head import softmax
 
     probe = fit_probe(train_vectors, train_codes, n_classes)
     best_keys = np.zeros(0, dtype=np.int64)
@@ -51,10 +52,7 @@ def surest(
     for keys, vectors in chunks:
         if not len(keys):
             continue
-        logits = probe.logits(vectors).astype(np.float64)
-        logits -= logits.max(axis=1, keepdims=True)
-        probs = np.exp(logits)
-        probs /= probs.sum(axis=1, keepdims=True)
+        probs = softmax(probe.logits(vectors).astype(np.float64))
         keys = np.concatenate([best_keys, np.asarray(keys, dtype=np.int64)])
         codes = np.concatenate([best_codes, probs.argmax(axis=1)])
         conf = np.concatenate([best_conf, probs.max(axis=1)])

@@ -16,14 +16,16 @@ right, and report how many hand labels it took to reach 90, 95 and 98 % of the c
   coverage + spreading + tune (with --tune-every R, e.g. 4: the same, and after every R rounds the
                         backbone is tuned on the hand labels so far as `lookalike tune` decides it,
                         search.tune_decision: cross-fit, the keep rule, and when kept the refit
-                        on every hand label; every photo of the corpus is then re-embedded with the
-                        tuned weights and the neighbour lists, queue clusters and spreading graph are
-                        rebuilt from the new vectors. A discarded tune leaves the vectors as they were.
-                        --max-tunes caps the tunes (0: no cap). The report adds each tune's labels,
-                        p-value, whether it was kept, and its time: cross-fitting, refit, re-embedding,
-                        and rebuilding the lists. Slow on a CPU: on clothing_small a cross-fit took
-                        ~10 min at 228 to 456 labels on 2 shared EPYC cores, and grows with the
-                        labels; `--tune-every 4 --max-tunes 2` ran in 25 min, BENCHMARKS.md.)
+                        on every hand label, each beside the pseudo-labels `tune` adds
+                        (search.pseudo_labels, from the current vectors); every photo of the corpus
+                        is then re-embedded with the tuned weights and the neighbour lists, queue
+                        clusters and spreading graph are rebuilt from the new vectors. A discarded
+                        tune leaves the vectors as they were. --max-tunes caps the tunes (0: no cap).
+                        The report adds each tune's labels, pseudo-labels, p-value, whether it was
+                        kept, and its time: cross-fitting, refit, re-embedding, and rebuilding the
+                        lists. Slow on a CPU: on clothing_small a cross-fit took ~10 min at 228 to
+                        456 labels on 2 shared EPYC cores, and grows with the labels;
+                        `--tune-every 4 --max-tunes 2` ran in 25 min, BENCHMARKS.md.)
 k-NN is today's labeller: each photo's 20 nearest photos, the labelled ones voting exp(sim / 0.07).
 It also reports accuracy on the unlabelled rest with 10 labels per class (search.labelling.compare.few_labels).
 """
@@ -84,6 +86,7 @@ class TuneRecord:
     tuned_accuracy: float | None
     stages: int = 0
     epochs: int = 0
+    pseudo_labelled: int = 0  # unlabelled photos trained on beside the hand labels (search.pseudo_labels)
     cross_fit_seconds: float = 0.0
     refit_seconds: float = 0.0
     reembed_seconds: float = 0.0  # every photo of the corpus, with the refit weights (kept tunes only)
@@ -99,6 +102,7 @@ class TuneRecord:
             "rounds": self.rounds, "labelled": self.labelled, "used": self.used, "classes": self.classes,
             "kept": self.kept, "p_value": self.p_value, "frozen_accuracy": self.frozen_accuracy,
             "tuned_accuracy": self.tuned_accuracy, "stages": self.stages, "epochs": self.epochs,
+            "pseudo_labelled": self.pseudo_labelled,
             "cross_fit_seconds": round(self.cross_fit_seconds, 1), "refit_seconds": round(self.refit_seconds, 1),
             "reembed_seconds": round(self.reembed_seconds, 1), "refresh_seconds": round(self.refresh_seconds, 1),
             "seconds": round(self.seconds, 1), "note": self.note,
@@ -153,8 +157,10 @@ class Tuner:
              view: View) -> tuple[TuneRecord, View]:
         """Tune on the labelled rows' truth; (what happened, the view to go on with: new vectors
         re-embedded from every path when the tune is kept, `view` itself otherwise)."""
+        from bench.tune import corpus_pseudo_labeller
         from indexer.backbone import Backbone, BackboneError
         from indexer.finetune import TuneError, embed_files, save_weights
+        from search.pseudo_labels import PER_CLASS
         from search.tune_decision import NoCandidate, cross_fit, refit
         from search.tuning import MIN_PER_CLASS
 
@@ -168,9 +174,13 @@ class Tuner:
         if len(classes) < 2:
             record.note = f"too few labels: {len(classes)} classes with {MIN_PER_CLASS} or more"
             return record, view
+        # as `tune` picks them from the library's stored vectors: here the current view's, no hand-labelled row
+        pseudo = corpus_pseudo_labeller(self.paths, view.vectors, rows, items, PER_CLASS)
+        record.pseudo_labelled = len(pseudo(items, len(classes)))
         started = time.perf_counter()
         try:
-            decision = cross_fit(items, len(classes), self.backbone, self.scratch, engine=self.engine, seed=self.seed)
+            decision = cross_fit(items, len(classes), self.backbone, self.scratch, engine=self.engine,
+                                 pseudo=pseudo, seed=self.seed)
         except (TuneError, BackboneError, NoCandidate) as e:
             record.cross_fit_seconds = time.perf_counter() - started
             record.note = f"failed: {e}"
@@ -187,7 +197,7 @@ class Tuner:
         if not decision.kept:
             return record, view
         started = time.perf_counter()
-        result = refit(items, len(classes), self.backbone, decision, seed=self.seed)
+        result = refit(items, len(classes), self.backbone, decision, pseudo=pseudo, seed=self.seed)
         saved = save_weights(self.scratch, result.state_dict)
         tuned = Backbone(self.backbone.name, weights=saved.path, device=str(self.backbone.device))
         record.refit_seconds = time.perf_counter() - started
@@ -442,7 +452,8 @@ def main(argv: list[str] | None = None) -> dict:
                   f"{r['tune_seconds']:.0f} s tuning and re-embedding")
             for t in r["tunes"]:
                 what = t["note"] or (f"{'kept' if t['kept'] else 'discarded'}, p = {t['p_value']:.4f}, "
-                                     f"scored {t['frozen_accuracy']:.3f} -> {t['tuned_accuracy']:.3f}")
+                                     f"scored {t['frozen_accuracy']:.3f} -> {t['tuned_accuracy']:.3f}, "
+                                     f"{t['pseudo_labelled']} pseudo-labelled")
                 print(f"  after {t['rounds']} rounds ({t['labelled']} hand labels): {what}; cross-fit "
                       f"{t['cross_fit_seconds']:.0f} s, refit {t['refit_seconds']:.0f} s, re-embed "
                       f"{t['reembed_seconds']:.0f} s, lists {t['refresh_seconds']:.0f} s")

@@ -42,7 +42,7 @@ from bench.machine import cpu_flags
 from indexer.backbone import Backbone
 from indexer.finetune import TuneConfig, embed_files, probe_accuracy, save_weights
 from indexer.library import Library
-from search.pseudo_labels import PER_CLASS, PseudoLabeller, surest
+from search.pseudo_labels import PER_CLASS, Items, PseudoLabeller, pseudo_counts, surest
 from search.tune_decision import DEFAULT_STAGES, cross_fit, refit
 
 DEFAULT_CORPUS = CLOTHING_SMALL
@@ -79,16 +79,21 @@ def knn_quality(vectors: np.ndarray, codes: np.ndarray) -> dict[str, float]:
     }
 
 
-def corpus_pseudo_labeller(paths: list[Path], vectors: np.ndarray, labelled: np.ndarray,
+def corpus_pseudo_labeller(paths: list[Path], vectors: np.ndarray, labelled: np.ndarray, items: Items,
                            per_class: int) -> PseudoLabeller:
-    """search.pseudo_labels' choice from the bench's frozen vectors: none of `labelled` is given one."""
+    """search.pseudo_labels' choice from the bench's vectors, for a tune on `items` (as `tune` on a
+    library whose labels are `items`): none of the `labelled` rows is given one."""
     row_of = {p: i for i, p in enumerate(paths)}
     free = np.setdiff1d(np.arange(len(paths)), labelled)
+    label_codes = np.asarray([c for _, c in items], dtype=np.int64)
 
     def pseudo(train, n_classes):
+        if not per_class:
+            return []
         rows = np.asarray([row_of[p] for p, _ in train])
         codes = np.asarray([c for _, c in train], dtype=np.int64)
-        chosen = surest(vectors[rows], codes, n_classes, [(free, vectors[free])], per_class) if per_class else []
+        chosen = surest(vectors[rows], codes, n_classes, [(free, vectors[free])],
+                        pseudo_counts(label_codes, n_classes, per_class))
         return [(paths[k], c) for k, c in chosen]
 
     return pseudo
@@ -102,7 +107,7 @@ def run_setting(paths, codes, n_classes, frozen, frozen_vectors, per_class, seed
     rest = np.setdiff1d(np.arange(len(paths)), labelled)
     load_before = os.getloadavg()[0]
     items = [(paths[i], int(codes[i])) for i in labelled]
-    pseudo = corpus_pseudo_labeller(paths, frozen_vectors, labelled, pseudo_per_class)
+    pseudo = corpus_pseudo_labeller(paths, frozen_vectors, labelled, items, pseudo_per_class)
     chosen = pseudo(items, n_classes)
     pseudo_right = float(np.mean([codes[paths.index(p)] == c for p, c in chosen])) if chosen else float("nan")
     with tempfile.TemporaryDirectory() as tmp, Library(tmp, create=True) as lib:

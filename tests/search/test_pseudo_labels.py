@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from search.pseudo_labels import library_pseudo_labeller, surest
+from search.pseudo_labels import PER_CLASS, library_pseudo_labeller, pseudo_counts, surest
 
 CLASSES = ["dress", "hat", "pants", "shoes"]  # four of the samples' class folders, well apart
 
@@ -47,3 +47,26 @@ def test_reading_the_vectors_in_chunks_chooses_the_same(labelled):
     chunks = [(ids[free[i : i + 7]], vectors[free[i : i + 7]]) for i in range(0, len(free), 7)]
     assert surest(vectors[train_rows], codes, 3, chunks, per_class=5) == whole
     assert len(whole) == 15 and not {k for k, _ in whole} & set(ids[train_rows].tolist())
+
+
+def test_a_class_with_many_labels_gets_fewer(labelled):
+    """A class's labels plus its pseudo-labels reach FILL at most, counted over every label (not a
+    fold's share): the surest of the same choice."""
+    library, labels = labelled
+    assert pseudo_counts(np.array([0] * 6 + [1] * 3 + [2] * 30), 4, per_class=5, fill=8).tolist() == [2, 5, 0, 5]
+    assert pseudo_counts(np.array([0] * 30), 2).tolist() == [0, PER_CLASS]  # FILL: 24
+    ids, vectors = library.stored_vectors()
+    train_rows = np.arange(0, 120, 10)
+    codes = np.arange(len(train_rows)) % 3
+    free = np.setdiff1d(np.arange(len(ids)), train_rows)
+    chunks = [(ids[free], vectors[free])]
+    whole = surest(vectors[train_rows], codes, 3, chunks, per_class=5)
+    assert [c for _, c in whole] == [0] * 5 + [1] * 5 + [2] * 5
+    assert surest(vectors[train_rows], codes, 3, chunks, per_class=np.array([2, 5, 0])) == whole[:2] + whole[5:10]
+    assert surest(vectors[train_rows], codes, 3, chunks, per_class=np.array([0, 0, 0])) == []
+
+    # Through the library, 5 labels a class: a fold that trains on 3 of them gets FILL - 5 a class,
+    # as the refit on all 5 will, not FILL - 3.
+    train = [item for i, item in enumerate(labels) if i % 5 < 3]
+    pseudo = library_pseudo_labeller(library, labels, per_class=5, fill=7)(train, len(CLASSES))
+    assert np.bincount([c for _, c in pseudo], minlength=len(CLASSES)).tolist() == [2] * len(CLASSES)

@@ -101,7 +101,8 @@ def library_pseudo_labeller(library: Library, labelled: Items, per_class: int = 
 
     def pseudo(train: Items, n_classes: int) -> list[tuple[Path, int]]:
         known = [(id_of[p], c) for p, c in train if p in id_of]
-        if not known or per_class <= 0 or root is None:
+        counts = pseudo_counts(label_codes, n_classes, per_class, fill)
+        if not known or not counts.any() or root is None:  # every class full: no vector read
             return []
         ids, vectors = library.stored_vectors([i for i, _ in known])
         code_of = dict(known)
@@ -112,7 +113,7 @@ def library_pseudo_labeller(library: Library, labelled: Items, per_class: int = 
                 free = ~np.isin(chunk_ids, excluded)
                 yield chunk_ids[free], chunk[free]
 
-        chosen = surest(vectors, codes, n_classes, unlabelled(), pseudo_counts(label_codes, n_classes, per_class, fill))
+        chosen = surest(vectors, codes, n_classes, unlabelled(), counts)
         path_of = _paths(library, [k for k, _ in chosen])
         return [(root / path_of[k], c) for k, c in chosen if k in path_of]
 

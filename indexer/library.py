@@ -103,6 +103,10 @@ class LibraryError(Exception):
     """A library cannot be opened or used as asked; the message says what to do."""
 
 
+class DerivedBusy(Exception):
+    """Another thread or process holds the derived-data lock (`Library.derived_lock(wait=False)`)."""
+
+
 READ_ONLY_MESSAGE = "this library is read-only (this user cannot write its folder or database): nothing can be changed"
 
 
@@ -452,10 +456,12 @@ class Library:
             raise LibraryError(f"library {self.path} is read-only for this user: nothing can be written to it")
         return file_lock(self.path / LOCK_FILE, busy=LibraryError(f"another `lookalike index` is writing {self.path}"))
 
-    def derived_lock(self) -> AbstractContextManager[None]:
+    def derived_lock(self, *, wait: bool = True) -> AbstractContextManager[None]:
         """One process at a time rewrites what is derived from the vectors (neighbour lists, votes):
-        the web server and an indexer finishing its run may both want to. Waits for the other."""
-        return file_lock(self.path / DERIVED_LOCK_FILE)
+        the web server and an indexer finishing its run may both want to. Waits for the other, or
+        with `wait=False` raises DerivedBusy at once."""
+        return file_lock(self.path / DERIVED_LOCK_FILE,
+                         busy=None if wait else DerivedBusy(f"{self.path}'s derived data is being brought current"))
 
     @contextmanager
     def bulk_transaction(self) -> Iterator[sqlite3.Connection]:

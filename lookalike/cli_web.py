@@ -131,7 +131,7 @@ def _exit_now() -> NoReturn:
 
 def _warm_up(searcher, labeller) -> None:
     try:
-        labeller.refresh()
+        labeller.refresh(wait=True)  # a background thread: it may wait for an indexer's run
         searcher.warm_up()  # loads (and compiles) the query model
         labeller.queue_ids()  # the labelling queue's order: seconds at a million photos
     except Exception as e:  # the first request that needs them reports it properly

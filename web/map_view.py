@@ -81,7 +81,7 @@ class MapJob:
         self._phase = "suggestions"
         try:
             # Suggested labels colour the map: have them once, as `lookalike serve` warms them up.
-            self.labeller.refresh()
+            self.labeller.refresh(wait=True)  # a background job: it may wait for an indexer's run
             self._suggestions_ready = True
         except Exception:
             log.exception("computing suggestions for the map failed")

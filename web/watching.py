@@ -96,7 +96,7 @@ class Watching:
             if report.indexed or report.moved or report.removed or report.failed:
                 # As `lookalike index` does after a run (search.refresh.update_suggestions), on the
                 # server's own labeller: its background trainer retrains the head on new labels.
-                svc.labeller.refresh()
+                svc.labeller.refresh(wait=True)  # this watcher thread may wait; requests never do
                 svc.labeller.clusters()
         except BaseException:
             with self.progress.lock:

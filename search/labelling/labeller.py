@@ -23,7 +23,7 @@ import numpy.typing as npt
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
-from indexer.library import FileCache
+from indexer.library import DerivedBusy, FileCache
 from indexer.schema import INDEXED, Image, Label, Neighbour, SuggestedLabel
 from search.labelling import spreading
 from search.labelling.calibration import with_temperature
@@ -155,8 +155,16 @@ class Labeller:
 
     def on_label_changed(self, image_id: int) -> None:
         """Re-vote the images that have `image_id` among their k neighbours (call after commit);
-        then, with a background trainer, retrain the head once labels stop changing."""
-        with self._lock:
+        then, with a background trainer, retrain the head once labels stop changing.
+
+        Never waits on a refresh in progress (a label write must not): the refresh then redoes
+        every vote, since the labels no longer match those it started from."""
+        if not self._lock.acquire(blocking=False):
+            log.info("label of %s changed during a refresh: its votes are redone after it", image_id)
+            if self.trainer is not None:
+                self.trainer.request()
+            return
+        try:
             state = self.library.state(NEIGHBOURS_STATE)
             wanted = self._suggestions_state(labels=None)
             have = self.library.state(SUGGESTIONS_STATE)
@@ -171,34 +179,52 @@ class Labeller:
                 self.library.save_state(SUGGESTIONS_STATE, self._suggestions_state())
                 log.info("label of %s changed: re-voted %d images", image_id, len(dependants))
             # else stale anyway: the next read rebuilds everything
+        finally:
+            self._lock.release()
         if self.trainer is not None:
             self.trainer.request()
 
-    def refresh(self, *, force: bool = False, progress: bool = False) -> bool:
+    def refresh(self, *, force: bool = False, progress: bool = False, wait: bool | None = None) -> bool:
         """Bring neighbour lists and suggestions up to date; True if anything was recomputed.
 
         Lists follow the loaded index (by difference after an indexer run); the k-NN votes of the
         images whose lists changed are redone when the suggestions were current before, else every
         suggestion is predicted again by the stored head. A read-only library serves what it
         has stored: nothing can be written, not even the lock file.
+
+        While another thread or process is bringing them current (an indexer finishing its run), a
+        server's labeller (one with a background trainer) does not wait unless `wait=True` says so:
+        it returns False and the request reads what is stored. A labeller without one waits.
         """
         if self.library.read_only:
             return False
-        with self._lock, self.library.derived_lock():  # threads here, processes (web, indexer) there
-            self.searcher.reload()
-            lists = self.neighbours.update(force=force, progress=progress)
-            changed = lists.mode in ("full", "incremental")
-            wanted = self._suggestions_state()
-            have = self.library.state(SUGGESTIONS_STATE)
-            if changed or have != wanted:
-                if lists.touched is not None and have == {**wanted, "vectors": lists.previous}:
-                    self._revote(lists.touched)
-                else:
-                    self._write(self.predict_all())
-                self.library.save_state(SUGGESTIONS_STATE, wanted)
-                changed = True
+        wait = self.trainer is None if wait is None else wait
+        try:
+            # The file lock first (threads and processes), then the thread lock: a thread waiting for
+            # another process never holds `_lock`, which label writes take (`on_label_changed`).
+            with self.library.derived_lock(wait=wait), self._lock:
+                changed = self._bring_current(force, progress)
+        except DerivedBusy:
+            log.info("the neighbour lists are being brought current elsewhere: serving the stored ones")
+            changed = False
         if self.trainer is not None and self.is_stale():
             self.trainer.request()
+        return changed
+
+    def _bring_current(self, force: bool, progress: bool) -> bool:
+        """`refresh`'s work, under both locks."""
+        self.searcher.reload()
+        lists = self.neighbours.update(force=force, progress=progress)
+        changed = lists.mode in ("full", "incremental")
+        wanted = self._suggestions_state()
+        have = self.library.state(SUGGESTIONS_STATE)
+        if changed or have != wanted:
+            if lists.touched is not None and have == {**wanted, "vectors": lists.previous}:
+                self._revote(lists.touched)
+            else:
+                self._write(self.predict_all())
+            self.library.save_state(SUGGESTIONS_STATE, wanted)
+            changed = True
         return changed
 
     def _suggestions_state(self, labels: object = ...) -> dict:
@@ -247,7 +273,7 @@ class Labeller:
                 fingerprint = self.fingerprint()  # before reading: a change while training makes it stale
                 self.searcher.reload()
                 if not self.neighbours.current(self.k):
-                    self.refresh()  # label spreading runs over the stored lists: build them first
+                    self.refresh(wait=True)  # label spreading runs over the stored lists: build them first
                 data = labelled_set(self.library)
                 graph = self.graph()
                 head = train_head(data.vectors, data.labels, self.k, self.temperature, graph=graph,
@@ -262,7 +288,7 @@ class Labeller:
                     if predictions is not None:
                         self._write(predictions)
                         self.library.save_state(SUGGESTIONS_STATE, self._suggestions_state())
-            self.refresh()  # nothing to do unless the neighbour lists were stale
+            self.refresh(wait=True)  # nothing to do unless the neighbour lists were stale
             return self.head()  # type: ignore[return-value]
 
     def graph(self) -> Graph | None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from sqlalchemy import select, update
 
+from indexer.library_files import DERIVED_LOCK_FILE, file_lock
 from indexer.schema import Neighbour, SuggestedLabel
 from search.labelling.labeller import Labeller
 from search.labelling.labels import set_label
@@ -127,3 +130,58 @@ def test_a_smaller_k_reuses_the_stored_lists(library):
             s.scalar(select(Neighbour.rank).order_by(Neighbour.rank.desc()).limit(1)) == 16
         )  # 17 others
     assert len(small.suggest(1).evidence) == 3
+
+
+def _finishes(fn, seconds: float = 300):
+    """fn's result, run on a thread; fails (instead of hanging the suite) while it still waits."""
+    out: dict = {}
+    worker = threading.Thread(target=lambda: out.setdefault("result", fn()), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), f"{fn} is waiting on a lock"
+    return out.get("result")
+
+
+def test_a_servers_labeller_reads_what_is_stored_while_another_process_refreshes(library):
+    # `lookalike index` holds the derived lock while it brings lists and votes current: a server's
+    # labeller (background trainer) serves the stored suggestions instead of waiting for it.
+    Labeller(Searcher(library), k=5).refresh()
+    server = Labeller(Searcher(library), k=5, background=True, retrain_delay=3600)
+    with library.Session.begin() as s:  # a label from another process: the votes are stale
+        set_label(s, 1, "a")
+    with file_lock(library.path / DERIVED_LOCK_FILE):
+        assert _finishes(server.refresh) is False
+        assert _finishes(lambda: server.suggest(2)).label is None  # what was stored: no votes yet
+    assert server.refresh() is True  # the lock free again: brought current
+    assert server.suggest(2).label == "a"
+    # A labeller without a background trainer (the command line's) waits its turn instead.
+    waiting = Labeller(Searcher(library), k=5)
+    with file_lock(library.path / DERIVED_LOCK_FILE):
+        worker = threading.Thread(target=waiting.refresh, daemon=True)
+        worker.start()
+        worker.join(1)
+        assert worker.is_alive()
+    worker.join()
+
+
+def test_a_label_change_never_waits_for_a_refresh_in_progress(library):
+    labeller = Labeller(Searcher(library), k=5)
+    labeller.refresh()
+    busy, release = threading.Event(), threading.Event()
+
+    def refreshing() -> None:  # another thread inside refresh's work, holding the labeller's lock
+        with labeller._lock:
+            busy.set()
+            release.wait()
+
+    holder = threading.Thread(target=refreshing, daemon=True)
+    holder.start()
+    busy.wait()
+    try:
+        with library.Session.begin() as s:
+            set_label(s, 1, "a")
+        _finishes(lambda: labeller.on_label_changed(1))
+    finally:
+        release.set()
+        holder.join()
+    assert labeller.suggest(2).label == "a"  # the skipped re-vote is made up by the next read

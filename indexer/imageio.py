@@ -7,11 +7,13 @@ import io
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from indexer.extensions import EXTENSIONS, RAW_EXTENSIONS  # noqa: F401  (re-exported: the scan's file types)
@@ -131,17 +133,27 @@ def camera_name(make: str, model: str) -> str | None:
     return " ".join(p for p in (make, model) if p) or None
 
 
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Any Pillow mode to 8-bit RGB; transparency is composited over white."""
+# Pillow modes of more than 8 bits a channel, and those its `reduce` takes.
+HIGH_DEPTH = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+REDUCIBLE = ("L", "LA", "RGB", "RGBA", "CMYK")
+GRAY_ROWS = 256  # rows of a high-depth image scaled to 8 bits at a time
+
+
+def to_rgb(img: Image.Image, min_side: int | None = None) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB; transparency is composited over white.
+
+    With `min_side`, an image whose shorter side is at least twice that is first reduced by a whole
+    factor in its own mode (a box filter; Pillow's `reduce`), keeping the shorter side at least
+    `min_side`, as a JPEG is decoded at a reduced scale (`load_image`). The RGB copy of a large gray
+    or 16-bit image is then small, and decoding one takes little more memory than its own pixels
+    (`decoded_bytes`).
+    """
+    if img.mode in HIGH_DEPTH:
+        img = _gray8(img)
+    if min_side and img.mode in REDUCIBLE and min(img.size) >= 2 * min_side:
+        img = img.reduce(min(img.size) // min_side)
     if img.mode == "RGB":
         return img
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        # High bit depth: scale the actual range to 0..255 rather than clipping at 255.
-        a = np.asarray(img, dtype=np.float32)
-        lo, hi = float(a.min()), float(a.max())
-        a -= lo  # in place: a 100 MP image holds one float copy, not three
-        a *= 255.0 / (hi - lo) if hi > lo else 0.0
-        return Image.fromarray(a.astype(np.uint8), "L").convert("RGB")
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
@@ -155,13 +167,41 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def _gray8(img: Image.Image) -> Image.Image:
+    """A high-depth image as 8-bit gray, its actual range scaled to 0..255 (rather than clipped at
+    255), a band of rows at a time: never a float copy of the whole image."""
+    w, h = img.size
+
+    def bands() -> Iterator[tuple[int, npt.NDArray[np.float32]]]:
+        for top in range(0, h, GRAY_ROWS):
+            yield top, np.asarray(img.crop((0, top, w, min(h, top + GRAY_ROWS))), dtype=np.float32)
+
+    ranges = [(float(band.min()), float(band.max())) for _, band in bands()]
+    lo, hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
+    scale = 255.0 / (hi - lo) if hi > lo else 0.0
+    out = np.empty((h, w), dtype=np.uint8)
+    for top, band in bands():
+        out[top : top + GRAY_ROWS] = (band - lo) * scale  # truncated to uint8, as astype does
+    return Image.fromarray(out, "L")
+
+
 # Bytes per pixel of Pillow's decoded buffer by mode; every other mode takes 4 (RGB included).
 BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
 
 
-def decoded_bytes(img: Image.Image) -> int:
-    """What decoding `img` at its current (possibly drafted) size will allocate for its pixels."""
-    return img.size[0] * img.size[1] * BYTES_PER_PIXEL.get(img.mode, 4)
+def decoded_bytes(img: Image.Image, min_side: int | None = None) -> int:
+    """What decoding `img` at its current (possibly drafted) size and making it RGB (`to_rgb`, with
+    this `min_side`) will allocate at the peak: its own pixels, the 8-bit copy of a high-depth
+    image, and the RGB copy of any other mode, made after the reduction where `to_rgb` reduces."""
+    w, h = img.size
+    own = w * h * BYTES_PER_PIXEL.get(img.mode, 4)
+    if img.mode == "RGB":
+        return own
+    high_depth = img.mode in HIGH_DEPTH
+    factor = min(w, h) // min_side if min_side and min(w, h) >= 2 * min_side else 1
+    if not (high_depth or img.mode in REDUCIBLE):
+        factor = 1  # Pillow cannot reduce a palette or 1-bit image: its RGB copy is full size
+    return own + (w * h if high_depth else 0) + (w // factor) * (h // factor) * 4
 
 
 class _InMemory(io.BytesIO):
@@ -222,10 +262,10 @@ def load_image(
                     # Pillow picks the largest of 1/2, 1/4, 1/8 that keeps both sides >= these.
                     img.draft("RGB", (min_side, min_side))
             # Before anything reads pixels: a PNG's getexif() decodes the whole image.
-            if max_bytes is not None and decoded_bytes(img) > max_bytes:
+            if max_bytes is not None and (need := decoded_bytes(img, min_side)) > max_bytes:
                 raise ImageError(
                     TOO_LARGE, f"{img.size[0]}x{img.size[1]} {img.mode} pixels take "
-                    f"{decoded_bytes(img) / 2**20:.0f} MiB decoded, over the {max_bytes / 2**20:.0f} MiB allowed"
+                    f"{need / 2**20:.0f} MiB decoded, over the {max_bytes / 2**20:.0f} MiB allowed"
                 )
             orientation, taken_at, camera = _exif_facts(img)
             if orientation in (5, 6, 7, 8):
@@ -237,7 +277,7 @@ def load_image(
                 img = ImageOps.exif_transpose(img)
             except Exception:
                 pass  # a broken orientation tag: keep the pixels as stored
-            img = to_rgb(img)
+            img = to_rgb(img, min_side)
             result = img
     except ImageError:
         raise

@@ -182,13 +182,41 @@ def test_an_upload_over_the_decoded_size_bound_is_refused_before_decoding():
     from indexer.imageio import TOO_LARGE, decoded_bytes
 
     buf = io.BytesIO()
-    Image.new("RGBA", (300, 200)).save(buf, "PNG")
+    Image.new("RGB", (300, 200)).save(buf, "PNG")
     with Image.open(io.BytesIO(buf.getvalue())) as img:
         assert decoded_bytes(img) == 300 * 200 * 4
     with pytest.raises(ImageError) as e:
         load_image(buf.getvalue(), max_bytes=300 * 200 * 4 - 1)
-    assert e.value.reason == TOO_LARGE and e.value.detail.startswith("300x200 RGBA pixels take")
+    assert e.value.reason == TOO_LARGE and e.value.detail.startswith("300x200 RGB pixels take")
     assert load_image(buf.getvalue(), max_bytes=300 * 200 * 4)[0].size == (300, 200)
     # A large JPEG is judged at the scale it is decoded at: 4000x3000 at 1/8 is 500x375.
     big = jpeg_bytes(Image.new("RGB", (4000, 3000), "red"))
     assert load_image(big, min_side=256, max_bytes=500 * 375 * 4)[1].width == 4000
+
+
+def test_the_decoded_size_bound_counts_the_copies_made_on_the_way_to_rgb():
+    from indexer.imageio import decoded_bytes
+
+    def opened(mode: str, size: tuple[int, int], fmt: str = "PNG") -> Image.Image:
+        buf = io.BytesIO()
+        Image.new(mode, size).save(buf, fmt)
+        return Image.open(io.BytesIO(buf.getvalue()))
+
+    # A gray image large enough is reduced in gray (by 2000 // 256 = 7) before its RGB copy is made.
+    assert decoded_bytes(opened("L", (3000, 2000)), min_side=256) == 3000 * 2000 + (3000 // 7) * (2000 // 7) * 4
+    assert decoded_bytes(opened("L", (3000, 2000))) == 3000 * 2000 * 5  # no reduction asked for
+    # A palette image cannot be reduced as it is: its full-size RGB copy counts.
+    assert decoded_bytes(opened("P", (3000, 2000)), min_side=256) == 3000 * 2000 * 5
+    # 16-bit gray: its own 2 bytes, an 8-bit copy, then the reduced RGB copy.
+    assert decoded_bytes(opened("I;16", (3000, 2000)), min_side=256) == 3000 * 2000 * 3 + 428 * 285 * 4
+
+
+@pytest.mark.parametrize("mode", ["L", "I;16", "F", "RGBA"])
+def test_a_large_image_is_reduced_in_its_own_mode_keeping_the_shorter_side(mode):
+    buf = io.BytesIO()
+    Image.linear_gradient("L").resize((2000, 1500)).convert(mode).save(buf, "TIFF")
+    img, info = load_image(buf.getvalue(), min_side=256)
+    assert (img.mode, img.size, (info.width, info.height)) == ("RGB", (400, 300), (2000, 1500))
+    pixels = np.asarray(img)
+    assert pixels[0, 0, 0] < 10 and pixels[-1, 0, 0] > 245  # the gradient, scaled to 8 bits, survives
+    assert load_image(buf.getvalue())[0].size == (2000, 1500)  # without min_side: full size

@@ -173,7 +173,7 @@ def _build_lite0(weights: Path | None) -> torch.nn.Module:
     try:
         model.load_state_dict(sd, strict=True)
     except RuntimeError as e:
-        raise BackboneError(f"{path} is not an EfficientNet-Lite0 state_dict: {e}") from None
+        raise BackboneError(f"{path} is not an EfficientNet-Lite0 state_dict: {_key_gist(model, sd, e)}") from None
     return model
 
 
@@ -192,9 +192,10 @@ def _torchvision_builder(arch: str, weights_enum: str) -> Callable[[Path | None]
         model = torchvision.models.get_model(arch, weights=None)
         if weights is not None:
             try:
-                model.load_state_dict(_load_state_dict(weights), strict=True)
+                sd = _load_state_dict(weights)
+                model.load_state_dict(sd, strict=True)
             except RuntimeError as e:
-                raise BackboneError(f"{weights} does not fit {arch}: {e}") from None
+                raise BackboneError(f"{weights} does not fit {arch}: {_key_gist(model, sd, e)}") from None
         else:
             enum = torchvision.models.get_weight(weights_enum)
             try:
@@ -276,12 +277,24 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise BackboneError(f"cannot read weights file {path}: {e}") from None
+        raise BackboneError(f"cannot read weights file {path}: {type(e).__name__} (not a state_dict saved by "
+                            f"torch.save, or a damaged one)") from None
     if isinstance(sd, dict) and "state_dict" in sd:
         sd = sd["state_dict"]
     if not isinstance(sd, dict):
         raise BackboneError(f"{path} does not hold a state_dict")
     return sd
+
+
+def _key_gist(model: torch.nn.Module, sd: dict, e: BaseException) -> str:
+    """What torch's load_state_dict error says, in one line (its own lists every key: kilobytes)."""
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing, unexpected = sorted(want.keys() - sd.keys()), sorted(sd.keys() - want.keys())
+    shapes = [k for k in want.keys() & sd.keys() if tuple(getattr(sd[k], "shape", ())) != want[k]]
+    parts = [f"{len(keys)} {what} (e.g. {keys[0]})" for keys, what in
+             ((missing, "keys missing"), (unexpected, "unexpected keys"), (sorted(shapes), "keys of another shape"))
+             if keys]
+    return ", ".join(parts) or str(e).strip().splitlines()[0]
 
 
 def file_sha256(path: Path) -> str:

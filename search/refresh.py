@@ -76,6 +76,8 @@ def index_and_refresh(
             runner_name, engine = "ray", "auto"
         runner = get_runner(runner_name, ray_address=settings.ray_address)
         backbone = _backbone(settings)
+        if settings.weights is not None:
+            backbone.model  # noqa: B018  (a user's weights file is loaded, and refused, before the library is touched)
         if not exists and not has_images(photos):
             raise IndexFailed(
                 f"no photos found under {photos} (looked for .jpg, .png, .heic, .webp and other image "

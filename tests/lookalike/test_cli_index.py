@@ -48,6 +48,29 @@ def test_errors_are_messages_not_tracebacks(tmp_path):
     assert "does not exist" in result.output
 
 
+def test_a_bad_weights_file_is_one_line_and_creates_no_library(tmp_path):
+    """A file that is no state_dict, or one of another network, used to create the library (its hash
+    recorded as the weights) before the model was loaded: the next run with the right weights was
+    then refused as another backbone. And torch's own message ran to kilobytes."""
+    import torch
+
+    photos = tmp_path / "p"
+    shutil.copytree(SAMPLES / "hat", photos)
+    garbage, other = tmp_path / "garbage.pth", tmp_path / "other.pth"
+    garbage.write_bytes(b"not weights")
+    torch.save({"x": torch.zeros(3)}, other)
+    library = tmp_path / "lib"
+    runner = CliRunner()
+    for weights, message in ((garbage, "cannot read weights file"),
+                             (other, "is not an EfficientNet-Lite0 state_dict: 296 keys missing")):
+        result = runner.invoke(main, ["index", str(photos), "--library", str(library), "--weights", str(weights)])
+        assert result.exit_code == 1 and message in result.output
+        assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+        assert not library.exists()
+    result = runner.invoke(main, ["index", str(photos), "--library", str(library), "--quiet", "--workers", "1"])
+    assert result.exit_code == 0 and "indexed 12," in result.output
+
+
 def test_a_file_name_that_is_not_utf8_is_skipped_by_name_and_the_run_goes_on(tmp_path):
     """Issue 22, item 3: `bad\\xff.jpg` (a Latin-1 name) aborted every run with "surrogates not allowed",
     so nothing new was ever indexed again. SQLite stores text as UTF-8: the file is skipped, named."""

@@ -18,8 +18,8 @@ from typing import Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import MetaData, create_engine, delete, func, select, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import MetaData, create_engine, delete, func, select, text, update
+from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.schema import CreateIndex, CreateTable
 
@@ -151,8 +151,8 @@ class Library:
         self.read_only = is_read_only(self.path) if read_only is None else read_only
         self.engine = create_engine(read_only_url(db) if self.read_only else f"sqlite:///{db}")
         self.Session = sessionmaker(self.engine, expire_on_commit=False)
+        self._check_version()  # before anything is written: another schema's library is left as it is
         if self.read_only:
-            self._check_version()
             return
         self._drop_stale_caches()
         Base.metadata.create_all(self.engine)
@@ -162,7 +162,6 @@ class Library:
         with self.Session.begin() as s:
             if s.get(Meta, "schema_version") is None:
                 s.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
-            self._check_version(s)
             # New tables appear in existing libraries through create_all above (as new indexes do
             # through BROWSE_INDEXES); a library indexed before representations existed gets its
             # first one recorded from its meta here, once.
@@ -262,14 +261,19 @@ class Library:
                 log.info("label %r stored in Unicode NFC", nfc)
         session.add(Meta(key=LABELS_NFC, value="1"))
 
-    def _check_version(self, session: Session | None = None) -> None:
-        if session is None:
-            with self.Session() as s:
-                return self._check_version(s)
-        version = session.get(Meta, "schema_version")
-        if version is not None and int(version.value) != SCHEMA_VERSION:
+    def _check_version(self) -> None:
+        """Refuse a library of another schema version, or a file that is no SQLite database, by a
+        plain read: nothing of it is created, dropped or changed first."""
+        try:
+            with self.engine.connect() as conn:
+                has_meta = conn.execute(text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"))
+                version = (conn.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar()
+                           if has_meta.first() else None)
+        except DatabaseError as e:  # not a database, locked, unreadable
+            raise LibraryError(f"cannot open the library {self.path}: {e.orig}") from None
+        if version is not None and version != str(SCHEMA_VERSION):
             raise LibraryError(
-                f"library {self.path} has schema version {version.value}, this lookalike "
+                f"library {self.path} has schema version {version}, this lookalike "
                 f"understands {SCHEMA_VERSION}: index into a new --library"
             )
 

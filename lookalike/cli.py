@@ -16,18 +16,38 @@ from lookalike import cli_duplicates, cli_eval, cli_index, cli_labels, cli_learn
 
 
 class Group(click.Group):
-    """The command group; a write to a library opened read-only ends in one line, not a traceback."""
+    """The command group; a library that cannot be written (read-only, locked, its disk full) ends
+    in one line, not a traceback."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except Exception as e:
-            if type(e).__name__ == "OperationalError":  # sqlalchemy's: not imported before a command runs
-                from indexer.library import READ_ONLY_MESSAGE, is_read_only_write
+            message = _one_line(e)
+            if message is None:
+                raise
+            raise click.ClickException(message) from None
 
-                if is_read_only_write(e):
-                    raise click.ClickException(READ_ONLY_MESSAGE) from None
-            raise
+
+def _one_line(e: Exception) -> str | None:
+    """What to say about a failure of the library's files that no command caught, or None."""
+    import errno
+
+    if type(e).__name__ == "OperationalError":  # sqlalchemy's: not imported before a command runs
+        from indexer.library import READ_ONLY_MESSAGE, is_read_only_write
+
+        if is_read_only_write(e):
+            return READ_ONLY_MESSAGE
+        reason = str(getattr(e, "orig", e))
+        if "locked" in reason:
+            return f"the library's database is locked by another process ({reason}): try again when it is done"
+        if "disk" in reason or "full" in reason:
+            return f"the library's database cannot be written ({reason}): is its disk full?"
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left to write {e.filename or 'the library'}: free some disk space and run it again"
+    if isinstance(e, PermissionError):
+        return f"permission denied: {e.filename or e}: this user cannot write there"
+    return None
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})

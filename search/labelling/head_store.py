@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import threading
 import uuid
 
 import numpy as np
 
-from indexer.npz import read_npz
+from indexer.npz import read_npz, write_npz
 from search.labelling.learned_head import Head, Probe
 from search.labelling.spreading import ALPHA
 
@@ -43,9 +41,7 @@ def save_head(path, head: Head, fingerprint: dict) -> str:
         arrays.update(probe_mean=head.probe.mean, probe_weight=head.probe.weight, probe_bias=head.probe.bias)
     if head.projection is not None:
         arrays["projection"] = head.projection
-    tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp.npz")  # writers: the index, the web
-    np.savez(tmp, **arrays)  # type: ignore[arg-type]
-    os.replace(tmp, path)
+    write_npz(path, arrays)  # writers: the index, the web
     return token
 
 

@@ -4,13 +4,12 @@ kept current by difference after each index run."""
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import numpy.typing as npt
 
 from indexer.library import Library
-from indexer.npz import read_npz
+from indexer.npz import read_npz, write_npz
 from search.labelling.queue_order import Clusters, assign, cluster_count, fit_centres, sample_positions
 
 CLUSTERS_FILE = "queue_clusters.npz"  # the queue's k-means, beside the library's SQLite file
@@ -50,10 +49,8 @@ def current_clusters(
 
 
 def save_clusters(path, fingerprint: list[str], centres: npt.NDArray[np.float32], clusters: Clusters) -> None:
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, fingerprint=np.array(json.dumps(fingerprint)), centres=centres, ids=clusters.ids,
-             cluster=clusters.cluster, closeness=clusters.closeness)
-    os.replace(tmp, path)
+    write_npz(path, {"fingerprint": np.array(json.dumps(fingerprint)), "centres": centres, "ids": clusters.ids,
+                     "cluster": clusters.cluster, "closeness": clusters.closeness})
 
 
 def load_clusters(path) -> tuple[list[str], npt.NDArray[np.float32], Clusters] | None:

@@ -8,7 +8,6 @@ photos are placed by the stored fit and nothing else moves.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -20,7 +19,7 @@ import numpy.typing as npt
 from sqlalchemy import ColumnElement, delete, func, insert, or_, select
 
 from indexer.library import Library, file_lock
-from indexer.npz import read_npz
+from indexer.npz import read_npz, write_npz
 from indexer.schema import INDEXED, Embedding, Image, Label, MapPoint, SuggestedLabel, utcnow
 from search.map import layout
 
@@ -262,13 +261,10 @@ def _iso(value: datetime | None) -> str | None:
 
 def save_fit(library: Library, fit: layout.Fit) -> None:
     """Write the fit atomically: a crash leaves the old file or the new one."""
-    path = library.path / FIT_FILE
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(
-        tmp, method=np.array(fit.method), mean=fit.projection.mean, components=fit.projection.components,
-        sample_ids=fit.sample_ids, sample_reduced=fit.sample_reduced, sample_xy=fit.sample_xy,
-    )
-    os.replace(tmp, path)
+    write_npz(library.path / FIT_FILE, {
+        "method": np.array(fit.method), "mean": fit.projection.mean, "components": fit.projection.components,
+        "sample_ids": fit.sample_ids, "sample_reduced": fit.sample_reduced, "sample_xy": fit.sample_xy,
+    })
 
 
 def load_fit(library: Library) -> layout.Fit | None:

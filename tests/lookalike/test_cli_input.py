@@ -116,3 +116,30 @@ def test_a_library_folder_that_cannot_be_made_is_one_line(photos, tmp_path, monk
     result = CliRunner().invoke(main, ["index", str(photos), "--quiet", *args])
     assert one_line_error(result).startswith(f"Error: cannot make the library folder {path}: ")
     assert (tmp_path / "a-file").read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("error, said", [
+    ("database is locked", "is locked by another process (database is locked): try again when it is done"),
+    ("database or disk is full", "cannot be written (database or disk is full): is its disk full?"),
+])
+def test_a_database_that_cannot_be_written_is_one_line(error, said):
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from lookalike.cli import _one_line
+
+    assert _one_line(OperationalError("INSERT ...", {}, sqlite3.OperationalError(error))) == \
+        f"the library's database {said}"
+
+
+def test_a_full_disk_and_a_folder_this_user_cannot_write_are_one_line():
+    import errno
+
+    from lookalike.cli import _one_line
+
+    full = OSError(errno.ENOSPC, "No space left on device", "/lib/head.npz.tmp.npz")
+    assert _one_line(full) == "no space left to write /lib/head.npz.tmp.npz: free some disk space and run it again"
+    denied = PermissionError(errno.EACCES, "Permission denied", "/lib/tune.lock")
+    assert _one_line(denied) == "permission denied: /lib/tune.lock: this user cannot write there"
+    assert _one_line(ValueError("a bug")) is None  # anything else keeps its traceback

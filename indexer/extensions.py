@@ -18,3 +18,7 @@ EXTENSIONS = frozenset(
 RAW_EXTENSIONS = frozenset({".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2", ".pef", ".srw"})
 if importlib.util.find_spec("rawpy") is not None:
     EXTENSIONS = EXTENSIONS | RAW_EXTENSIONS
+
+# XMP sidecars beside photos (`labels export --xmp` writes them; digiKam, darktable and Lightroom
+# too): expected in a photo folder, so not counted among the "ignored non-image files".
+SIDECAR_EXTENSION = ".xmp"

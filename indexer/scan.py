@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from indexer.extensions import EXTENSIONS
+from indexer.extensions import EXTENSIONS, SIDECAR_EXTENSION
 from indexer.pathnames import is_utf8, printable
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ def _walk(root: Path, result: ScanResult, skip: Path | None = None) -> Iterator[
                         yield FileEntry(rel, st.st_size, st.st_mtime)
                     else:  # a FIFO or device named like a photo: reading it could block
                         result.ignored += 1
-                else:
+                elif not entry.name.lower().endswith(SIDECAR_EXTENSION):  # sidecars beside photos: expected
                     result.ignored += 1
             except OSError as e:  # a dangling symlink, a file gone mid-scan
                 log.warning("skipping %s: %s", entry.path, e)

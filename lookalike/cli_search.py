@@ -32,6 +32,8 @@ def resolve_query(library, query: str) -> int | Path:
             except ValueError:
                 pass
         for rel in candidates:
+            if not rel.isprintable() and not _is_utf8(rel):
+                continue  # a file name that is not UTF-8 is in no library (SQLite's text is): the file itself
             image_id = s.scalar(select(Image.id).where(Image.path == rel))
             if image_id is not None:
                 return int(image_id)
@@ -40,6 +42,14 @@ def resolve_query(library, query: str) -> int | Path:
     raise click.ClickException(
         f"{query!r} is not an image id, a path in the library ({root}) or an image file"
     )
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # surrogate escapes: bytes of a name that is not UTF-8
+        return False
+    return True
 
 
 def query_image(path: Path):

@@ -132,13 +132,14 @@ def read_csv(path: Path | str) -> tuple[dict[str, str], int]:
     path = Path(path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.reader(f))
+            reader = csv.reader(f)
+            rows = [(reader.line_num, row) for row in reader]  # the file's line each row ends on
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise LabelFileError(f"cannot read {path}: {e}") from None
-    rows = [r for r in rows if any(cell.strip() for cell in r)]
+    rows = [(line, r) for line, r in rows if any(cell.strip() for cell in r)]
     if not rows:
         return {}, 0
-    header = [cell.strip().lower() for cell in rows[0]]
+    header = [cell.strip().lower() for cell in rows[0][1]]
     if "path" in header and "label" in header:
         path_col, label_col = header.index("path"), header.index("label")
         rows = rows[1:]
@@ -146,7 +147,7 @@ def read_csv(path: Path | str) -> tuple[dict[str, str], int]:
         path_col, label_col = 0, 1
     by_path: dict[str, str] = {}
     repeated: set[str] = set()
-    for line, row in enumerate(rows, start=2):
+    for line, row in rows:
         if len(row) <= max(path_col, label_col):
             raise LabelFileError(f"{path} line {line}: expected path and label columns")
         try:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from indexer.exiv2io import LOOKALIKE_PREFIX, MetadataError, XmpPacket
+from indexer.extensions import SIDECAR_EXTENSION
 from indexer.library_files import replace_durably
 
 DARKTABLE = "darktable"  # photo.jpg.xmp: darktable, digiKam
@@ -39,9 +40,9 @@ class SidecarError(Exception):
 def sidecar_path(photo: Path, naming: str = DARKTABLE) -> Path:
     """Where a photo's sidecar lies: photo.jpg.xmp (darktable, digiKam) or photo.xmp (Lightroom)."""
     if naming == DARKTABLE:
-        return photo.with_name(photo.name + ".xmp")
+        return photo.with_name(photo.name + SIDECAR_EXTENSION)
     if naming == LIGHTROOM:
-        return photo.with_suffix(".xmp")
+        return photo.with_suffix(SIDECAR_EXTENSION)
     raise ValueError(f"sidecar naming must be one of {', '.join(NAMINGS)}, not {naming!r}")
 
 

@@ -20,9 +20,11 @@ def test_scan_finds_images_recursively_and_skips_the_rest(tmp_path):
     make(tmp_path / ".hidden" / "c.jpg")
     make(tmp_path / ".d.jpg")
     (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "a.jpg.xmp").write_text("<x:xmpmeta/>")  # sidecars beside photos are expected, not "ignored"
+    (tmp_path / "trip" / "day1" / "b.XMP").write_text("<x:xmpmeta/>")
     result = scan(tmp_path)
     assert [f.path for f in result.files] == ["a.jpg", "trip/day1/b.PNG"]
-    assert result.ignored == 1
+    assert result.ignored == 1  # notes.txt
     size = (tmp_path / "a.jpg").stat().st_size
     assert result.files[0].size == size
     assert result.files[0].mtime == (tmp_path / "a.jpg").stat().st_mtime

@@ -66,6 +66,17 @@ def test_search_by_library_path_and_by_outside_file_agree(run, sample_library, t
     assert by_file[0]["path"] == rel and by_file[0]["score"] > 0.95
 
 
+def test_search_by_a_file_whose_name_is_not_utf8(run, sample_library, tmp_path):
+    """Its name was looked up in the library first, and SQLite's text is UTF-8: a traceback."""
+    import os
+
+    query = os.fsdecode(bytes(tmp_path) + b"/\xe9t\xe9.jpg")  # a Latin-1 name
+    shutil.copy(first_sample("hat"), query)
+    result = run("search", query, "--library", sample_library.path, "-k", 1, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)[0]["path"] == f"hat/{first_sample('hat').name}"
+
+
 def test_search_text_output_and_errors(run, sample_library, tmp_path):
     rel = f"hat/{first_sample('hat').name}"
     result = run("search", rel, "--library", sample_library.path, "-k", 2)

@@ -154,6 +154,17 @@ def test_import_csv_reports_the_bad_line(library, tmp_path):
         import_csv(library, path)
     with library.Session() as s:
         assert label_counts(s) == {}  # nothing half-imported
+    path.write_text("cats/a.jpg,cat\n\n\ncats/b.jpg,\n")  # no header, blank lines: the file's own line
+    with pytest.raises(LabelFileError, match="line 4:"):
+        import_csv(library, path)
+
+
+def test_a_cell_that_starts_with_an_apostrophe_reads_back_as_it_was():
+    from search.csv_cells import safe_cell, unsafe_cell
+
+    for text in ("'+1", "'quoted'", "''", "=SUM(A1)", "+1", "plain", "it's"):
+        assert unsafe_cell(str(safe_cell(text))) == text
+    assert safe_cell("=SUM(A1)") == "'=SUM(A1)" and safe_cell("'+1") == "''+1"
 
 
 def test_export_then_import_round_trips(library, tmp_path, vector_library):

@@ -15,6 +15,7 @@ from search.searcher import Searcher
 from web.context import EXTENSION, Services, close_session
 from web.duplicates import DUPLICATES_WAIT
 from web.ids import IdConverter
+from web.label_check import LABEL_CHECK_WAIT
 from web.settings import Settings
 from web.thumbs import Thumbnails
 
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None, *, searcher: Searcher | None = 
         SESSION_COOKIE_SAMESITE="Strict",
         SESSION_COOKIE_HTTPONLY=True,
         DUPLICATES_WAIT=DUPLICATES_WAIT,  # seconds a request waits for the duplicates before "pending"
+        LABEL_CHECK_WAIT=LABEL_CHECK_WAIT,  # seconds a request waits for a new label check, then the last answers
     )
     app.json = WrittenOrderJSON(app)
     # Every <int:...> in a route is an id: bounded to SQLite's 64 bits (set before any route).

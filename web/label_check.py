@@ -6,18 +6,21 @@
 
 Correcting a label is the ordinary PUT /api/images/<id>/label. Kept labels live in the library's
 meta (KEPT_LABELS, {image id: the label kept}); a label changed since it was kept is checked again.
-The check cross-validates every label, so it is computed once per state of the labels and the index.
+The check cross-validates every label (seconds, more with many labels), so it is computed once per
+state of the labels and the index, in a background thread: a request waits for it at most
+LABEL_CHECK_WAIT seconds, then is answered from the last check ("current": false; the labels changed
+since are left out), or, before any, with "pending": true.
 """
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, jsonify, render_template, request
+from flask import Blueprint, abort, current_app, jsonify, render_template, request
 
 from indexer.library import KEPT_LABELS, READ_ONLY_MESSAGE
 from search.labelling.suspicious import Check, suspicious
 from web import labelling
 from web.browse import int_arg
-from web.context import get_session, services
+from web.context import get_session, in_background, services
 from web.media import get_image
 from web.payloads import image_payload, image_urls
 
@@ -25,23 +28,37 @@ bp = Blueprint("label_check", __name__)
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
+LABEL_CHECK_WAIT = 5.0  # seconds a request waits for a new check; then the last one answers
 
 
 def kept() -> dict[str, str]:
     return dict(services().library.state(KEPT_LABELS) or {})
 
 
-def check() -> Check:
-    """Every suspicious label (memoized per labels and index)."""
+def check() -> tuple[Check | None, bool]:
+    """(the check, whether it is of the current labels and index), computed in the background: the
+    last finished check while a newer one runs (None before the first)."""
     svc = services()
     key = (labelling.label_version(get_session()), tuple(svc.library.vectors_fingerprint()))
-    return svc.memoized("suspicious", key, lambda: suspicious(svc.labeller))
+    job = in_background(svc, "suspicious", key, lambda _progress: suspicious(svc.labeller),
+                        wait=current_app.config["LABEL_CHECK_WAIT"])
+    if job.key == key and job.finished.is_set():
+        if job.error is not None:
+            raise job.error
+        svc.memo["suspicious"] = (key, job.value)
+        return job.value, True
+    last = svc.memo.get("suspicious")
+    return (last[1] if last else None), False
 
 
 def listing(limit: int) -> dict:
-    """The suspicious labels not kept, worst first, at most `limit`, as payloads with their evidence."""
-    result = check()
+    """The suspicious labels not kept, worst first, at most `limit`, as payloads with their evidence;
+    "current": whether the check is of the labels as they are now (a newer one is running if not),
+    "pending": no check has finished yet."""
+    result, current = check()
     keep = kept()
+    if result is None:
+        return {"items": [], "found": 0, "checked": 0, "kept": len(keep), "current": False, "pending": True}
     suspects = [s for s in result.suspects if keep.get(str(s.image_id)) != s.label]
     shown = suspects[:limit]
     ids = [s.image_id for s in shown] + [e.image_id for s in shown for e in s.neighbours]
@@ -60,7 +77,8 @@ def listing(limit: int) -> dict:
                 for e in s.neighbours
             ],
         })
-    return {"items": items, "found": len(suspects), "checked": result.checked, "kept": len(keep)}
+    return {"items": items, "found": len(suspects), "checked": result.checked, "kept": len(keep),
+            "current": current, "pending": False}
 
 
 @bp.get("/labels/check")

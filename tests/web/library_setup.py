@@ -43,6 +43,7 @@ def make_app(library, backbone, **settings):
     app = create_app(settings, searcher=Searcher(library, backbone=backbone))
     app.config["TESTING"] = True
     app.config["DUPLICATES_WAIT"] = 600  # the duplicates answer at once, as on any small library
+    app.config["LABEL_CHECK_WAIT"] = 600  # and so does the label check
     return app
 
 

@@ -113,3 +113,64 @@ def test_a_slow_label_check_holds_up_no_other_page(app, library, monkeypatch):
         release.set()
         check.join(120)
     assert answers == {"map": 200, "check": 200}
+
+
+def test_a_new_check_runs_in_the_background_and_the_last_one_answers_meanwhile(app, client, library, monkeypatch):
+    """The check cross-validates every label: seconds at 60 labels, more with many. After a label
+    changes, a request does not wait for the new check: the last one answers ("current": false,
+    the relabelled photo left out) until the new one is done. Before any, the page says it checks."""
+    import threading
+
+    from web import label_check
+
+    flipped = flip(client, library, 2)
+    app.config["LABEL_CHECK_WAIT"] = 0
+    real, release = label_check.suspicious, threading.Event()
+    release.set()
+
+    def held(labeller):
+        assert release.wait(120)
+        return real(labeller)
+
+    monkeypatch.setattr(label_check, "suspicious", held)
+    fixed_id, other_id = sorted(flipped)
+
+    def answer() -> dict:
+        for _ in range(600):  # until the check started by the first request is done
+            body = client.get("/api/labels/suspicious").get_json()
+            if not body["pending"]:
+                return body
+            threading.Event().wait(0.2)
+        raise AssertionError("the first label check never finished")
+
+    first = answer()
+    assert first["current"] and {fixed_id, other_id} <= {it["image"]["id"] for it in first["items"]}
+    release.clear()  # the next check is held until the end of the test
+    try:
+        assert client.put(f"/api/images/{fixed_id}/label", json={"label": "shoes"}).status_code == 200
+        stale = client.get("/api/labels/suspicious").get_json()
+        assert (stale["current"], stale["pending"], stale["checked"]) == (False, False, first["checked"])
+        listed = {it["image"]["id"] for it in stale["items"]}
+        assert other_id in listed and fixed_id not in listed  # the relabelled photo is left out
+        page = client.get("/labels/check").get_data(as_text=True)
+        assert 'id="check-stale"' in page and 'class="panel check-item"' in page
+    finally:
+        release.set()
+
+
+def test_the_page_says_it_checks_before_the_first_check_is_done(app, client, library, monkeypatch):
+    import threading
+
+    from web import label_check
+
+    app.config["LABEL_CHECK_WAIT"] = 0
+    release = threading.Event()
+    real = label_check.suspicious
+    monkeypatch.setattr(label_check, "suspicious", lambda labeller: release.wait(120) and real(labeller))
+    try:
+        body = client.get("/api/labels/suspicious").get_json()
+        assert (body["pending"], body["current"], body["items"]) == (True, False, [])
+        page = client.get("/labels/check").get_data(as_text=True)
+        assert 'id="check-pending"' in page and 'http-equiv="refresh"' in page
+    finally:
+        release.set()

@@ -129,6 +129,8 @@ class RayRunner:
     def __init__(self, address: str | None = None) -> None:
         self.ray = _import_ray()
         self.address = address
+        if address:
+            _check_reachable(address)
 
     def _connect(self) -> None:
         ray = self.ray
@@ -185,3 +187,17 @@ class RayRunner:
                 compute=ray.data.ActorPoolStrategy(size=min(workers or cpus, cpus)))
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             yield to_embedded(batch)
+
+
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """A cluster address (`host:port`, `ray://host:port`) whose port does not answer is refused at
+    once: ray.init retries an unreachable cluster without end. 'auto' and other forms are Ray's."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise RayUnavailable(f"cannot reach the Ray cluster at {address}: {e.strerror or e}") from None

@@ -142,3 +142,23 @@ def test_without_ray_the_option_says_how_to_install_it(monkeypatch, photos, tmp_
     assert result.exit_code == 1
     assert result.output.strip() == "Error: the ray runner needs Ray: pip install 'lookalike[ray]'"
     assert not (tmp_path / "lib").exists()
+
+
+def test_an_unreachable_cluster_is_one_line_at_once_and_creates_no_library(tmp_path):
+    """ray.init retries a cluster that does not answer without end (over 5 minutes, seen): the
+    address is tried first, and the library is not created for a run that cannot start."""
+    import socket
+
+    from lookalike.cli import main
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens on it
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    photos = tmp_path / "photos"
+    shutil.copytree(SAMPLES / "hat", photos)
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        result = CliRunner().invoke(main, ["index", str(photos), "--library", str(tmp_path / "lib"),
+                                           "--runner", "ray", "--ray-address", address])
+        assert result.exit_code == 1, result.output
+        assert f"cannot reach the Ray cluster at {address}: Connection refused" in result.output
+        assert not (tmp_path / "lib").exists()

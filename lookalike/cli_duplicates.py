@@ -47,7 +47,15 @@ def duplicates(library, kind, threshold, as_json, remove_csv, move_to):
     if threshold is not None and kind == "copies":
         raise click.UsageError("--threshold sets the similar tier's cosine: add --kind similar")
     from search.duplicates.candidates import SIMILAR_THRESHOLD, check_similar_threshold, find_tiers, groups_of
-    from search.duplicates.review import ReviewError, dismissed_pairs, move_files, plan_csv, removal_plan, review
+    from search.duplicates.review import (
+        ReviewError,
+        check_plan,
+        dismissed_pairs,
+        move_files,
+        plan_csv,
+        removal_plan,
+        review,
+    )
 
     if threshold is not None:
         try:
@@ -62,6 +70,9 @@ def duplicates(library, kind, threshold, as_json, remove_csv, move_to):
             reviewed, _ = review(s, groups)
             plan = removal_plan(s, groups) if (remove_csv or move_to) else []
         root = lib.root
+    plan, held = check_plan(plan, root)
+    for why in held:
+        click.echo(f"not planned: {why}", err=True)
     if tiers.missing_signals:
         click.echo(
             f"note: {tiers.missing_signals} photos have no duplicate signals yet (indexed by an older "

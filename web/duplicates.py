@@ -178,4 +178,5 @@ def set_choice(image_id: int, choice: object) -> None:
 def removal_csv(kind: str, threshold: float) -> str:
     session = get_session()
     groups = groups_of(tiers(threshold), kind, review.dismissed_pairs(session, kind))
-    return review.plan_csv(review.removal_plan(session, groups))
+    plan, _ = review.check_plan(review.removal_plan(session, groups), services().library.root)
+    return review.plan_csv(plan)

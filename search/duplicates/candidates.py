@@ -491,10 +491,10 @@ def find_tiers(library: Library, *, similar_threshold: float = SIMILAR_THRESHOLD
 
 def shot_pairs(library: Library, cand: Candidates, known: set[tuple[int, int]]) -> list[Pair]:
     """Each RAW+JPEG pair (search/duplicates/raw_pairs.py) not among `known`, as a copies pair."""
-    from search.duplicates.raw_pairs import raw_pairs
+    from search.duplicates.raw_pairs import WHY, raw_pairs
 
     return [
-        Pair(a, b, cand.cosine.get((a, b), math.nan), cand.hash_distance.get((a, b)))
+        Pair(a, b, cand.cosine.get((a, b), math.nan), cand.hash_distance.get((a, b)), why=WHY)
         for a, b in raw_pairs(library) if (a, b) not in known
     ]
 

@@ -149,11 +149,11 @@ def decide(group: DuplicateGroup, rows: dict[int, Image], chosen: dict[int, str]
     if group.kind == SIMILAR:
         suggestion = best_shot(members, qualities or {})
         actions = {r.id: chosen.get(r.id, UNDECIDED) for r in members}
-        return suggestion, [Decision(r.id, r.path, actions[r.id], r.id in chosen) for r in members]
-    suggestion = suggest_keep(members)
-    actions = {
-        r.id: chosen.get(r.id, KEEP if r.id == suggestion.image_id else REMOVE) for r in members
-    }
+    else:
+        suggestion = suggest_keep(members)
+        actions = {
+            r.id: chosen.get(r.id, KEEP if r.id == suggestion.image_id else REMOVE) for r in members
+        }
     if all(a == REMOVE for a in actions.values()):
         actions[suggestion.image_id] = KEEP
     return suggestion, [Decision(r.id, r.path, actions[r.id], r.id in chosen) for r in members]
@@ -219,19 +219,46 @@ class Removal:
     image_id: int
     kept: str  # the path kept in its group
     kind: str
+    size: int = -1  # the file as it was indexed: a file that changed since is not this photo any more
+    mtime: float = -1.0
 
 
 def removal_plan(session: Session, groups: list[DuplicateGroup]) -> list[Removal]:
     """What the review says to remove, group by group (a photo in several groups is listed once)."""
-    reviewed, _ = review(session, groups)
+    reviewed, rows = review(session, groups)
     plan: dict[int, Removal] = {}
     for r in reviewed:
         kept = next((d.path for d in r.decisions if d.action == KEEP),
                     next(d.path for d in r.decisions if d.image_id == r.suggestion.image_id))
         for d in r.decisions:
             if d.action == REMOVE and d.image_id not in plan:
-                plan[d.image_id] = Removal(d.path, d.image_id, kept, r.group.kind)
+                row = rows[d.image_id]
+                plan[d.image_id] = Removal(d.path, d.image_id, kept, r.group.kind, row.size, row.mtime)
     return list(plan.values())
+
+
+def why_not_now(removal: Removal, root: Path) -> str | None:
+    """Why a planned removal must not go ahead now, or None: the photo its group keeps is no longer
+    in the photo folder (it would take the last copy), or the file changed since it was indexed (it
+    is not the photo that was judged a copy). A file already gone is no concern here."""
+    kept = root / removal.kept
+    if not kept.is_file():
+        return f"{removal.path}: the photo kept in its group, {removal.kept}, is no longer in the photo folder"
+    try:
+        st = (root / removal.path).stat()
+    except OSError:
+        return None
+    if removal.size >= 0 and (st.st_size, st.st_mtime) != (removal.size, removal.mtime):
+        return f"{removal.path}: changed since it was indexed: run `lookalike index`, then review it again"
+    return None
+
+
+def check_plan(plan: list[Removal], root: Path | None) -> tuple[list[Removal], list[str]]:
+    """The removals that may go ahead now, and why each other one may not (`why_not_now`)."""
+    if root is None:
+        return plan, []
+    notes = {r.image_id: why_not_now(r, root) for r in plan}
+    return [r for r in plan if notes[r.image_id] is None], [n for n in notes.values() if n is not None]
 
 
 def plan_csv(plan: list[Removal]) -> str:
@@ -247,19 +274,27 @@ def plan_csv(plan: list[Removal]) -> str:
 
 def move_files(plan: list[Removal], root: Path, target: Path) -> list[str]:
     """Move each planned file from `root` into `target` under its relative path. Never overwrites:
-    every destination is checked before anything moves. Returns the paths moved. Raises ReviewError
-    when `target` lies inside the photo root (the next index run would find the moved photos
-    again), when a destination exists, or when a move fails (saying how many moved before it)."""
+    every destination is checked before anything moves; and a file is moved only while `why_not_now`
+    has nothing against it. Returns the paths moved. Raises ReviewError when a destination would lie
+    inside the photo root (the next index run would find the moved photos again), when one exists,
+    or when a move fails (saying how many moved before it)."""
     root, target = root.resolve(), target.expanduser().resolve()
-    if target == root or root in target.parents:
-        raise ReviewError(f"{target} is inside the photo folder {root}: choose a folder outside it")
-    todo = [r.path for r in plan if (root / r.path).is_file()]  # others are gone already (an earlier run)
-    taken = [target / p for p in todo if (target / p).exists() or (target / p).is_symlink()]
+    todo = [r for r in plan if (root / r.path).is_file()]  # others are gone already (an earlier run)
+    inside = target == root or root in target.parents or any(root in (target / r.path).parents for r in todo)
+    if inside:  # the photo folder itself, a folder in it, or one above it that puts photos back in it
+        raise ReviewError(f"{target} is inside the photo folder {root}, or puts photos back in it: "
+                          "choose a folder outside it")
+    taken = [target / r.path for r in todo if (target / r.path).exists() or (target / r.path).is_symlink()]
     if taken:
         more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
         raise ReviewError(f"{taken[0]} exists already{more}: not overwriting it; nothing was moved")
     moved: list[str] = []
-    for path in todo:
+    for removal in todo:
+        path = removal.path
+        why = why_not_now(removal, root)  # checked right before the move, not only when planned
+        if why is not None:
+            log.warning("not moved: %s", why)
+            continue
         dst = target / path
         try:
             dst.parent.mkdir(parents=True, exist_ok=True)

@@ -71,3 +71,31 @@ def test_the_duplicates_command_plans_to_remove_the_jpegs_only(shoot, tmp_path):
     assert "the camera RAW (DNG)" in result.output
     listed = plan.read_text().splitlines()[1:]
     assert sorted(line.split(",")[0] for line in listed) == ["shots/IMG_0001.JPG", "shots/IMG_0003.jpg"]
+
+
+def test_a_namesake_of_another_capture_time_or_camera_is_another_shot(shoot):
+    """A camera's file counter wraps at 9999: IMG_0001.CR2 of one year and IMG_0001.JPG of the next
+    are two shots, and the JPEG must not be planned for removal as the RAW's copy."""
+    from datetime import datetime, timedelta
+
+    from search.duplicates.raw_pairs import same_shot
+
+    when = datetime(2024, 5, 6, 9, 0, 0)
+    assert same_shot((when, "Canon EOS 5D"), (when + timedelta(seconds=1), "Canon EOS 5D"))
+    assert same_shot((when, "Canon EOS 5D"), (None, None))  # a JPEG exported without EXIF still pairs
+    assert not same_shot((when, "Canon EOS 5D"), (when + timedelta(days=240), "Canon EOS 5D"))
+    assert not same_shot((when, "Canon EOS 5D"), (when, "NIKON D750"))
+
+    library, ids = shoot
+    with library.Session.begin() as s:
+        jpeg = s.get(Image, ids["pair_jpeg"])
+        raw = s.get(Image, ids["pair_raw"])
+        saved = (jpeg.taken_at, jpeg.camera)
+        jpeg.taken_at, jpeg.camera = datetime(2031, 1, 1), raw.camera
+    try:
+        pair = tuple(sorted((ids["pair_raw"], ids["pair_jpeg"])))
+        assert pair not in raw_pairs(library)
+    finally:
+        with library.Session.begin() as s:
+            s.get(Image, ids["pair_jpeg"]).taken_at, s.get(Image, ids["pair_jpeg"]).camera = saved
+    assert len(raw_pairs(library)) == 2

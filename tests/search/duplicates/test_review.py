@@ -19,7 +19,7 @@ from indexer.library import Library
 from indexer.pipeline import index_folder
 from indexer.schema import Image
 from lookalike.cli import main
-from search.duplicates.candidates import COPIES, Pair, find_duplicates, onto_files
+from search.duplicates.candidates import COPIES, SIMILAR, Pair, find_duplicates, onto_files
 from search.duplicates.review import (
     KEEP,
     REMOVE,
@@ -58,6 +58,10 @@ def test_a_group_is_never_emptied():
     assert [(x.image_id, x.action, x.chosen) for x in decisions] == [(1, KEEP, True), (2, REMOVE, True)]
     _, decisions = decide(group, rows, {2: KEEP})
     assert [x.action for x in decisions] == [KEEP, KEEP]
+    # Similar shots too: every shot marked remove by hand, the suggested one stays.
+    shots = DuplicateGroup([1, 2], [], kind=SIMILAR)
+    suggestion, decisions = decide(shots, rows, {1: REMOVE, 2: REMOVE})
+    assert {x.image_id: x.action for x in decisions} == {suggestion.image_id: KEEP, 3 - suggestion.image_id: REMOVE}
 
 
 @pytest.fixture
@@ -280,3 +284,43 @@ def test_hard_links_of_a_photo_join_no_group_but_its_copies_still_do(collection,
     result = run("duplicates", "--library", library.path, "--json")
     [g] = json.loads(result.output)
     assert g["actions"] == {"a/gray.jpg": "remove", "a/small.jpg": "remove", "snap/0.jpg": "keep"}
+
+
+def test_a_group_whose_kept_photo_is_gone_or_a_changed_file_is_not_moved(collection, run, tmp_path):
+    """The kept photo deleted since indexing: moving its copies would take the last one. A copy
+    overwritten by another photo since: it is not the photo that was judged a copy."""
+    photos, library = collection
+    kept = photos / "a" / "original.jpg"
+    saved = kept.read_bytes()
+    kept.unlink()
+    out = tmp_path / "remove.csv"
+    result = run("duplicates", "--library", library.path, "--remove-csv", out, "--move-to", tmp_path / "removed")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("not planned: ") == 2
+    assert "a/original.jpg, is no longer in the photo folder" in result.output
+    assert list(csv.reader(out.read_text().splitlines())) == [["path", "image_id", "kept", "kind"]]
+    assert (photos / "a" / "gray.jpg").is_file() and (photos / "a" / "small.jpg").is_file()
+    assert not (tmp_path / "removed").exists()  # nothing was moved
+
+    kept.write_bytes(saved)
+    os.utime(kept, ns=(0, 0))  # the kept photo back (its own change is no concern: it is not moved)
+    other = sorted((SAMPLES / "hat").glob("*.jpg"))[0]
+    shutil.copyfile(other, photos / "a" / "small.jpg")  # a copy replaced by another photo, not re-indexed
+    result = run("duplicates", "--library", library.path, "--move-to", tmp_path / "removed")
+    assert result.exit_code == 0, result.output
+    assert "not planned: a/small.jpg: changed since it was indexed" in result.output
+    assert sorted(p.relative_to(tmp_path / "removed").as_posix() for p in (tmp_path / "removed").rglob("*.jpg")) == [
+        "a/gray.jpg"]
+    assert (photos / "a" / "small.jpg").read_bytes() == other.read_bytes()
+
+
+def test_move_to_a_folder_above_the_photos_that_would_put_them_back_is_refused(tmp_path):
+    from search.duplicates.review import Removal
+
+    root = tmp_path / "pp" / "edits"
+    (root / "edits").mkdir(parents=True)
+    (root / "edits" / "captioned.jpg").write_bytes(b"1")
+    (root / "keep.jpg").write_bytes(b"2")
+    with pytest.raises(ReviewError, match="is inside the photo folder"):  # pp/edits/captioned.jpg: back inside
+        move_files([Removal("edits/captioned.jpg", 1, "keep.jpg", COPIES)], root, tmp_path / "pp")
+    assert (root / "edits" / "captioned.jpg").read_bytes() == b"1"

@@ -155,17 +155,28 @@ def write_signals(session, items: Iterable[tuple[int, ImageSignals]]) -> None:
 
 
 def missing_signals(library) -> list[tuple[int, str]]:
-    """(id, path) of indexed photos without current signals (indexed before signals existed)."""
-    from sqlalchemy import select
+    """(id, path) of indexed photos without current signals (indexed before signals existed, or a
+    damaged row)."""
+    from sqlalchemy import func, select
 
-    from indexer.schema import INDEXED, Image, ImageSignalsRow
+    from indexer.features import REGIONS, TURNS
+    from indexer.schema import INDEXED, Image, ImageFeaturesRow, ImageSignalsRow
 
+    damaged_features = ImageFeaturesRow.image_id.is_not(None) & (
+        (func.length(ImageFeaturesRow.turns) != len(TURNS) * HASH_BYTES)
+        | (func.length(ImageFeaturesRow.regions) != len(REGIONS) * HASH_BYTES))
     with library.Session() as s:
         stmt = (
             select(Image.id, Image.path)
             .outerjoin(ImageSignalsRow, ImageSignalsRow.image_id == Image.id)
+            .outerjoin(ImageFeaturesRow, ImageFeaturesRow.image_id == Image.id)
             .where(Image.status == INDEXED)
-            .where((ImageSignalsRow.image_id.is_(None)) | (ImageSignalsRow.version != SIGNALS_VERSION))
+            .where((ImageSignalsRow.image_id.is_(None)) | (ImageSignalsRow.version != SIGNALS_VERSION)
+                   # a damaged row: a hash of another length
+                   | (func.length(ImageSignalsRow.pdq) != HASH_BYTES)
+                   | (func.length(ImageSignalsRow.pdq_mirror) != HASH_BYTES)
+                   | (func.coalesce(func.length(ImageSignalsRow.pdq_trim), HASH_BYTES) != HASH_BYTES)
+                   | damaged_features)
             .order_by(Image.path)
         )
         return [(int(i), p) for i, p in s.execute(stmt)]

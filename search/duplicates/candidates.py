@@ -188,6 +188,17 @@ def stored_hashes(library: Library) -> Hashes:
     def codes(blobs: list[bytes]) -> npt.NDArray[np.uint8]:
         return np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(len(blobs), HASH_BYTES)
 
+    # A damaged row (a blob of another length) is left out, and counted among the photos without
+    # signals: the next `lookalike index` computes them again (indexer.hashes.missing_signals).
+    whole = [r for r in rows
+             if len(r[1]) == HASH_BYTES == len(r[2]) and (r[4] is None or len(r[4]) == HASH_BYTES)]
+    turned = [r for r in turned
+              if len(r[1]) == TURN_HASHES * HASH_BYTES and len(r[2]) == REGION_HASHES * HASH_BYTES]
+    if len(whole) < len(rows):
+        log.warning("%d photos' stored duplicate hashes are damaged: left out until `lookalike index` "
+                    "computes them again", len(rows) - len(whole))
+    rows = whole
+
     trimmed = [(r[0], r[4]) for r in rows if r[4] is not None]
     return Hashes(
         np.asarray([r[0] for r in rows], dtype=np.int64),

@@ -324,3 +324,27 @@ def test_move_to_a_folder_above_the_photos_that_would_put_them_back_is_refused(t
     with pytest.raises(ReviewError, match="is inside the photo folder"):  # pp/edits/captioned.jpg: back inside
         move_files([Removal("edits/captioned.jpg", 1, "keep.jpg", COPIES)], root, tmp_path / "pp")
     assert (root / "edits" / "captioned.jpg").read_bytes() == b"1"
+
+
+def test_a_damaged_stored_hash_is_left_out_and_the_next_index_computes_it_again(collection, run, backbone):
+    import sqlite3
+
+    from indexer.library_files import DB_FILE
+    from web.app import create_app
+    from web.settings import Settings
+
+    photos, library = collection
+    ids = ids_by_path(library)
+    with sqlite3.connect(library.path / DB_FILE) as conn:  # a short hash, and a short row of turn hashes
+        conn.execute("UPDATE image_signals SET pdq = x'0011' WHERE image_id = ?", (ids["a/small.jpg"],))
+        conn.execute("UPDATE image_features SET turns = x'00' WHERE image_id = ?", (ids["a/gray.jpg"],))
+    result = run("duplicates", "--library", library.path, "--json")
+    assert result.exit_code == 0, result.output
+    assert "note: 1 photos have no duplicate signals yet" in result.output and "Traceback" not in result.output
+    app = create_app(Settings(library=library.path))
+    assert app.test_client().get("/api/duplicates").status_code == 200
+    report = index_folder(photos, library, backbone, workers=0)
+    assert report.signals_backfilled == 2
+    again = run("duplicates", "--library", library.path)
+    assert again.exit_code == 0 and "no duplicate signals" not in again.output
+    assert "group 1: 3 photos" in again.output

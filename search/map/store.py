@@ -268,11 +268,26 @@ def save_fit(library: Library, fit: layout.Fit) -> None:
 
 
 def load_fit(library: Library) -> layout.Fit | None:
-    """The stored fit; None when there is none or it is damaged (then the map is refitted)."""
-    return read_npz(library.path / FIT_FILE, lambda f: layout.Fit(
-        method=str(f["method"]), projection=layout.Projection(f["mean"], f["components"]),
-        sample_ids=f["sample_ids"], sample_reduced=f["sample_reduced"], sample_xy=f["sample_xy"],
-    ))
+    """The stored fit; None when there is none or it is damaged (then the map is refitted): a file
+    that does not read, or arrays that do not fit together or with the library's vectors."""
+    dim = library.dim
+
+    def checked(f) -> layout.Fit:
+        fit = layout.Fit(
+            method=str(f["method"]), projection=layout.Projection(f["mean"], f["components"]),
+            sample_ids=f["sample_ids"], sample_reduced=f["sample_reduced"], sample_xy=f["sample_xy"],
+        )
+        mean, components = fit.projection.mean, fit.projection.components
+        n = len(fit.sample_ids)
+        if not (mean.ndim == 1 and components.ndim == 2 and components.shape[0] == mean.shape[0]
+                and (dim is None or mean.shape[0] == dim) and fit.sample_ids.ndim == 1
+                and fit.sample_reduced.shape == (n, components.shape[1]) and fit.sample_xy.shape == (n, 2)):
+            raise ValueError("arrays of shapes that do not fit together")
+        if not all(np.isfinite(a).all() for a in (mean, components, fit.sample_reduced, fit.sample_xy)):
+            raise ValueError("values that are not finite")
+        return fit
+
+    return read_npz(library.path / FIT_FILE, checked)
 
 
 # -- reading ----------------------------------------------------------------------------------------

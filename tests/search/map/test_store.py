@@ -71,6 +71,29 @@ def test_refit_on_request_and_a_lost_fit_file(sample_library):
     assert cmap.update_map(sample_library).refitted
 
 
+@pytest.mark.parametrize("damage", ["fewer components", "another dimension", "not finite"])
+def test_a_fit_file_whose_arrays_do_not_fit_is_refitted(sample_library, damage):
+    """A fit file that reads but whose arrays do not fit together made every later run a traceback
+    (FAISS's assertion, a broadcast error, a NOT NULL failure on the points)."""
+    cmap.update_map(sample_library)
+    path = sample_library.path / cmap.FIT_FILE
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    if damage == "fewer components":
+        arrays["components"] = arrays["components"][:, :2]
+    elif damage == "another dimension":
+        arrays["mean"], arrays["components"] = arrays["mean"][:100], arrays["components"][:100]
+    else:
+        arrays["sample_xy"] = np.full_like(arrays["sample_xy"], np.nan)
+    np.savez(path, **arrays)
+    assert cmap.load_fit(sample_library) is None
+    with sample_library.Session.begin() as s:  # a new photo to place
+        s.execute(delete(MapPoint).where(MapPoint.image_id == s.scalar(select(func.min(MapPoint.image_id)))))
+    report = cmap.update_map(sample_library)
+    assert report.refitted and report.total == 120
+    assert cmap.load_fit(sample_library) is not None
+
+
 def test_deleted_photos_leave_the_map(sample_library):
     cmap.update_map(sample_library)
     with sample_library.Session.begin() as s:

@@ -8,8 +8,10 @@ user names, keeping their relative paths.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import logging
+import os
 import shutil
 from dataclasses import dataclass
 from datetime import datetime
@@ -298,7 +300,7 @@ def move_files(plan: list[Removal], root: Path, target: Path) -> list[str]:
         dst = target / path
         try:
             dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(root / path, dst)
+            _move(root / path, dst)
         except OSError as e:
             raise ReviewError(
                 f"cannot move {root / path} to {dst}: {e}; {len(moved)} photos were moved to {target} before it"
@@ -306,6 +308,25 @@ def move_files(plan: list[Removal], root: Path, target: Path) -> list[str]:
         log.info("moved %s to %s", root / path, dst)
         moved.append(path)
     return moved
+
+
+PART_SUFFIX = ".lookalike-part"  # a copy across file systems, until it is whole
+
+
+def _move(src: Path, dst: Path) -> None:
+    """Rename src to dst; across file systems, copy to a partial name, rename that into place, then
+    remove src: an interrupted move leaves the photo where it was and no half file under dst's name
+    (a leftover partial file is ours, and the next run writes over it)."""
+    try:
+        os.rename(src, dst)
+        return
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+    part = dst.with_name(dst.name + PART_SUFFIX)
+    shutil.copy2(src, part)
+    os.replace(part, dst)
+    src.unlink()
 
 
 @dataclass(frozen=True)

@@ -348,3 +348,39 @@ def test_a_damaged_stored_hash_is_left_out_and_the_next_index_computes_it_again(
     again = run("duplicates", "--library", library.path)
     assert again.exit_code == 0 and "no duplicate signals" not in again.output
     assert "group 1: 3 photos" in again.output
+
+
+def test_a_move_across_file_systems_never_leaves_half_a_photo_under_its_name(tmp_path, monkeypatch):
+    """Across file systems a move is a copy then a removal: copied under a partial name and renamed
+    into place, so a move killed midway leaves the photo where it was and no half file that blocks
+    the next run ('exists already: not overwriting it')."""
+    import errno as errnos
+
+    from search.duplicates import review as rv
+
+    root, target = tmp_path / "root", tmp_path / "dest"
+    root.mkdir()
+    (root / "x.jpg").write_bytes(b"photo")
+    (root / "keep.jpg").write_bytes(b"kept")
+    real_rename = os.rename
+
+    def cross_device(src, dst):
+        if str(src).startswith(str(root)):
+            raise OSError(errnos.EXDEV, "Invalid cross-device link")
+        real_rename(src, dst)
+
+    def killed(src, dst, **kwargs):
+        with open(dst, "wb") as f:
+            f.write(b"ph")  # half of it written, then the process dies
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rv.os, "rename", cross_device)
+    monkeypatch.setattr(rv.shutil, "copy2", killed)
+    with pytest.raises(KeyboardInterrupt):
+        move_files([rv.Removal("x.jpg", 1, "keep.jpg", COPIES)], root, target)
+    assert (root / "x.jpg").read_bytes() == b"photo" and not (target / "x.jpg").exists()
+    monkeypatch.undo()
+    monkeypatch.setattr(rv.os, "rename", cross_device)
+    assert move_files([rv.Removal("x.jpg", 1, "keep.jpg", COPIES)], root, target) == ["x.jpg"]
+    assert (target / "x.jpg").read_bytes() == b"photo" and not (root / "x.jpg").exists()
+    assert sorted(p.name for p in target.iterdir()) == ["x.jpg"]  # the partial file was written over

@@ -205,6 +205,7 @@ def _tune_library(
     """
     from indexer.backbone import BackboneError
     from indexer.finetune import TuneError, save_weights
+    from indexer.library import LibraryError
     from indexer.representations import representation_backbone
     from search.labelling.labels import labels_fingerprint
     from search.pseudo_labels import library_pseudo_labeller
@@ -222,12 +223,18 @@ def _tune_library(
     current = library.current_representation()
     if current is None:
         raise TuneFailed(f"{library.path} has no photos indexed yet: run `lookalike index` first")
+    fingerprint = labels_fingerprint(library)  # the labels it trains on, before any added during the tune
     items, classes = labelled_photos(library)
     if len(classes) < 2:
         raise TuneFailed(f"too few labels to tune: label at least {MIN_PER_CLASS} photos of each of 2 classes "
                          f"or more ({len(items)} usable labelled photos, {len(classes)} classes)")
     try:
         frozen = representation_backbone(library, current, device=settings.device, precision=settings.precision)
+    except LibraryError as e:  # its weights file gone or changed
+        back = (f"; `lookalike tune --revert` goes back to representation {current.parent_id}"
+                if current.parent_id is not None else "")
+        raise TuneFailed(f"{e}: restore the file{back}") from None
+    try:
         pseudo = library_pseudo_labeller(library, items)
         decision = cross_fit(items, len(classes), frozen, library, config=config, stages=stages,
                              engine=_engine(settings), pseudo=pseudo, seed=seed, progress=progress, cancel=cancel)
@@ -237,6 +244,7 @@ def _tune_library(
             representation=current.id, stages=decision.stages, epochs=decision.epochs, n_train=len(items),
             n_heldout=score.n_heldout, skipped=sorted({str(p) for p, _ in decision.skipped}),
             p_value=decision.p_value, loglik_gain=score.loglik_gain, pseudo_labelled=decision.pseudo_labelled,
+            labelled=int(fingerprint[0]),
         )
         log.info("tuned vs frozen on %d held-out labels: %.3f vs %.3f, p = %.3f (%s)", score.n_heldout,
                  score.tuned_accuracy, score.frozen_accuracy, decision.p_value, "kept" if report.kept else "discarded")
@@ -251,7 +259,7 @@ def _tune_library(
     rep = library.add_representation(
         backbone=frozen.name, weights_file=saved.path, weights=saved.identity, weights_sha256=saved.sha256,
         parent_id=current.id,
-        labels={"fingerprint": labels_fingerprint(library), "classes": classes, "photos": len(items)},
+        labels={"fingerprint": fingerprint, "classes": classes, "photos": len(items)},
         metrics={"frozen_accuracy": score.frozen_accuracy, "tuned_accuracy": score.tuned_accuracy,
                  "gain": score.gain, "n_train": len(items), "n_heldout": score.n_heldout,
                  "p_value": decision.p_value, "loglik_gain": score.loglik_gain, "stages": decision.stages,

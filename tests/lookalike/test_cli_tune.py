@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -225,3 +226,17 @@ def test_ctrl_c_after_the_switch_says_the_new_representation_is_current(library,
     assert out["resumed"] is True and out["representation"] == rep.id and out["reembedded"] == 0
     with Library(library) as lib:
         assert pending_representation(lib) is None
+
+
+def test_a_tune_from_a_representation_whose_weights_file_is_gone_is_one_line(library, backbone):
+    with Library(library) as lib:
+        first = lib.current_representation()
+        rep, saved = add_tuned(lib, backbone)
+        reembed(lib, rep.id, **REEMBED)
+    assert run("tune", "--library", str(library)).exit_code == 0  # ends the switch: the lists follow
+    Path(saved.path).unlink()  # the tuned weights file lost (a restore from an incomplete backup, say)
+    result = run("tune", "--library", str(library))
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert "does not exist: restore the file" in result.output
+    assert f"`lookalike tune --revert` goes back to representation {first.id}" in result.output

@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import pytest
 from PIL import Image
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
 from indexer.cancel import Cancelled
 from indexer.finetune import TuneConfig
@@ -218,5 +218,35 @@ def test_the_unlabelled_photos_are_pseudo_labelled_and_no_scored_label_is_traine
         assert [len(train) for train, _ in calls] == [18] * 4 + ([24] if report.kept else [])
         for _, chosen in calls:
             assert chosen and not {p for p, _ in chosen} & labelled  # only unlabelled photos
+    finally:
+        library.close()
+
+
+def test_labels_made_during_a_tune_are_not_counted_as_trained_on(indexed, tmp_path):
+    """The last tune's "labelled" (what the queue's hint to tune again counts from) is the labels the
+    tune read when it began: one set while it trains counts as new afterwards."""
+    from search.labelling.labels import set_label
+    from search.tuning import LAST_TUNE_STATE
+
+    library = copy_of(indexed, tmp_path)
+    try:
+        with library.Session.begin() as s:
+            image_id, label = s.execute(select(Label.image_id, Label.label).order_by(Label.image_id)).first()
+            s.execute(delete(Label).where(Label.image_id == image_id))
+            before = s.scalar(select(func.count()).select_from(Label))
+        relabelled = threading.Event()
+
+        def progress(*_args) -> None:  # while the tune trains: the photo labelled again
+            if not relabelled.is_set():
+                with library.Session.begin() as s:
+                    set_label(s, image_id, label)
+                relabelled.set()
+
+        tune_library(settings_for(library.path), library, config=TuneConfig(max_epochs=0, batch_size=8),
+                     stages=(2,), progress=progress)
+        assert relabelled.is_set()
+        assert library.state(LAST_TUNE_STATE)["labelled"] == before
+        with library.Session() as s:
+            assert s.scalar(select(func.count()).select_from(Label)) == before + 1
     finally:
         library.close()

@@ -54,6 +54,7 @@ def status(library, as_json):
     settings = settings_from(library=library)
     with open_library(settings) as lib:
         facts = library_status(lib)
+        lost = _lost_weights(lib)
     if as_json:
         echo_json(facts)
     else:
@@ -61,6 +62,21 @@ def status(library, as_json):
             if key == "representation" and value is not None:
                 value = _representation_line(value)
             click.echo(f"{key:>16}: {value}")
+        if lost:
+            click.echo(f"warning: {lost}", err=True)
+
+
+def _lost_weights(lib) -> str | None:
+    """What to say when the current tuned representation's weights file is gone: searching by a
+    file, indexing and tuning need it."""
+    rep = lib.current_representation()
+    if rep is None or rep.parent_id is None:
+        return None
+    path = lib.representation_weights(rep)
+    if path is None or path.is_file():
+        return None
+    return (f"the weights file of representation {rep.id}, {path}, is missing: search by a file, index and "
+            f"tune need it; restore it, or `lookalike tune --revert` goes back to representation {rep.parent_id}")
 
 
 def library_status(lib) -> dict:

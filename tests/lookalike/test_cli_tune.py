@@ -235,6 +235,9 @@ def test_a_tune_from_a_representation_whose_weights_file_is_gone_is_one_line(lib
         reembed(lib, rep.id, **REEMBED)
     assert run("tune", "--library", str(library)).exit_code == 0  # ends the switch: the lists follow
     Path(saved.path).unlink()  # the tuned weights file lost (a restore from an incomplete backup, say)
+    status = run("status", "--library", str(library))
+    assert status.exit_code == 0 and f"warning: the weights file of representation {rep.id}" in status.output
+    assert "is missing" in status.output
     result = run("tune", "--library", str(library))
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1

@@ -1,7 +1,8 @@
 """Stage 1, plan: compare a scan of the photo root with the database and say what to embed.
 
-Moves (a new path with the bytes of a vanished indexed file) keep their row and vector, removals
-delete rows, and new files get `pending` rows, so a killed run resumes from the database alone.
+Moves (a new path with the bytes of a vanished indexed file, or a changed path with another row's
+bytes: renamed over it, or two photos swapped) keep their row, label and vector, removals delete
+rows, and new files get `pending` rows, so a killed run resumes from the database alone.
 """
 
 from __future__ import annotations
@@ -92,42 +93,92 @@ def plan_run(
 
     with library.Session.begin() as s:
         # A new path whose bytes equal a vanished indexed file is that file, moved: keep its vector.
+        # So is a changed path whose bytes are another row's (renamed over it, or two photos swapped);
+        # the photo it held before is then gone, unless its bytes turn up elsewhere too.
         # A row with a hash that is not indexed (pending after an interrupted `--reembed`, failed in
         # a re-embedding that could not read it) is a photo indexed before: moved too, and embedded
         # again. A photo that failed to index keeps no hash.
-        by_hash: dict[str, list] = {}
-        for row in missing:
+        pool: dict[str, list[Row]] = {}  # the bytes a moved photo may have: vanished rows', changed ones'
+        for row in [*missing, *(rows[f.path] for f, _ in changed)]:
             if row.hash:
-                by_hash.setdefault(row.hash, []).append(row)
-        moved_ids: set[int] = set()
-        still_new = []
+                pool.setdefault(row.hash, []).append(row)
         stale = False  # a new file gone since the scan (moved on again): what is missing may be it
-        for f in new:
+
+        def bytes_of(f: FileEntry) -> str | None:
+            nonlocal stale
             try:
-                h = _hash_file(root / f.path) if by_hash else None
+                return _hash_file(root / f.path) if pool else None
             except FileNotFoundError:
                 stale = True
+                raise
+
+        def take(h: str | None) -> Row | None:
+            found = pool.get(h) if h else None
+            if not found:
+                return None
+            row = found.pop()
+            if not found:
+                del pool[h]  # type: ignore[arg-type]
+            return row
+
+        # A changed path that still holds its own row's bytes (touched, not edited) keeps its row.
+        changed_bytes: dict[int, str | None] = {}
+        for f, image_id in changed:
+            try:
+                changed_bytes[image_id] = h = bytes_of(f) if len(pool) > 1 or missing else None
+            except FileNotFoundError:
+                changed_bytes[image_id] = h = None
+            if h is not None and h == rows[f.path].hash:
+                pool[h].remove(rows[f.path])
+                if not pool[h]:
+                    del pool[h]
+        moves: list[tuple[Row, FileEntry]] = []  # (the row of the bytes, the path they are at now)
+        edited: list[tuple[FileEntry, int]] = []  # changed in place: the row stays, re-embedded
+        for f, image_id in changed:
+            h = changed_bytes[image_id]
+            source = take(h) if h is not None and h != rows[f.path].hash else None
+            if source is None:
+                edited.append((f, image_id))
+            else:
+                moves.append((source, f))
+        still_new = []
+        for f in new:
+            try:
+                source = take(bytes_of(f))
+            except FileNotFoundError:
                 continue
-            old = by_hash[h].pop() if h in by_hash else None
-            if h in by_hash and not by_hash[h]:
-                del by_hash[h]
-            if old is None:
+            if source is None:
                 still_new.append(f)
-                continue
+            else:
+                moves.append((source, f))
+        moving = {row.id for row, _ in moves}
+        overwritten = {rows[f.path].id for row, f in moves if f.path in rows} - moving  # their photo is gone
+        if overwritten and (keep or stale):  # it may be a file being written: nothing is decided on it now
+            moves = [(row, f) for row, f in moves if f.path not in rows or rows[f.path].id not in overwritten]
+            edited += [(f, image_id) for f, image_id in changed if image_id in overwritten]
+            moving, overwritten = {row.id for row, _ in moves}, set()
+        # A path edited in place whose row moved away holds a new photo.
+        still_new += [f for f, image_id in edited if image_id in moving]
+        edited = [(f, image_id) for f, image_id in edited if image_id not in moving]
+        if overwritten:
+            s.execute(delete(Image).where(Image.id.in_(sorted(overwritten))))
+        for row, _ in moves:  # out of each other's way first (paths are unique), then into place
+            s.execute(update(Image).where(Image.id == row.id).values(path=f"\x00moving\x00{row.id}"))
+        for row, f in moves:
             values = dict(path=f.path, folder=folder_of(f.path), size=f.size, mtime=f.mtime)
-            if old.status != INDEXED:
+            if row.status != INDEXED:
                 values.update(status=PENDING, error=None)
-                todo.append(PhotoTask(old.id, f.path))
-            s.execute(update(Image).where(Image.id == old.id).values(**values))
-            moved_ids.add(old.id)
+                todo.append(PhotoTask(row.id, f.path))
+            s.execute(update(Image).where(Image.id == row.id).values(**values))
             report.moved += 1
-        gone = [row for row in missing if row.id not in moved_ids]
+        gone = [row for row in missing if row.id not in moving]
         why_not = "files still being written" if keep else "a new file moved on since the scan" if stale else ""
         removed_ids = [row.id for row in _removable(root, gone, folders, unreadable, why_not)]
         report.not_removed = len(gone) - len(removed_ids)
         for start in range(0, len(removed_ids), 500):
             s.execute(delete(Image).where(Image.id.in_(removed_ids[start : start + 500])))
-        for f, image_id in changed:
+        removed_ids += sorted(overwritten)  # counted with the removed (pipeline: len(removed_ids))
+        for f, image_id in edited:
             s.execute(
                 update(Image).where(Image.id == image_id)
                 .values(size=f.size, mtime=f.mtime, status=PENDING, error=None)
@@ -148,7 +199,7 @@ def plan_run(
             ids = dict(s.execute(select(Image.path, Image.id).where(Image.status == PENDING)).all())
         todo += [PhotoTask(ids[f.path], f.path) for f in still_new]
     todo.sort(key=lambda t: t.path)
-    return Plan(tuple(todo), frozenset(image_id for _, image_id in changed), tuple(removed_ids))
+    return Plan(tuple(todo), frozenset(image_id for _, image_id in edited), tuple(removed_ids))
 
 
 def _removable(root: Path, gone: list[Row], folders: Mapping[str, int], unreadable: Collection[str],

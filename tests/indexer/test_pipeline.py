@@ -210,6 +210,41 @@ def test_moved_file_keeps_its_id_label_and_vector(tree, library, backbone):
     assert library.load_vectors().ntotal == len(GOOD)
 
 
+def test_photos_swapped_or_renamed_over_another_keep_their_labels(tree, library, backbone):
+    """Two photos swapped (a.jpg <-> b.jpg), and one renamed over another (c.jpg onto d.jpg): each
+    path that now holds another row's bytes is that row, moved, with its label and vector; the
+    photo that was overwritten is gone. Before, each path kept its own row and label on the other
+    photo's bytes, and c.jpg's label went with its row."""
+    for name, seed in (("a", 11), ("b", 12), ("c", 13), ("d", 14)):
+        photo(tree / "s" / f"{name}.jpg", seed, size=(96 + seed, 72))  # sizes differ: each path changes
+    index_folder(tree, library, backbone, workers=1)
+    before = rows(library)
+    ids = {name: before[f"s/{name}.jpg"].id for name in "abcd"}
+    with library.Session.begin() as s:
+        for name, image_id in ids.items():
+            s.add(Label(image_id=image_id, label=f"photo {name}"))
+    vectors = {name: stored(library, image_id) for name, image_id in ids.items()}
+    s_dir = tree / "s"
+    os.rename(s_dir / "a.jpg", s_dir / "swap.tmp")
+    os.rename(s_dir / "b.jpg", s_dir / "a.jpg")
+    os.rename(s_dir / "swap.tmp", s_dir / "b.jpg")
+    os.rename(s_dir / "c.jpg", s_dir / "d.jpg")
+    report = index_folder(tree, library, backbone, workers=1)
+    assert (report.moved, report.removed, report.indexed) == (3, 1, 0)
+    after = rows(library)
+    assert (after["s/a.jpg"].id, after["s/b.jpg"].id, after["s/d.jpg"].id) == (ids["b"], ids["a"], ids["c"])
+    assert "s/c.jpg" not in after
+    with library.Session() as s:
+        labels = {path: s.get(Label, after[path].id).label for path in ("s/a.jpg", "s/b.jpg", "s/d.jpg")}
+        assert s.get(Label, ids["d"]) is None  # the overwritten photo and its label are gone
+    assert labels == {"s/a.jpg": "photo b", "s/b.jpg": "photo a", "s/d.jpg": "photo c"}
+    for name in "abc":
+        assert np.array_equal(stored(library, ids[name]), vectors[name])  # moved, not re-embedded
+    library_vectors = library.load_vectors()
+    assert ids["d"] not in set(library_vectors.ids()) and library_vectors.ntotal == len(GOOD) + 3
+    assert index_folder(tree, library, backbone, workers=1).unchanged == len(after)  # and it stays so
+
+
 def test_a_file_moved_again_after_the_scan_keeps_its_label(tree, library, backbone):
     """Moved twice in a row (a folder dragged in, then renamed): the scan lists the first new path,
     which is gone by the time the plan reads it. The run must not delete the row it was."""

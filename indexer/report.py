@@ -15,6 +15,7 @@ class IndexReport:
     moved: int = 0
     removed: int = 0
     not_removed: int = 0  # missing from the scan but kept for a later run (indexer.plan: the scan may have missed them)
+    changing: int = 0  # files read while they were being written (size or mtime moved since the scan): left pending
     failed: Counter = field(default_factory=Counter)
     unreadable_dirs: list[str] = field(default_factory=list)
     ignored: int = 0  # files skipped by extension (not image formats)
@@ -42,6 +43,8 @@ class IndexReport:
         )
         if self.not_removed:
             line += f", {self.not_removed} missing photos kept for a later run"
+        if self.changing:
+            line += f", {self.changing} photos changing while read left for a later run"
         if self.ignored:
             line += f", ignored {self.ignored} non-image files"
         if self.bad_names:

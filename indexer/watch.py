@@ -235,8 +235,8 @@ class FolderWatcher:
             if now_stat != look.stat:
                 look.stat, look.changed_at = now_stat, now
                 settling.add(rel)
-            elif now_stat is not None and look.writing and now - look.changed_at < OPEN_WAIT:
-                settling.add(rel)
+            elif now_stat is not None and (look.writing or now_stat[0] == 0) and now - look.changed_at < OPEN_WAIT:
+                settling.add(rel)  # open for writing, or still empty (created, its bytes yet to come)
             elif now_stat is not None and now - look.changed_at < hold:
                 settling.add(rel)
             else:  # stable, or gone (the batch's scan drops it)

@@ -6,7 +6,9 @@ killed at any moment, the next run finds the rows still `pending` and carries on
 
 from __future__ import annotations
 
-from sqlalchemy import delete, update
+import os
+
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from indexer.embed import EmbeddedBatch
@@ -21,21 +23,27 @@ from indexer.vectors import VectorIndex
 def write_batch(library: Library, vectors: VectorIndex, plan: Plan, batch: EmbeddedBatch,
                 report: IndexReport) -> None:
     """Store one batch: rows, then the in-memory FAISS index (saved to disk by the run's end)."""
-    good, bad = batch.good, batch.bad
-    store_rows(library, batch)
+    good = batch.good
+    changing = store_rows(library, batch)
     vectors.remove([it.image_id for it in batch.items if it.image_id in plan.changed_ids])
     vectors.add([it.image_id for it in good], batch.vectors)
     report.indexed += len(good)
     report.decode_seconds += batch.decode_seconds
     report.embed_seconds += batch.embed_seconds
-    for it in bad:
-        report.failed[str(it.error).split(":", 1)[0]] += 1
+    report.changing += len(changing)
+    for it in batch.bad:
+        if it.image_id not in changing:
+            report.failed[str(it.error).split(":", 1)[0]] += 1
 
 
-def store_rows(library: Library, batch: EmbeddedBatch) -> None:
-    """One transaction: the good rows indexed with their vectors, the bad ones failed with a reason."""
+def store_rows(library: Library, batch: EmbeddedBatch) -> set[int]:
+    """One transaction: the good rows indexed with their vectors, the bad ones failed with a reason,
+    but those whose file changed since the scan: still being written (a copy, a download), they are
+    left pending for the next run, not failed. Returns those ids."""
     good, bad = batch.good, batch.bad
     now = utcnow()
+    changing = _changed_since_scan(library, [it.image_id for it in bad])
+    bad = [it for it in bad if it.image_id not in changing]
     with library.Session.begin() as s:
         if good:
             # Executemany statements: a few per batch instead of a SELECT + UPDATE per row.
@@ -61,3 +69,24 @@ def store_rows(library: Library, batch: EmbeddedBatch) -> None:
             s.execute(delete(Embedding).where(Embedding.image_id == it.image_id))
             s.execute(delete(ImageSignalsRow).where(ImageSignalsRow.image_id == it.image_id))
             s.execute(delete(ImageFeaturesRow).where(ImageFeaturesRow.image_id == it.image_id))
+    return changing
+
+
+def _changed_since_scan(library: Library, image_ids: list[int]) -> set[int]:
+    """Of these rows, those whose file's size or mtime is no longer what the scan recorded (or that
+    is gone): a photo read while it was being written, not a broken one."""
+    root = library.root
+    if not image_ids or root is None:
+        return set()
+    with library.Session() as s:
+        rows = s.execute(select(Image.id, Image.path, Image.size, Image.mtime).where(Image.id.in_(image_ids))).all()
+    changing = set()
+    for image_id, path, size, mtime in rows:
+        try:
+            st = os.stat(root / path)
+        except OSError:
+            changing.add(image_id)
+            continue
+        if (st.st_size, st.st_mtime) != (size, mtime):
+            changing.add(image_id)
+    return changing

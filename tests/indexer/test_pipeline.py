@@ -19,7 +19,7 @@ from indexer.backbone import Backbone, BackboneError
 from indexer.imageio import load_image
 from indexer.library import Library, LibraryError
 from indexer.pipeline import index_folder
-from indexer.schema import FAILED, INDEXED, Embedding, Label
+from indexer.schema import FAILED, INDEXED, PENDING, Embedding, Label
 from indexer.schema import Image as Row
 from tests.conftest import REPO, SAMPLES, TEST_DATA
 
@@ -243,6 +243,34 @@ def test_photos_swapped_or_renamed_over_another_keep_their_labels(tree, library,
     library_vectors = library.load_vectors()
     assert ids["d"] not in set(library_vectors.ids()) and library_vectors.ntotal == len(GOOD) + 3
     assert index_folder(tree, library, backbone, workers=1).unchanged == len(after)  # and it stays so
+
+
+def test_a_photo_read_while_it_is_being_written_is_left_pending_not_failed(tree, library, backbone, monkeypatch):
+    """A copy or a download caught half-written decodes as a truncated image. When its size has moved
+    since the scan, it is not a broken photo: left pending for the next run, which indexes it."""
+    import indexer.decode as decode
+
+    whole = (tree / "e.jpg").read_bytes()
+    growing = tree / "incoming" / "new.jpg"
+    growing.parent.mkdir()
+    growing.write_bytes(whole[: len(whole) // 2])
+    real = decode.decode_photo
+
+    def writer_goes_on(root, task, preprocess):
+        out = real(root, task, preprocess)
+        if task.path == "incoming/new.jpg" and growing.stat().st_size < len(whole):
+            with open(growing, "ab") as f:  # the writer appends the rest while the run goes on
+                f.write(whole[len(whole) // 2 :])
+        return out
+
+    monkeypatch.setattr(decode, "decode_photo", writer_goes_on)
+    report = index_folder(tree, library, backbone, workers=1)
+    assert report.changing == 1 and "corrupt image" in report.failed and report.failed["corrupt image"] == 1
+    assert "1 photos changing while read left for a later run" in report.summary()
+    assert rows(library)["incoming/new.jpg"].status == PENDING  # broken.jpg, which never changes, is failed
+    monkeypatch.undo()
+    again = index_folder(tree, library, backbone, workers=1)
+    assert again.indexed == 1 and again.changing == 0 and rows(library)["incoming/new.jpg"].status == INDEXED
 
 
 def test_a_file_moved_again_after_the_scan_keeps_its_label(tree, library, backbone):

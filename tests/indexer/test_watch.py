@@ -76,6 +76,21 @@ def test_a_file_still_open_for_writing_waits_and_others_do_not(tmp_path, photo):
         watcher.stop()
 
 
+def test_a_file_created_empty_waits_for_its_bytes(tmp_path, photo):
+    """Opened and created before its first bytes arrive (its writer still preparing them): an empty
+    file is no photo yet, and waits as one held open does, instead of failing as 'empty file'."""
+    watcher, batches = watch(tmp_path)
+    try:
+        with open(tmp_path / "late.jpg", "wb") as f:
+            (tmp_path / "done.jpg").write_bytes(photo)
+            assert batches.wait(1)[0] == {"late.jpg"}
+            f.write(photo)
+        n = len(batches.seen)
+        assert batches.wait(n + 1)[-1] == frozenset()  # once written and closed, it goes in
+    finally:
+        watcher.stop()
+
+
 def test_a_writer_that_never_pauses_holds_back_no_other_photo(tmp_path, photo):
     """Events every 50 ms never leave the folder quiet: the batch starts anyway, without that file."""
     watcher, batches = watch(tmp_path)

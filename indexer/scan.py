@@ -59,6 +59,15 @@ def open_inside(root: Path, path: Path) -> Path:
     return real
 
 
+_WARNED: set[str] = set()  # a watcher scans again and again: each link out is said once a process
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.warning(message)
+
+
 def scan(root: Path, skip: Path | None = None) -> ScanResult:
     """Regular image files under `root` by extension; hidden entries skipped, symlink loops broken.
 
@@ -127,8 +136,7 @@ def _walk(root: Path, result: ScanResult, skip: Path | None = None) -> Iterator[
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
             try:
                 if entry.is_symlink() and not inside(real_root, entry.path):
-                    log.warning("skipping %s: a link to %s, outside %s", entry.path,
-                                os.path.realpath(entry.path), root)
+                    _warn_once(f"skipping {entry.path}: a link to {os.path.realpath(entry.path)}, outside {root}")
                     result.skipped_links += 1
                 elif entry.is_dir():  # follows symlinks; loops are caught by seen_dirs
                     stack.append((entry.path, rel))

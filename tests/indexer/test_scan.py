@@ -76,3 +76,17 @@ def test_scan_records_its_folders_and_tells_which_changed_since(tmp_path):
     make(tmp_path / "trip" / "day1" / "new.jpg")  # an entry added
     os.rename(tmp_path / "other", tmp_path / "renamed")  # gone, and its parent changed
     assert sorted(changed_folders(tmp_path, result.folders)) == [".", "other", "trip/day1"]
+
+
+def test_a_link_out_of_the_root_is_skipped_and_said_once(tmp_path, caplog):
+    """A watcher scans the folder again at every batch: the warning about a link out of it is said
+    once, not at every batch (27 lines for two links in one session, seen)."""
+    root = tmp_path / "photos"
+    make(root / "a.jpg")
+    make(tmp_path / "elsewhere" / "b.jpg")
+    (root / "b.jpg").symlink_to(tmp_path / "elsewhere" / "b.jpg")
+    with caplog.at_level("WARNING", logger="indexer.scan"):
+        for _ in range(3):
+            result = scan(root)
+            assert [f.path for f in result.files] == ["a.jpg"] and result.skipped_links == 1
+    assert sum("a link to" in r.getMessage() for r in caplog.records) == 1

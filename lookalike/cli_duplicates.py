@@ -103,7 +103,7 @@ def duplicates(library, kind, threshold, as_json, remove_csv, move_to):
     for n, r in enumerate(reviewed, start=1):
         click.echo(f"group {n}: {len(r.group.image_ids)} photos; keep {_kept(r)} ({r.suggestion.reason})")
         for d in r.decisions:
-            click.echo(f"  {d.action:<6} {d.image_id:>7}  {d.path}")
+            click.echo(f"  {d.action:<9} {d.image_id:>7}  {d.path}")
 
 
 def _kept(r) -> str:

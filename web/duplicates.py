@@ -11,6 +11,7 @@ from search.duplicates import review
 from search.duplicates.candidates import (
     COPIES,
     KINDS,
+    SIMILAR,
     SIMILAR_THRESHOLD,
     Pair,
     Tiers,
@@ -72,12 +73,18 @@ class Pending(Exception):
         self.done, self.total = done, total
 
 
-def tiers(threshold: float) -> Tiers:
+def tiers(threshold: float, kind: str = SIMILAR) -> Tiers:
     """Both tiers' pairs, computed once per state of the vectors and signals, in a background thread
-    (verification reads the signals stored at index time). :raise Pending: not ready after
-    the app's DUPLICATES_WAIT seconds."""
+    (verification reads the signals stored at index time). The copies tier does not depend on the
+    similar tier's threshold: for `kind` copies, the last tiers found for this state serve, whatever
+    threshold they were found with. :raise Pending: not ready after the app's DUPLICATES_WAIT seconds."""
     svc = services()
-    key = (threshold, tuple(svc.library.vectors_fingerprint()), _signals_key())
+    state = (tuple(svc.library.vectors_fingerprint()), _signals_key())
+    last = svc.jobs.get("duplicate-tiers")
+    if (kind == COPIES and last is not None and last.finished.is_set() and last.error is None
+            and last.key[1:] == state):
+        return last.value
+    key = (threshold, *state)
     job = in_background(svc, "duplicate-tiers", key,
                         lambda progress: find_tiers(svc.library, similar_threshold=threshold, progress=progress),
                         wait=current_app.config["DUPLICATES_WAIT"])
@@ -112,7 +119,7 @@ def duplicate_groups(kind: str, threshold: float) -> dict:
     "size" counts them all and "truncated" says some are not listed. Its keep suggestion and
     best score are still the whole group's, as the removal CSV's plan is."""
     try:
-        found = tiers(threshold)
+        found = tiers(threshold, kind)
     except Pending as p:
         return {"kind": kind, "threshold": threshold, "missing_signals": None, "groups": [],
                 "pending": {"done": p.done, "total": p.total}}
@@ -177,6 +184,6 @@ def set_choice(image_id: int, choice: object) -> None:
 
 def removal_csv(kind: str, threshold: float) -> str:
     session = get_session()
-    groups = groups_of(tiers(threshold), kind, review.dismissed_pairs(session, kind))
+    groups = groups_of(tiers(threshold, kind), kind, review.dismissed_pairs(session, kind))
     plan, _ = review.check_plan(review.removal_plan(session, groups), services().library.root)
     return review.plan_csv(plan)

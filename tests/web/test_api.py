@@ -479,3 +479,24 @@ def test_duplicates_are_found_in_the_background_and_pages_say_how_far(app, clien
     assert done.status_code == 200 and "pending" not in done.get_json()
     assert 'id="duplicates-pending"' not in client.get("/duplicates").get_data(as_text=True)
     assert client.get("/duplicates/remove.csv").status_code == 200
+
+
+def test_the_copies_tier_is_not_found_again_for_another_similar_threshold(app, client, monkeypatch):
+    """The copies tier does not depend on the similar tier's threshold: looking at similar shots at
+    0.95, then at the copies again, finds the tiers twice, not three times."""
+    from web import duplicates as review
+
+    calls: list[float] = []
+    real = review.find_tiers
+
+    def counted(library, **kwargs):
+        calls.append(kwargs["similar_threshold"])
+        return real(library, **kwargs)
+
+    monkeypatch.setattr(review, "find_tiers", counted)
+    first = client.get("/api/duplicates").get_json()
+    assert client.get("/api/duplicates?kind=similar&threshold=0.95").status_code == 200
+    again = client.get("/api/duplicates").get_json()
+    assert again == first and calls == [0.9, 0.95]
+    assert client.get("/api/duplicates?kind=similar&threshold=0.9").status_code == 200  # similar: its own threshold
+    assert calls == [0.9, 0.95, 0.9]

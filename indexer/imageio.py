@@ -26,9 +26,10 @@ try:  # HEIC/HEIF from phones; optional at run time, a declared dependency.
 except ImportError:  # pragma: no cover
     pass
 
-# Photos up to ~100 MP decode; beyond that a file is treated as a decompression bomb.
+# Photos up to ~100 MP decode; beyond that a file is treated as a decompression bomb. Judged by
+# `load_image` on the size it decodes at, not by Pillow at open: a 108 MP phone JPEG decodes at 1/8.
 MAX_PIXELS = 100_000_000
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+Image.MAX_IMAGE_PIXELS = None
 # A file over this is refused by its size once its header is read, before the rest is: the largest
 # photo MAX_PIXELS allows, uncompressed 16-bit RGBA (800 MB), still fits with its metadata.
 MAX_FILE_BYTES = 1 << 30
@@ -176,11 +177,13 @@ def _gray8(img: Image.Image) -> Image.Image:
         for top in range(0, h, GRAY_ROWS):
             yield top, np.asarray(img.crop((0, top, w, min(h, top + GRAY_ROWS))), dtype=np.float32)
 
-    ranges = [(float(band.min()), float(band.max())) for _, band in bands()]
-    lo, hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
+    finite = [band[np.isfinite(band)] for _, band in bands()]  # a float image's NaN or inf are no range
+    ranges = [(float(f.min()), float(f.max())) for f in finite if f.size]
+    lo, hi = (min(r[0] for r in ranges), max(r[1] for r in ranges)) if ranges else (0.0, 0.0)
     scale = 255.0 / (hi - lo) if hi > lo else 0.0
     out = np.empty((h, w), dtype=np.uint8)
     for top, band in bands():
+        band = np.nan_to_num(band, nan=lo, posinf=hi, neginf=lo)
         out[top : top + GRAY_ROWS] = (band - lo) * scale  # truncated to uint8, as astype does
     return Image.fromarray(out, "L")
 
@@ -243,9 +246,13 @@ def load_image(
     Raises ImageError for anything that is not a usable image; never anything else.
     """
     if isinstance(source, Path) and is_raw(source):
-        from indexer.raw import load_raw
+        from indexer.raw import UNSUPPORTED_RAW, load_raw
 
-        return load_raw(source, min_side, max_bytes=max_bytes)
+        try:
+            return load_raw(source, min_side, max_bytes=max_bytes)
+        except ImageError as e:  # a JPEG or PNG named .CR2 (a renamed export): decoded as what it is
+            if e.reason != UNSUPPORTED_RAW or _starts_like_raw(source):
+                raise
     opened: Image.Image | None = None
     result: Image.Image | None = None
     try:
@@ -257,26 +264,28 @@ def load_image(
             width, height = img.size
             if width < 1 or height < 1:
                 raise ImageError("degenerate image", f"{width}x{height} pixels")
-            if min_side and fmt == "JPEG":
+            if min_side and fmt in ("JPEG", "MPO"):  # MPO: a camera JPEG with a second picture in it
                 if min(img.size) >= 2 * min_side:
                     # Pillow picks the largest of 1/2, 1/4, 1/8 that keeps both sides >= these.
                     img.draft("RGB", (min_side, min_side))
+            check_pixels(img)
             # Before anything reads pixels: a PNG's getexif() decodes the whole image.
             if max_bytes is not None and (need := decoded_bytes(img, min_side)) > max_bytes:
                 raise ImageError(
                     TOO_LARGE, f"{img.size[0]}x{img.size[1]} {img.mode} pixels take "
                     f"{need / 2**20:.0f} MiB decoded, over the {max_bytes / 2**20:.0f} MiB allowed"
                 )
-            orientation, taken_at, camera = _exif_facts(img)
-            if orientation in (5, 6, 7, 8):
-                width, height = height, width
+            _orientation, taken_at, camera = _exif_facts(img)
             if getattr(img, "is_animated", False):
                 img.seek(0)  # first frame stands for an animation
             img.load()
+            stored = img.size
             try:
                 img = ImageOps.exif_transpose(img)
             except Exception:
                 pass  # a broken orientation tag: keep the pixels as stored
+            if img.size != stored:  # turned upright (a TIFF comes upright already: Pillow turns it)
+                width, height = height, width
             img = to_rgb(img, min_side)
             result = img
     except ImageError:
@@ -302,6 +311,23 @@ def load_image(
         if opened is not None and opened is not result:
             opened.close()  # and its file, which a multi-frame image keeps open
     return img, PhotoInfo(width, height, fmt, taken_at, camera)
+
+
+def check_pixels(img: Image.Image) -> None:
+    """Refuse an image of more than MAX_PIXELS at the size it will decode at (after `draft`)."""
+    w, h = img.size
+    if w * h > MAX_PIXELS:
+        raise ImageError("decompression bomb", f"{w}x{h} pixels, over the {MAX_PIXELS // 1_000_000} megapixels "
+                                               "allowed")
+
+
+def _starts_like_raw(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return True  # unreadable: LibRaw's own error stands
+    return head.startswith(RAW_SIGNATURES) or head[4:12] == b"ftypcrx "
 
 
 def _raw_bytes(data: bytes, min_side: int | None, max_bytes: int | None,

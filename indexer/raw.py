@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from indexer.imageio import MAX_FILE_BYTES, TOO_LARGE, ImageError, PhotoInfo, decoded_bytes, to_rgb
+from indexer.imageio import MAX_FILE_BYTES, TOO_LARGE, ImageError, PhotoInfo, check_pixels, decoded_bytes, to_rgb
 from indexer.rows import MISSING, UNREADABLE
 
 try:
@@ -146,6 +146,7 @@ def _preview(raw, sizes, min_side: int | None, max_bytes: int | None) -> Image.I
                 return None
             if min_side and min(img.size) >= 2 * min_side:
                 img.draft("RGB", (min_side, min_side))  # as load_image does for any JPEG
+            check_pixels(img)
             if max_bytes is not None and decoded_bytes(img) > max_bytes:
                 return None  # the half-size demosaic's own check decides
             exif_orientation = img.getexif().get(0x0112, 1)

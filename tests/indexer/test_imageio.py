@@ -220,3 +220,52 @@ def test_a_large_image_is_reduced_in_its_own_mode_keeping_the_shorter_side(mode)
     pixels = np.asarray(img)
     assert pixels[0, 0, 0] < 10 and pixels[-1, 0, 0] > 245  # the gradient, scaled to 8 bits, survives
     assert load_image(buf.getvalue())[0].size == (2000, 1500)  # without min_side: full size
+
+
+def test_a_camera_jpeg_with_a_second_picture_mpo_decodes_at_reduced_scale():
+    """Pillow opens a JPEG carrying an MPF second picture as MPO: it was decoded at full size, and an
+    upload of 24 MP or more was refused as too large."""
+    buf = io.BytesIO()
+    big = Image.linear_gradient("L").resize((6000, 4200)).convert("RGB")
+    big.save(buf, "MPO", save_all=True, append_images=[big.resize((600, 420))])
+    with Image.open(io.BytesIO(buf.getvalue())) as opened:
+        assert opened.format == "MPO"
+    img, info = load_image(buf.getvalue(), min_side=256, max_bytes=96 * 2**20)
+    # drafted at 1/8 (750 x 525), then reduced by 2 in its own mode: the shorter side in [256, 512)
+    assert img.size == (375, 263) and (info.width, info.height) == (6000, 4200)
+
+
+def test_a_108_megapixel_jpeg_decodes_at_reduced_scale_and_a_bomb_is_still_one():
+    buf = io.BytesIO()
+    Image.new("L", (12000, 9000), 128).save(buf, "JPEG")
+    img, info = load_image(buf.getvalue(), min_side=256)
+    assert img.size == (375, 282) and (info.width, info.height) == (12000, 9000)  # 1/8, then reduced by 4
+    with pytest.raises(ImageError) as e:  # at full size it is over the 100 megapixels allowed
+        load_image(buf.getvalue())
+    assert e.value.reason == "decompression bomb" and "12000x9000 pixels, over the 100 megapixels" in e.value.detail
+
+
+def test_a_tiff_turned_by_its_orientation_has_its_upright_size(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    for fmt in ("TIFF", "JPEG"):  # Pillow turns a TIFF upright itself; a JPEG is turned by exif_transpose
+        path = tmp_path / f"o6.{fmt.lower()}"
+        Image.linear_gradient("L").resize((448, 640)).convert("RGB").save(path, fmt, exif=exif)
+        img, info = load_image(path)
+        assert img.size == (640, 448) and (info.width, info.height) == (640, 448), fmt
+
+
+def test_a_float_image_with_nan_keeps_its_picture():
+    a = np.tile(np.linspace(0, 1, 200, dtype=np.float32), (100, 1))
+    a[0, 0], a[0, 1] = np.nan, np.inf
+    buf = io.BytesIO()
+    Image.fromarray(a, "F").save(buf, "TIFF")
+    pixels = np.asarray(load_image(buf.getvalue())[0])[..., 0]
+    assert pixels[50, 0] == 0 and pixels[50, -1] == 255 and 120 < pixels[50].mean() < 135
+
+
+def test_a_jpeg_named_like_a_raw_decodes_as_the_jpeg_it_is(tmp_path):
+    fake = tmp_path / "IMG_0001.CR2"  # an export renamed, or a camera's JPEG misnamed
+    Image.linear_gradient("L").convert("RGB").save(fake, "JPEG")
+    img, info = load_image(fake)
+    assert img.size == (256, 256) and info.format == "JPEG"

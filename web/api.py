@@ -115,8 +115,9 @@ def suggestion(image_id: int):
 def put_label(image_id: int):
     data = json_body()
     label = labelling.clean_label(data.get("label"))
-    labelling.label_images([image_id], label, source=data.get("source", "user"))
-    return jsonify(image_payload(get_image(image_id)))
+    payload = labelling.label_images([image_id], label, source=data.get("source", "user"),
+                                     after=lambda: image_payload(get_image(image_id)))
+    return jsonify(payload)
 
 
 @bp.delete("/images/<int:image_id>/label")
@@ -152,7 +153,7 @@ def label_many():
 
 @bp.get("/queue")
 def queue():
-    """Unlabelled images, most uncertain suggestion first, then those no labelled neighbour voted for."""
+    """Unlabelled images in the labelling queue's order (search/labelling/queue_order.py)."""
     limit = int_arg(request.args, "limit", 20, lo=1, hi=MAX_QUEUE)
     offset = int_arg(request.args, "offset", 0, lo=0, hi=10**9)
     suggestions = services().labeller.queue(limit=limit, offset=offset)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
@@ -52,8 +53,8 @@ class Filters:
             raise BadRequest(f"status must be one of {', '.join(STATUSES)}")
         return cls(
             folder=args.get("folder") or None,
-            label=args.get("label") or None,
-            suggested=args.get("suggested") or None,
+            label=_label_arg(args, "label"),
+            suggested=_label_arg(args, "suggested"),
             unlabelled=args.get("unlabelled") in ("1", "true", "on"),
             status=status,
             date_from=_date(args, "from"),
@@ -95,6 +96,13 @@ def int_arg(args: Mapping[str, str], name: str, default: int, *, lo: int, hi: in
     except ValueError:
         raise BadRequest(f"{name} must be an integer") from None
     return max(lo, min(hi, value))
+
+
+def _label_arg(args: Mapping[str, str], name: str) -> str | None:
+    """A label filter as labels are stored (NFC, stripped: search.labelling.labels.clean_label), so
+    that "café" typed decomposed, or " hat", finds what a PUT of it stored."""
+    value = unicodedata.normalize("NFC", args.get(name) or "").strip()
+    return value or None
 
 
 def _date(args: Mapping[str, str], name: str) -> date | None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from flask import abort
 from sqlalchemy import Select, func, select
@@ -17,6 +18,7 @@ from web.context import get_session, services
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 WRITE_SOURCES = (USER, ACCEPTED)  # "imported" belongs to the importers
 MAX_BATCH = 1000
 
@@ -40,8 +42,11 @@ def clean_label(raw: object) -> str:
         abort(400, description=str(e))
 
 
-def label_images(image_ids: list[int], label: str, source: str = USER) -> None:
-    """Set one label on these images in one transaction, then refresh the dependent suggestions.
+def label_images(image_ids: list[int], label: str, source: str = USER,
+                 after: Callable[[], T] | None = None) -> T | None:
+    """Set one label on these images in one transaction, then refresh the dependent suggestions;
+    `after()`'s result, called before another write can come in (a response of what this request
+    wrote, not of a later request's label).
 
     :raise 400: a label the search layer refuses. :raise 404: an unknown id (nothing is changed).
     """
@@ -64,7 +69,9 @@ def label_images(image_ids: list[int], label: str, source: str = USER) -> None:
         except BaseException:
             session.rollback()
             raise
+        result = after() if after is not None else None
         _after_label_change(image_ids)
+    return result
 
 
 def unlabel_image(image_id: int) -> None:

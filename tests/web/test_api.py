@@ -500,3 +500,36 @@ def test_the_copies_tier_is_not_found_again_for_another_similar_threshold(app, c
     assert again == first and calls == [0.9, 0.95]
     assert client.get("/api/duplicates?kind=similar&threshold=0.9").status_code == 200  # similar: its own threshold
     assert calls == [0.9, 0.95, 0.9]
+
+
+def test_a_label_filter_finds_what_a_write_of_the_same_text_stored(client, library):
+    """Labels are stored in NFC, stripped; the filters now read them the same way."""
+    import unicodedata
+
+    image_id = unlabelled_id(library)
+    decomposed = unicodedata.normalize("NFD", "café")
+    assert client.put(f"/api/images/{image_id}/label", json={"label": decomposed}).status_code == 200
+    for query in (decomposed, "café", " café "):
+        found = client.get("/api/images", query_string={"label": query}).get_json()
+        assert [r["id"] for r in found["images"]] == [image_id], query
+
+
+def test_each_label_write_answers_with_its_own_label(app, library):
+    """Concurrent writes to one photo: the last one wins, and each answers with what it wrote, not
+    with a later request's label (the row was read again after the write lock was let go)."""
+    import threading
+
+    image_id = unlabelled_id(library)
+    answers: dict[str, str] = {}
+
+    def put(label: str) -> None:
+        body = app.test_client().put(f"/api/images/{image_id}/label", json={"label": label}).get_json()
+        answers[label] = body["label"]["label"]
+
+    threads = [threading.Thread(target=put, args=(f"c{i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert answers == {f"c{i}": f"c{i}" for i in range(8)}
+    assert stored_label(library, image_id) in answers

@@ -54,17 +54,22 @@ class Ranking:
 def rank_suspicious(p: npt.NDArray[np.float64], given: npt.NDArray[np.int64]) -> Ranking:
     """Confident learning on out-of-fold probabilities p [N, C] of photos labelled `given` [N].
 
-    Rows of zeros (no prediction) are never suspicious; neither is a class nobody labelled.
+    Rows of zeros (no prediction) are never suspicious; neither is a class nobody labelled. Nor is
+    a photo whose label no other photo has (`checkable`): held out, its class is in no training
+    fold, so its out-of-fold p(given) is 0 whatever the photo shows; as a suggestion, such a class
+    needs a majority (its own mean is 0: any p would beat it).
     """
     n, c = p.shape
+    counts = np.bincount(given, minlength=c)
     thresholds = np.full(c, np.inf)
     for j in range(c):
         mine = (given == j) & (p.sum(axis=1) > 0)
         if mine.any():
-            thresholds[j] = min(p[mine, j].mean(), MAJORITY)
+            thresholds[j] = min(p[mine, j].mean(), MAJORITY) if counts[j] >= 2 else MAJORITY
     p_given = p[np.arange(n), given]
     confident = (p >= thresholds[None, :]) & (p > p_given[:, None])
     confident[np.arange(n), given] = False
+    confident[~checkable(given)] = False
     candidates = np.where(confident, p, -np.inf)
     suggested = candidates.argmax(axis=1) if c else np.zeros(n, dtype=np.int64)
     rows = np.flatnonzero(confident.any(axis=1))
@@ -74,11 +79,16 @@ def rank_suspicious(p: npt.NDArray[np.float64], given: npt.NDArray[np.int64]) ->
     return Ranking(rows, suggested[rows], p[rows, suggested[rows]], margin[order])
 
 
+def checkable(given: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+    """The photos whose label another photo has too: the only ones cross-validation can check."""
+    return np.bincount(given)[given] >= 2 if len(given) else np.zeros(0, dtype=bool)
+
+
 @dataclass(frozen=True)
 class Check:
     suspects: list[Suspect]  # worst first, at most the limit asked for
     found: int  # suspicious photos in all
-    checked: int  # labelled photos cross-validated (0: too few labels)
+    checked: int  # labelled photos cross-validated whose label another photo has too (0: too few labels)
 
 
 def suspicious(labeller: Labeller, limit: int | None = None, seed: int = 0) -> Check:
@@ -109,4 +119,4 @@ def suspicious(labeller: Labeller, limit: int | None = None, seed: int = 0) -> C
         )
         for i, r in enumerate(rows)
     ]
-    return Check(out, len(ranking.rows), len(codes))
+    return Check(out, len(ranking.rows), int(checkable(codes).sum()))

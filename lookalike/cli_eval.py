@@ -130,8 +130,8 @@ def eval_(
         click.echo(f"no confidence threshold reaches precision {target_precision:.0%}")
     else:
         click.echo(
-            f"suggestions with confidence >= {threshold:.3f} are {target_precision:.0%} right "
-            f"and cover {report.coverage_at(threshold):.0%} of images"
+            f"suggestions with confidence >= {threshold:.3f} are {report.precision_at(threshold) or 0:.0%} right "
+            f"(target {target_precision:.0%}) and cover {report.coverage_at(threshold):.0%} of images"
         )
     click.echo(
         "cross-validated ({} folds): ".format(methods["folds"])

@@ -90,7 +90,7 @@ def learn(library, as_json):
         click.echo(f"no confidence reaches {TARGET_PRECISION:.0%} precision yet")
     else:
         click.echo(
-            f"suggestions with confidence >= {out['threshold']:.3f} are {TARGET_PRECISION:.0%} right "
+            f"suggestions with confidence >= {out['threshold']:.3f} are at least {TARGET_PRECISION:.0%} right "
             f"(cross-validated) and cover {out['coverage']:.0%} of them"
         )
 

@@ -250,6 +250,10 @@ def test_eval_reports_the_methods_side_by_side_and_with_few_labels(run, labelled
     assert all(0 < a <= 1 for a in few["accuracy"].values())
     text = run("eval", "--library", labelled_samples.path).output
     assert "cross-validated" in text and "the labeller would use" in text
+    # The precision said is the one measured at the threshold, not the target asked for.
+    anything = run("eval", "--library", labelled_samples.path, "--target-precision", "0").output
+    said = next(line for line in anything.splitlines() if line.startswith("suggestions with confidence"))
+    assert "(target 0%)" in said and " are 0% right" not in said
 
 
 @pytest.mark.parametrize("method", ALL_METHODS)

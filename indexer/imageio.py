@@ -177,8 +177,11 @@ def _gray8(img: Image.Image) -> Image.Image:
         for top in range(0, h, GRAY_ROWS):
             yield top, np.asarray(img.crop((0, top, w, min(h, top + GRAY_ROWS))), dtype=np.float32)
 
-    finite = [band[np.isfinite(band)] for _, band in bands()]  # a float image's NaN or inf are no range
-    ranges = [(float(f.min()), float(f.max())) for f in finite if f.size]
+    ranges = []
+    for _, band in bands():
+        finite = band[np.isfinite(band)]  # a float image's NaN or inf are no range
+        if finite.size:
+            ranges.append((float(finite.min()), float(finite.max())))
     lo, hi = (min(r[0] for r in ranges), max(r[1] for r in ranges)) if ranges else (0.0, 0.0)
     scale = 255.0 / (hi - lo) if hi > lo else 0.0
     out = np.empty((h, w), dtype=np.uint8)

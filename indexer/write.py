@@ -75,8 +75,10 @@ def store_rows(library: Library, batch: EmbeddedBatch) -> set[int]:
 def _changed_since_scan(library: Library, image_ids: list[int]) -> set[int]:
     """Of these rows, those whose file's size or mtime is no longer what the scan recorded (or that
     is gone): a photo read while it was being written, not a broken one."""
+    if not image_ids:  # the usual batch: nothing failed, nothing to look at
+        return set()
     root = library.root
-    if not image_ids or root is None:
+    if root is None:
         return set()
     with library.Session() as s:
         rows = s.execute(select(Image.id, Image.path, Image.size, Image.mtime).where(Image.id.in_(image_ids))).all()
